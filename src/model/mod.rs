@@ -1,0 +1,147 @@
+//! Models `y(θ) ∈ Rⁿ` with Jacobian–vector products (MATH.md §1).
+//!
+//! A [`Model`] is linearised once at θ ([`Model::linearize`]); the returned
+//! [`Linearization`] caches whatever the forward pass produced (activations, a dense
+//! Jacobian, ...) and answers [`jvp`](Linearization::jvp) `J t` and
+//! [`vjp`](Linearization::vjp) `Jᵀ s` as often as conjugate gradients asks, without
+//! recomputing the forward pass. This is the shape of `jax.linearize`.
+//!
+//! Outputs are laid out sample-major: with `m` sample points and `q` values per point,
+//! `n = m·q` and output `i·q + j` is value `j` at sample `i`.
+
+mod closure;
+mod linear;
+mod quadratic;
+
+pub use closure::{ClosureLinearization, ClosureModel};
+pub use linear::{Design, LinearLinearization, LinearModel};
+pub use quadratic::QuadraticModel;
+
+use crate::error::{check_finite, check_len, Result};
+use faer::{Mat, MatMut, MatRef};
+
+/// A differentiable map `θ ∈ Rᵖ ↦ y(θ) ∈ Rⁿ`.
+pub trait Model: Send + Sync {
+    /// The object returned by [`Model::linearize`]; it may borrow the model's data.
+    type Linearization<'a>: Linearization
+    where
+        Self: 'a;
+
+    /// Number of parameters `p`.
+    fn n_params(&self) -> usize;
+
+    /// Number of outputs `n = m·q`.
+    fn n_outputs(&self) -> usize;
+
+    /// Number of sample points `m` (so `q = n / m` outputs per sample). Defaults to `n`.
+    fn n_samples(&self) -> usize {
+        self.n_outputs()
+    }
+
+    /// Runs the forward pass at `theta` and keeps what the Jacobian products need.
+    ///
+    /// Implementations may assume `theta.len() == n_params()`; [`crate::Problem`] checks it
+    /// (and that θ is finite) before calling.
+    fn linearize(&self, theta: &[f64]) -> Result<Self::Linearization<'_>>;
+
+    /// Writes `y(θ)` into `out` (length `n`). The default linearises and copies; models
+    /// whose forward pass is cheaper without caching override it.
+    fn forward(&self, theta: &[f64], out: &mut [f64]) -> Result<()> {
+        check_len(
+            "forward output buffer vs model outputs",
+            self.n_outputs(),
+            out.len(),
+        )?;
+        let lin = self.linearize(theta)?;
+        out.copy_from_slice(lin.outputs());
+        Ok(())
+    }
+
+    /// The same model restricted to the given sample points (mini-batches). The default
+    /// says the model does not support it.
+    fn select_samples(&self, samples: &[usize]) -> Result<Self>
+    where
+        Self: Sized,
+    {
+        let _ = samples;
+        Err(crate::Error::Unsupported(
+            "this model cannot be restricted to a mini-batch of samples".into(),
+        ))
+    }
+}
+
+/// A model linearised at one θ: its outputs and its Jacobian products there.
+///
+/// `jvp` and `vjp` take `&mut self` so that implementations can keep scratch buffers and
+/// never allocate per product. Both panic if a slice has the wrong length (the crate's own
+/// callers check sizes once, up front).
+pub trait Linearization: Send {
+    /// Number of parameters `p`.
+    fn n_params(&self) -> usize;
+
+    /// The outputs `y(θ)` (length `n`).
+    fn outputs(&self) -> &[f64];
+
+    /// Jacobian–vector product `out = J(θ) t` (forward mode); `t ∈ Rᵖ`, `out ∈ Rⁿ`.
+    fn jvp(&mut self, t: &[f64], out: &mut [f64]);
+
+    /// Vector–Jacobian product `out = J(θ)ᵀ s` (reverse mode); `s ∈ Rⁿ`, `out ∈ Rᵖ`.
+    fn vjp(&mut self, s: &[f64], out: &mut [f64]);
+
+    /// `out = J T` for a block of `k` tangents (`T` is p×k, `out` n×k). The default loops
+    /// over columns; models with a batched product (one GEMM) override it.
+    fn jvp_block(&mut self, t: MatRef<'_, f64>, mut out: MatMut<'_, f64>) {
+        for j in 0..t.ncols() {
+            let tj = col_as_vec(t, j);
+            let oj = col_slice_mut(out.rb_mut(), j);
+            self.jvp(&tj, oj);
+        }
+    }
+
+    /// `out = Jᵀ S` for a block of `k` cotangents (`S` is n×k, `out` p×k).
+    fn vjp_block(&mut self, s: MatRef<'_, f64>, mut out: MatMut<'_, f64>) {
+        for j in 0..s.ncols() {
+            let sj = col_as_vec(s, j);
+            let oj = col_slice_mut(out.rb_mut(), j);
+            self.vjp(&sj, oj);
+        }
+    }
+
+    /// The dense n×p Jacobian if the model has it at hand (closure models, linear models);
+    /// `None` otherwise, in which case the direct solver builds it from products.
+    fn dense_jacobian(&mut self) -> Option<Mat<f64>> {
+        None
+    }
+
+    /// `diag(Jᵀ diag(w) J)` for a diagonal metric `w`, written into `out` (length `p`),
+    /// when the model can compute it cheaply. Returns `false` when it cannot (the default).
+    /// Used by the Jacobi preconditioner.
+    fn gram_diagonal(&mut self, metric_diagonal: &[f64], out: &mut [f64]) -> bool {
+        let _ = (metric_diagonal, out);
+        false
+    }
+}
+
+use faer::prelude::ReborrowMut;
+
+/// Column `j` of `m` as an owned vector (columns of faer matrices may be strided).
+fn col_as_vec(m: MatRef<'_, f64>, j: usize) -> Vec<f64> {
+    m.col(j).iter().copied().collect()
+}
+
+/// Column `j` of a column-major, contiguous `MatMut` as a slice.
+///
+/// # Panics
+/// If the column is not contiguous (faer matrices created by the crate always are).
+pub(crate) fn col_slice_mut(m: MatMut<'_, f64>, j: usize) -> &mut [f64] {
+    m.col_mut(j)
+        .try_as_col_major_mut()
+        .expect("natgrad: column-major output block required")
+        .as_slice_mut()
+}
+
+/// Checks θ against a model: length `p`, all finite.
+pub fn check_theta<M: Model + ?Sized>(model: &M, theta: &[f64]) -> Result<()> {
+    check_len("theta vs model parameters", model.n_params(), theta.len())?;
+    check_finite("theta", theta)
+}

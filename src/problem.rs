@@ -1,0 +1,318 @@
+//! The problem: model × loss × metric (MATH.md §1), and its linearisation at θ.
+//!
+//! [`Problem`] implements argmin's [`CostFunction`] and [`Gradient`] on `Vec<f64>`, so the
+//! same value drives `natgrad`'s [`crate::NaturalGradient`] and argmin's own solvers
+//! (`LBFGS`, `SteepestDescent`, ...).
+
+use crate::error::{check_finite, check_len, Result};
+use crate::gram::GramOperator;
+use crate::loss::Loss;
+use crate::metric::{Metric, OutputPoint};
+use crate::model::{check_theta, Linearization, Model};
+use argmin::core::{CostFunction, Gradient};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Counts of model evaluations made through a [`Problem`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Evaluations {
+    /// Forward passes (plain or linearising).
+    pub forward: u64,
+    /// Jacobian–vector products `J t`.
+    pub jvp: u64,
+    /// Vector–Jacobian products `Jᵀ s`.
+    pub vjp: u64,
+}
+
+impl std::ops::Sub for Evaluations {
+    type Output = Evaluations;
+    fn sub(self, rhs: Self) -> Self {
+        Evaluations {
+            forward: self.forward.saturating_sub(rhs.forward),
+            jvp: self.jvp.saturating_sub(rhs.jvp),
+            vjp: self.vjp.saturating_sub(rhs.vjp),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    forward: AtomicU64,
+    pub(crate) jvp: AtomicU64,
+    pub(crate) vjp: AtomicU64,
+}
+
+impl Counters {
+    fn snapshot(&self) -> Evaluations {
+        Evaluations {
+            forward: self.forward.load(Relaxed),
+            jvp: self.jvp.load(Relaxed),
+            vjp: self.vjp.load(Relaxed),
+        }
+    }
+}
+
+/// Model, loss and metric, checked to agree in size.
+#[derive(Debug)]
+pub struct Problem<Mo, Lo, Me> {
+    model: Mo,
+    loss: Lo,
+    metric: Me,
+    counters: Counters,
+}
+
+impl<Mo: Clone, Lo: Clone, Me: Clone> Clone for Problem<Mo, Lo, Me> {
+    /// Clones model, loss and metric; the evaluation counts start again from zero.
+    fn clone(&self) -> Self {
+        Self {
+            model: self.model.clone(),
+            loss: self.loss.clone(),
+            metric: self.metric.clone(),
+            counters: Counters::default(),
+        }
+    }
+}
+
+impl<Mo: Model, Lo: Loss, Me: Metric> Problem<Mo, Lo, Me> {
+    /// Combines a model, a loss and a metric. Fails with
+    /// [`Error::DimensionMismatch`](crate::Error::DimensionMismatch) when the model's output
+    /// count disagrees with the loss or the metric, or when the metric cannot work with
+    /// this loss (a GGN metric on a loss without Hessian).
+    pub fn new(model: Mo, loss: Lo, metric: Me) -> Result<Self> {
+        let n = model.n_outputs();
+        if let Some(d) = loss.dim() {
+            check_len("loss vs model outputs", n, d)?;
+        }
+        metric.validate(n, &loss)?;
+        Ok(Self {
+            model,
+            loss,
+            metric,
+            counters: Counters::default(),
+        })
+    }
+
+    /// The model.
+    pub fn model(&self) -> &Mo {
+        &self.model
+    }
+
+    /// The loss.
+    pub fn loss(&self) -> &Lo {
+        &self.loss
+    }
+
+    /// The metric.
+    pub fn metric(&self) -> &Me {
+        &self.metric
+    }
+
+    /// Number of parameters `p`.
+    pub fn n_params(&self) -> usize {
+        self.model.n_params()
+    }
+
+    /// Number of outputs `n`.
+    pub fn n_outputs(&self) -> usize {
+        self.model.n_outputs()
+    }
+
+    /// Evaluations made so far through this problem (by any solver).
+    pub fn evaluations(&self) -> Evaluations {
+        self.counters.snapshot()
+    }
+
+    /// Linearises at θ: one forward pass, the loss, and its output gradient `∇_y ℓ`.
+    /// Fails on a θ of the wrong length, a non-finite θ, or non-finite outputs.
+    pub fn linearize(&self, theta: &[f64]) -> Result<Linearized<'_, Mo, Lo, Me>> {
+        check_theta(&self.model, theta)?;
+        let lin = self.model.linearize(theta)?;
+        self.counters.forward.fetch_add(1, Relaxed);
+        let outputs = lin.outputs().to_vec();
+        check_len(
+            "model outputs vs n_outputs()",
+            self.n_outputs(),
+            outputs.len(),
+        )?;
+        check_finite("model outputs", &outputs)?;
+        let loss = self.loss.value(&outputs);
+        let mut loss_gradient = vec![0.0; outputs.len()];
+        self.loss.gradient(&outputs, &mut loss_gradient);
+        Ok(Linearized {
+            problem: self,
+            lin,
+            outputs,
+            loss,
+            loss_gradient,
+        })
+    }
+
+    /// The loss at θ (one forward pass, no linearisation). Non-finite outputs give an
+    /// infinite loss rather than an error, so that line searches can reject the point.
+    pub fn loss_at(&self, theta: &[f64]) -> Result<f64> {
+        check_theta(&self.model, theta)?;
+        let mut y = vec![0.0; self.n_outputs()];
+        self.model.forward(theta, &mut y)?;
+        self.counters.forward.fetch_add(1, Relaxed);
+        if y.iter().all(|v| v.is_finite()) {
+            Ok(self.loss.value(&y))
+        } else {
+            Ok(f64::INFINITY)
+        }
+    }
+
+    /// The parameter gradient `g = Jᵀ ∇_y ℓ` at θ (one forward pass and one vjp).
+    pub fn gradient_at(&self, theta: &[f64]) -> Result<Vec<f64>> {
+        let mut lin = self.linearize(theta)?;
+        Ok(lin.gradient())
+    }
+
+    /// The same problem on a mini-batch of sample points: model, loss and metric restricted
+    /// to the samples and rescaled to estimate the full loss.
+    pub fn select_samples(&self, samples: &[usize]) -> Result<Self> {
+        let (m, n) = (self.model.n_samples(), self.model.n_outputs());
+        let q = n / m.max(1);
+        Ok(Self {
+            model: self.model.select_samples(samples)?,
+            loss: self.loss.select_samples(samples, q, m)?,
+            metric: self.metric.select_samples(samples, q, m)?,
+            counters: Counters::default(),
+        })
+    }
+}
+
+/// A [`Problem`] linearised at one θ: outputs, loss, `∇_y ℓ`, and counted Jacobian
+/// products. Every Gram product of one solve reuses this one forward pass.
+pub struct Linearized<'a, Mo: Model + 'a, Lo, Me> {
+    problem: &'a Problem<Mo, Lo, Me>,
+    lin: Mo::Linearization<'a>,
+    outputs: Vec<f64>,
+    loss: f64,
+    loss_gradient: Vec<f64>,
+}
+
+impl<'a, Mo: Model, Lo: Loss, Me: Metric> Linearized<'a, Mo, Lo, Me> {
+    /// The outputs `y(θ)`.
+    pub fn outputs(&self) -> &[f64] {
+        &self.outputs
+    }
+
+    /// The loss `ℓ(y(θ))`.
+    pub fn loss(&self) -> f64 {
+        self.loss
+    }
+
+    /// The output-space gradient `∇_y ℓ(y(θ))`.
+    pub fn output_gradient(&self) -> &[f64] {
+        &self.loss_gradient
+    }
+
+    /// The problem this linearisation belongs to.
+    pub fn problem(&self) -> &'a Problem<Mo, Lo, Me> {
+        self.problem
+    }
+
+    /// Where the metric is evaluated (these outputs and the problem's loss).
+    pub fn point(&self) -> OutputPoint<'_> {
+        OutputPoint {
+            outputs: &self.outputs,
+            loss: &self.problem.loss,
+        }
+    }
+
+    /// `out = J t` (counted).
+    pub fn jvp(&mut self, t: &[f64], out: &mut [f64]) {
+        self.problem.counters.jvp.fetch_add(1, Relaxed);
+        self.lin.jvp(t, out);
+    }
+
+    /// `out = Jᵀ s` (counted).
+    pub fn vjp(&mut self, s: &[f64], out: &mut [f64]) {
+        self.problem.counters.vjp.fetch_add(1, Relaxed);
+        self.lin.vjp(s, out);
+    }
+
+    /// `out = M v`, the metric at these outputs.
+    pub fn apply_metric(&self, v: &[f64], out: &mut [f64]) {
+        self.problem.metric.apply(&self.point(), v, out);
+    }
+
+    /// The parameter gradient `g = Jᵀ ∇_y ℓ` (one vjp).
+    pub fn gradient(&mut self) -> Vec<f64> {
+        let mut g = vec![0.0; self.problem.n_params()];
+        self.problem.counters.vjp.fetch_add(1, Relaxed);
+        self.lin.vjp(&self.loss_gradient, &mut g);
+        g
+    }
+
+    /// `out = Jᵀ M h`: the right-hand side of the projection `P(h) = G⁻¹ Jᵀ M h` of an
+    /// output vector `h` onto the tangent space (MATH.md §3). One metric product, one vjp.
+    pub fn project_rhs(&mut self, h: &[f64], out: &mut [f64]) {
+        let mut mh = vec![0.0; h.len()];
+        self.apply_metric(h, &mut mh);
+        self.vjp(&mh, out);
+    }
+
+    /// The damped Gram operator `G + λI = JᵀMJ + λI` at this θ, as a faer `LinOp`.
+    pub fn gram(&mut self, damping: f64) -> GramOperator<'_, Mo::Linearization<'a>, Me> {
+        let at = OutputPoint {
+            outputs: &self.outputs,
+            loss: &self.problem.loss,
+        };
+        GramOperator::new(
+            &mut self.lin,
+            &self.problem.metric,
+            at,
+            damping,
+            &self.problem.counters,
+        )
+    }
+
+    /// `diag(G) + λ` when both the metric's diagonal and the model's
+    /// [`Linearization::gram_diagonal`] are available; `None` otherwise.
+    pub fn gram_diagonal(&mut self, damping: f64) -> Option<Vec<f64>> {
+        let mut w = vec![0.0; self.outputs.len()];
+        let at = OutputPoint {
+            outputs: &self.outputs,
+            loss: &self.problem.loss,
+        };
+        if !self.problem.metric.diagonal(&at, &mut w) {
+            return None;
+        }
+        let mut d = vec![0.0; self.problem.n_params()];
+        if !self.lin.gram_diagonal(&w, &mut d) {
+            return None;
+        }
+        d.iter_mut().for_each(|x| *x += damping);
+        Some(d)
+    }
+
+    /// The model's linearisation, uncounted (for callers that count their own products).
+    pub fn linearization_mut(&mut self) -> &mut Mo::Linearization<'a> {
+        &mut self.lin
+    }
+
+    pub(crate) fn count_products(&self, jvp: u64, vjp: u64) {
+        self.problem.counters.jvp.fetch_add(jvp, Relaxed);
+        self.problem.counters.vjp.fetch_add(vjp, Relaxed);
+    }
+}
+
+impl<Mo: Model, Lo: Loss, Me: Metric> CostFunction for Problem<Mo, Lo, Me> {
+    type Param = Vec<f64>;
+    type Output = f64;
+
+    fn cost(&self, theta: &Vec<f64>) -> std::result::Result<f64, argmin::core::Error> {
+        self.loss_at(theta)
+            .map_err(|e| e.into_argmin("natgrad::Problem"))
+    }
+}
+
+impl<Mo: Model, Lo: Loss, Me: Metric> Gradient for Problem<Mo, Lo, Me> {
+    type Param = Vec<f64>;
+    type Gradient = Vec<f64>;
+
+    fn gradient(&self, theta: &Vec<f64>) -> std::result::Result<Vec<f64>, argmin::core::Error> {
+        self.gradient_at(theta)
+            .map_err(|e| e.into_argmin("natgrad::Problem"))
+    }
+}

@@ -1,0 +1,3 @@
+//! The seed talk's reference problems (MATH.md §4), ready to run.
+
+pub mod toys;

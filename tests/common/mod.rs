@@ -1,0 +1,104 @@
+//! Shared helpers for the integration tests: seeded random data and dense twins.
+#![allow(dead_code)]
+
+use faer::Mat;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+pub fn rng(seed: u64) -> StdRng {
+    StdRng::seed_from_u64(seed)
+}
+
+pub fn vec(rng: &mut StdRng, n: usize) -> Vec<f64> {
+    (0..n).map(|_| rng.random_range(-1.0..1.0)).collect()
+}
+
+pub fn mat(rng: &mut StdRng, r: usize, c: usize) -> Mat<f64> {
+    Mat::from_fn(r, c, |_, _| rng.random_range(-1.0..1.0))
+}
+
+/// A random SPD matrix `A Aᵀ / n + shift I`.
+pub fn spd(rng: &mut StdRng, n: usize, shift: f64) -> Mat<f64> {
+    let a = mat(rng, n, n);
+    let mut k = &a * a.transpose() * (1.0 / n as f64);
+    for i in 0..n {
+        k[(i, i)] += shift;
+    }
+    // exact symmetry
+    for j in 0..n {
+        for i in 0..j {
+            k[(i, j)] = k[(j, i)];
+        }
+    }
+    k
+}
+
+/// Relative difference `‖a − b‖ / ‖b‖`.
+pub fn rel_diff(a: &[f64], b: &[f64]) -> f64 {
+    let d: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (x - y) * (x - y))
+        .sum::<f64>()
+        .sqrt();
+    let n: f64 = b.iter().map(|y| y * y).sum::<f64>().sqrt();
+    if n == 0.0 {
+        d
+    } else {
+        d / n
+    }
+}
+
+/// `JᵀMJ + λI` with plain loops (the dense twin of the Gram operator).
+pub fn gram_twin(j: &Mat<f64>, m: &Mat<f64>, lambda: f64) -> Mat<f64> {
+    let (n, p) = (j.nrows(), j.ncols());
+    Mat::from_fn(p, p, |a, b| {
+        let mut s = 0.0;
+        for r in 0..n {
+            for c in 0..n {
+                s += j[(r, a)] * m[(r, c)] * j[(c, b)];
+            }
+        }
+        s + if a == b { lambda } else { 0.0 }
+    })
+}
+
+/// `A x` with plain loops.
+pub fn matvec(a: &Mat<f64>, x: &[f64]) -> Vec<f64> {
+    (0..a.nrows())
+        .map(|i| (0..a.ncols()).map(|j| a[(i, j)] * x[j]).sum())
+        .collect()
+}
+
+/// Solves `A x = b` by Gaussian elimination with partial pivoting (an independent dense
+/// solve for the tests, in the spirit of `np.linalg.solve`).
+pub fn dense_solve(a: &Mat<f64>, b: &[f64]) -> Vec<f64> {
+    let n = b.len();
+    let mut m: Vec<Vec<f64>> = (0..n)
+        .map(|i| {
+            let mut row: Vec<f64> = (0..n).map(|j| a[(i, j)]).collect();
+            row.push(b[i]);
+            row
+        })
+        .collect();
+    for col in 0..n {
+        let piv = (col..n)
+            .max_by(|&x, &y| m[x][col].abs().total_cmp(&m[y][col].abs()))
+            .unwrap();
+        m.swap(col, piv);
+        let pivot_row = m[col].clone();
+        for row in m.iter_mut().skip(col + 1) {
+            let f = row[col] / pivot_row[col];
+            row.iter_mut()
+                .zip(&pivot_row)
+                .skip(col)
+                .for_each(|(x, p)| *x -= f * p);
+        }
+    }
+    let mut x = vec![0.0; n];
+    for r in (0..n).rev() {
+        let s: f64 = (r + 1..n).map(|c| m[r][c] * x[c]).sum();
+        x[r] = (m[r][n] - s) / m[r][r];
+    }
+    x
+}

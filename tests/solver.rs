@@ -1,0 +1,118 @@
+//! `NaturalGradient` as an argmin solver: MATH.md §2's one-step equivalence (acceptance 5)
+//! and argmin interoperability (acceptance 6).
+
+mod common;
+
+use argmin::core::{Executor, State, TerminationReason};
+use argmin::solver::gradientdescent::SteepestDescent;
+use argmin::solver::linesearch::MoreThuenteLineSearch;
+use argmin::solver::quasinewton::LBFGS;
+use natgrad::problems::toys::{self, ToyMetric};
+use natgrad::{CgSettings, LinearSolver, NaturalGradient};
+
+fn one_step(solver: LinearSolver, metric: ToyMetric) -> Vec<f64> {
+    let toy = toys::biased_linear(metric);
+    let ng = NaturalGradient::new()
+        .with_step_size(1.0)
+        .unwrap()
+        .with_damping(0.0)
+        .unwrap()
+        .with_linear_solver(solver)
+        .unwrap();
+    let res = Executor::new(toy.problem, ng)
+        .configure(|s| s.param(toy.theta0.clone()).max_iters(1))
+        .run()
+        .unwrap();
+    res.state().get_param().unwrap().clone()
+}
+
+#[test]
+fn one_natural_gradient_step_lands_on_the_minimiser() {
+    let star = [1.0, -4.0 / 3.0];
+    let cg = LinearSolver::Cg(CgSettings {
+        rel_tol: 1e-14,
+        ..CgSettings::default()
+    });
+    for metric in [ToyMetric::Anisotropic, ToyMetric::Isotropic] {
+        for solver in [cg.clone(), LinearSolver::Cholesky] {
+            let th = one_step(solver.clone(), metric);
+            let err = (th[0] - star[0]).abs().max((th[1] - star[1]).abs());
+            assert!(err <= 1e-12, "{metric:?} {solver:?}: |θ₁ − θ*| = {err:e}");
+        }
+    }
+}
+
+#[test]
+fn argmin_runs_natural_gradient_and_lbfgs_on_one_problem() {
+    let toy = toys::quadratic_manifold();
+    let ng = NaturalGradient::new().with_step_size(0.5).unwrap();
+    let res = Executor::new(toy.problem, ng)
+        .configure(|s| s.param(toy.theta0.clone()).max_iters(60).counting(true))
+        .run()
+        .unwrap();
+    let ng_cost = res.state().get_best_cost();
+    assert!(ng_cost < 1e-12, "NGD cost {ng_cost:e}");
+    let counts = res.state().get_func_counts().clone();
+    assert!(counts["jvp_count"] > 0 && counts["vjp_count"] > 0 && counts["forward_count"] > 0);
+
+    // The very same problem value goes on to argmin's own L-BFGS and steepest descent.
+    let problem = res.problem.problem.unwrap();
+    let before = problem.evaluations();
+    let lbfgs = LBFGS::new(MoreThuenteLineSearch::new(), 5);
+    let res = Executor::new(problem, lbfgs)
+        .configure(|s| s.param(toy.theta0.clone()).max_iters(200))
+        .run()
+        .unwrap();
+    assert!(
+        res.state().get_best_cost() < 1e-12,
+        "L-BFGS cost {:e}",
+        res.state().get_best_cost()
+    );
+    let problem = res.problem.problem.unwrap();
+    assert!(problem.evaluations().vjp > before.vjp);
+
+    let sd = SteepestDescent::new(MoreThuenteLineSearch::new());
+    let res = Executor::new(problem, sd)
+        .configure(|s| s.param(toy.theta0.clone()).max_iters(5))
+        .run()
+        .unwrap();
+    assert!(res.state().get_best_cost() < res.state().get_cost().max(1.0));
+}
+
+#[test]
+fn gradient_tolerance_ends_the_run_as_converged() {
+    let toy = toys::biased_linear(ToyMetric::Isotropic);
+    let ng = NaturalGradient::new()
+        .with_gradient_tolerance(1e-10)
+        .unwrap();
+    let res = Executor::new(toy.problem, ng)
+        .configure(|s| s.param(toy.theta0.clone()).max_iters(100))
+        .run()
+        .unwrap();
+    assert_eq!(
+        res.state().get_termination_reason(),
+        Some(&TerminationReason::SolverConverged)
+    );
+    assert!(res.state().get_iter() < 10);
+}
+
+#[test]
+fn plain_ngd_stops_at_the_local_minimum() {
+    // Seed claim (MATH.md §4): plain NGD from θ₀ = −1.5 stops at the local minimum.
+    let toy = toys::local_minima();
+    let ng = NaturalGradient::new()
+        .with_step_size(0.5)
+        .unwrap()
+        .with_damping(0.0)
+        .unwrap();
+    let res = Executor::new(toy.problem, ng)
+        .configure(|s| s.param(toy.theta0.clone()).max_iters(200))
+        .run()
+        .unwrap();
+    let th = res.state().get_param().unwrap()[0];
+    let local = toys::local_minima_stationary_points()[0];
+    assert!(
+        (th - local).abs() < 1e-10,
+        "θ = {th}, local minimum {local}"
+    );
+}
