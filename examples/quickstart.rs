@@ -48,13 +48,28 @@ fn main() -> Result<(), argmin::core::Error> {
         "{:<14} {:<22} {:>6} {:>12} {:>8} {:>6} {:>6}",
         "problem", "solver", "iters", "final loss", "forward", "jvp", "vjp"
     );
-    for toy in [toys::biased_linear(ToyMetric::Anisotropic), toys::quadratic_manifold()] {
+    for toy in [
+        toys::biased_linear(ToyMetric::Anisotropic),
+        toys::quadratic_manifold(),
+    ] {
         let ng = || NaturalGradient::new().with_step_size(1.0);
         let rows = [
             run(&toy, "NGD (CG)", ng()?)?,
-            run(&toy, "NGD (Cholesky)", ng()?.with_linear_solver(LinearSolver::Cholesky)?)?,
-            run(&toy, "argmin SteepestDescent", SteepestDescent::new(MoreThuenteLineSearch::new()))?,
-            run(&toy, "argmin L-BFGS", LBFGS::new(MoreThuenteLineSearch::new(), 5))?,
+            run(
+                &toy,
+                "NGD (Cholesky)",
+                ng()?.with_linear_solver(LinearSolver::Cholesky)?,
+            )?,
+            run(
+                &toy,
+                "argmin SteepestDescent",
+                SteepestDescent::new(MoreThuenteLineSearch::new()),
+            )?,
+            run(
+                &toy,
+                "argmin L-BFGS",
+                LBFGS::new(MoreThuenteLineSearch::new(), 5),
+            )?,
         ];
         for r in rows {
             println!(
@@ -63,6 +78,8 @@ fn main() -> Result<(), argmin::core::Error> {
             );
         }
     }
-    println!("\n(stop at loss ≤ {TARGET_COST:e} or {MAX_ITERS} iterations; forward = forward passes)");
+    println!(
+        "\n(stop at loss ≤ {TARGET_COST:e} or {MAX_ITERS} iterations; forward = forward passes)"
+    );
     Ok(())
 }

@@ -249,29 +249,64 @@ impl LinOp<f64> for CgPrecond {
 
 impl Precond<f64> for CgPrecond {}
 
+/// The right-hand side `b` of `(G + λI) d = b`.
+///
+/// Every step rule of MATH.md §3 has a right-hand side of the form `b = Jᵀ r` for an
+/// output-space vector `r` (a cotangent): `r = ∇_y ℓ` for plain natural gradient,
+/// `r = β M J_{k−1}δ_{k−1} − α ∇_y ℓ` for transported heavy ball, and so on. Passing `r`
+/// rather than `b` lets sample-space solvers (which need `r`) and parameter-space solvers
+/// (which need `Jᵀ r`, one vjp) share one interface.
+#[derive(Debug, Clone, Copy)]
+pub enum Rhs<'a> {
+    /// `b = Jᵀ r` with `r ∈ Rⁿ`; `jt_r` is `Jᵀ r` when the caller already has it (saves
+    /// a vjp).
+    Cotangent {
+        /// The output-space vector `r`.
+        r: &'a [f64],
+        /// `Jᵀ r`, if already computed.
+        jt_r: Option<&'a [f64]>,
+    },
+    /// `b ∈ Rᵖ` given directly (parameter-space solvers only).
+    Params(&'a [f64]),
+}
+
 fn first_non_finite(v: &[f64]) -> Option<usize> {
     v.iter().position(|x| !x.is_finite())
 }
 
-/// Solves `(G + λI) x = rhs` at a linearisation. On entry `x` holds the initial guess
+/// Solves `(G + λI) x = b` at a linearisation. On entry `x` holds the initial guess
 /// (used when warm starting), on exit the solution.
 pub fn solve_direction<Mo: Model, Lo: Loss, Me: Metric>(
     lin: &mut Linearized<'_, Mo, Lo, Me>,
-    rhs: &[f64],
+    rhs: Rhs<'_>,
     x: &mut [f64],
     damping: f64,
     solver: &LinearSolver,
     par: Par,
 ) -> Result<SolveInfo, SolveFailure> {
-    if let Some(index) = first_non_finite(rhs) {
+    let given = match rhs {
+        Rhs::Cotangent { r, .. } => r,
+        Rhs::Params(b) => b,
+    };
+    if let Some(index) = first_non_finite(given) {
         return Err(SolveFailure::NonFinite {
             what: "right-hand side",
             index,
         });
     }
+    let owned;
+    let b: &[f64] = match rhs {
+        Rhs::Params(b) | Rhs::Cotangent { jt_r: Some(b), .. } => b,
+        Rhs::Cotangent { r, jt_r: None } => {
+            let mut jtr = vec![0.0; x.len()];
+            lin.vjp(r, &mut jtr);
+            owned = jtr;
+            &owned
+        }
+    };
     let info = match solver {
-        LinearSolver::Cg(s) => solve_cg(lin, rhs, x, damping, s, par)?,
-        LinearSolver::Cholesky => solve_cholesky(lin, rhs, x, damping, par)?,
+        LinearSolver::Cg(s) => solve_cg(lin, b, x, damping, s, par)?,
+        LinearSolver::Cholesky => solve_cholesky(lin, b, x, damping, par)?,
     };
     if let Some(index) = first_non_finite(x) {
         return Err(SolveFailure::NonFinite {

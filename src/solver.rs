@@ -16,7 +16,7 @@
 
 use crate::error::Error;
 use crate::linalg::norm;
-use crate::linsolve::{solve_direction, LinearSolver, SolveInfo};
+use crate::linsolve::{solve_direction, LinearSolver, Rhs, SolveInfo};
 use crate::loss::Loss;
 use crate::metric::Metric;
 use crate::model::Model;
@@ -222,9 +222,14 @@ impl NaturalGradient {
             Some(prev) if prev.len() == g.len() => prev.clone(),
             _ => vec![0.0; g.len()],
         };
+        let r = lin.output_gradient().to_vec();
+        let rhs = Rhs::Cotangent {
+            r: &r,
+            jt_r: Some(&g),
+        };
         let info = solve_direction(
             &mut lin,
-            &g,
+            rhs,
             &mut d,
             self.damping,
             &self.linear_solver,

@@ -7,7 +7,7 @@ use common::{gram_twin, rel_diff, rng, spd, vec};
 use faer::Mat;
 use faer::Par;
 use natgrad::check::{jacobian_by_jvps, max_rel_diff, metric_matrix};
-use natgrad::linsolve::{solve_direction, CgSettings, LinearSolver, Preconditioner};
+use natgrad::linsolve::{solve_direction, CgSettings, LinearSolver, Preconditioner, Rhs};
 use natgrad::loss::{CrossEntropy, Loss};
 use natgrad::metric::{DenseMetric, Euclidean, Ggn, Metric, SparseMetric, WeightedL2};
 use natgrad::model::{LinearModel, Model};
@@ -148,9 +148,10 @@ fn cg_vs_cholesky(n: usize, p: usize, seed: u64, precond: Preconditioner) -> f64
     let mut lin = pb.linearize(&theta).unwrap();
     let g = lin.gradient();
     let mut d_chol = vec![0.0; p];
+    let r = lin.output_gradient().to_vec();
     solve_direction(
         &mut lin,
-        &g,
+        Rhs::Cotangent { r: &r, jt_r: None },
         &mut d_chol,
         lambda,
         &LinearSolver::Cholesky,
@@ -166,7 +167,7 @@ fn cg_vs_cholesky(n: usize, p: usize, seed: u64, precond: Preconditioner) -> f64
     let mut d_cg = vec![0.0; p];
     let info = solve_direction(
         &mut lin,
-        &g,
+        Rhs::Params(&g),
         &mut d_cg,
         lambda,
         &LinearSolver::Cg(settings),
@@ -205,7 +206,15 @@ fn cholesky_direction_solves_the_dense_system() {
     let mut lin = pb.linearize(&vec(&mut r, p)).unwrap();
     let g = lin.gradient();
     let mut d = vec![0.0; p];
-    solve_direction(&mut lin, &g, &mut d, 0.0, &LinearSolver::Cholesky, Par::Seq).unwrap();
+    solve_direction(
+        &mut lin,
+        Rhs::Params(&g),
+        &mut d,
+        0.0,
+        &LinearSolver::Cholesky,
+        Par::Seq,
+    )
+    .unwrap();
     let expected = common::dense_solve(&gram_twin(&a, &k, 0.0), &g);
     assert!(rel_diff(&d, &expected) <= 1e-10);
 }
@@ -217,11 +226,31 @@ fn cold_started_cg_matches_cholesky() {
     let mut lin = toy.problem.linearize(&toy.theta0).unwrap();
     let g = lin.gradient();
     let mut d_chol = vec![0.0; 2];
-    solve_direction(&mut lin, &g, &mut d_chol, 1e-8, &LinearSolver::Cholesky, Par::Seq).unwrap();
+    solve_direction(
+        &mut lin,
+        Rhs::Params(&g),
+        &mut d_chol,
+        1e-8,
+        &LinearSolver::Cholesky,
+        Par::Seq,
+    )
+    .unwrap();
     for warm_start in [false, true] {
-        let cg = CgSettings { warm_start, rel_tol: 1e-14, ..CgSettings::default() };
+        let cg = CgSettings {
+            warm_start,
+            rel_tol: 1e-14,
+            ..CgSettings::default()
+        };
         let mut d = vec![123.0, -7.0];
-        solve_direction(&mut lin, &g, &mut d, 1e-8, &LinearSolver::Cg(cg), Par::Seq).unwrap();
+        solve_direction(
+            &mut lin,
+            Rhs::Params(&g),
+            &mut d,
+            1e-8,
+            &LinearSolver::Cg(cg),
+            Par::Seq,
+        )
+        .unwrap();
         assert!(rel_diff(&d, &d_chol) <= 1e-12, "warm_start = {warm_start}");
     }
 }
