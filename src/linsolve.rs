@@ -249,6 +249,16 @@ impl LinOp<f64> for CgPrecond {
 
 impl Precond<f64> for CgPrecond {}
 
+/// State a linear solver keeps from one natural-gradient step to the next (e.g. a
+/// preconditioner that is rebuilt only every few steps). Owned by the optimiser, so that
+/// it is checkpointed with it; empty for the solvers that need nothing.
+#[derive(Debug, Clone, Default, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct SolveCache {
+    /// Number of direction solves made with this cache.
+    pub solves: u64,
+}
+
 /// The right-hand side `b` of `(G + λI) d = b`.
 ///
 /// Every step rule of MATH.md §3 has a right-hand side of the form `b = Jᵀ r` for an
@@ -282,8 +292,10 @@ pub fn solve_direction<Mo: Model, Lo: Loss, Me: Metric>(
     x: &mut [f64],
     damping: f64,
     solver: &LinearSolver,
+    cache: &mut SolveCache,
     par: Par,
 ) -> Result<SolveInfo, SolveFailure> {
+    cache.solves += 1;
     let given = match rhs {
         Rhs::Cotangent { r, .. } => r,
         Rhs::Params(b) => b,

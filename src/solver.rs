@@ -16,7 +16,7 @@
 
 use crate::error::Error;
 use crate::linalg::norm;
-use crate::linsolve::{solve_direction, LinearSolver, Rhs, SolveInfo};
+use crate::linsolve::{solve_direction, LinearSolver, Rhs, SolveCache, SolveInfo};
 use crate::loss::Loss;
 use crate::metric::Metric;
 use crate::model::Model;
@@ -84,6 +84,8 @@ pub struct NaturalGradient {
     parallelism: Parallelism,
     /// Last direction, the warm start of the next CG solve.
     prev_direction: Option<Vec<f64>>,
+    /// What the linear solver keeps between steps.
+    solve_cache: SolveCache,
 }
 
 impl Default for NaturalGradient {
@@ -103,6 +105,7 @@ impl NaturalGradient {
             grad_tol: 0.0,
             parallelism: Parallelism::Sequential,
             prev_direction: None,
+            solve_cache: SolveCache::default(),
         }
     }
 
@@ -233,6 +236,7 @@ impl NaturalGradient {
             &mut d,
             self.damping,
             &self.linear_solver,
+            &mut self.solve_cache,
             self.parallelism.par(),
         );
         let info: SolveInfo = match info {
@@ -301,6 +305,7 @@ impl<Mo: Model, Lo: Loss, Me: Metric> Solver<Problem<Mo, Lo, Me>, NgState> for N
         let used = p.evaluations() - before;
         record_counts(problem, used)?;
         self.prev_direction = None;
+        self.solve_cache = SolveCache::default();
         Ok((state.cost(cost), None))
     }
 

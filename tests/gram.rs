@@ -7,7 +7,9 @@ use common::{gram_twin, rel_diff, rng, spd, vec};
 use faer::Mat;
 use faer::Par;
 use natgrad::check::{jacobian_by_jvps, max_rel_diff, metric_matrix};
-use natgrad::linsolve::{solve_direction, CgSettings, LinearSolver, Preconditioner, Rhs};
+use natgrad::linsolve::{
+    solve_direction, CgSettings, LinearSolver, Preconditioner, Rhs, SolveCache,
+};
 use natgrad::loss::{CrossEntropy, Loss};
 use natgrad::metric::{DenseMetric, Euclidean, Ggn, Metric, SparseMetric, WeightedL2};
 use natgrad::model::{LinearModel, Model};
@@ -155,6 +157,7 @@ fn cg_vs_cholesky(n: usize, p: usize, seed: u64, precond: Preconditioner) -> f64
         &mut d_chol,
         lambda,
         &LinearSolver::Cholesky,
+        &mut SolveCache::default(),
         Par::Seq,
     )
     .unwrap();
@@ -171,6 +174,7 @@ fn cg_vs_cholesky(n: usize, p: usize, seed: u64, precond: Preconditioner) -> f64
         &mut d_cg,
         lambda,
         &LinearSolver::Cg(settings),
+        &mut SolveCache::default(),
         Par::Seq,
     )
     .unwrap();
@@ -212,6 +216,7 @@ fn cholesky_direction_solves_the_dense_system() {
         &mut d,
         0.0,
         &LinearSolver::Cholesky,
+        &mut SolveCache::default(),
         Par::Seq,
     )
     .unwrap();
@@ -232,6 +237,7 @@ fn cold_started_cg_matches_cholesky() {
         &mut d_chol,
         1e-8,
         &LinearSolver::Cholesky,
+        &mut SolveCache::default(),
         Par::Seq,
     )
     .unwrap();
@@ -248,6 +254,7 @@ fn cold_started_cg_matches_cholesky() {
             &mut d,
             1e-8,
             &LinearSolver::Cg(cg),
+            &mut SolveCache::default(),
             Par::Seq,
         )
         .unwrap();
