@@ -11,11 +11,15 @@
 
 mod closure;
 mod linear;
+mod pinn;
 mod quadratic;
+pub mod taylor;
 
 pub use closure::{ClosureLinearization, ClosureModel};
 pub use linear::{Design, LinearLinearization, LinearModel};
+pub use pinn::{DiffOperator, Pinn, PinnLinearization};
 pub use quadratic::QuadraticModel;
+pub use taylor::TaylorMlp;
 
 use crate::error::{check_finite, check_len, Result};
 use faer::{Mat, MatMut, MatRef};
