@@ -1,4 +1,6 @@
 //! The seed talk's reference problems (MATH.md §4), ready to run.
 
+pub mod mackey_glass;
 pub mod pinn;
 pub mod toys;
+pub mod xor;
