@@ -245,3 +245,14 @@ fn pinn_problems_are_consistent() {
     let e = case.errors(&theta).unwrap();
     assert!((e.rel_l2 - 1.0).abs() < 1e-14);
 }
+
+#[test]
+fn pinn_dense_jacobian_matches_jvps() {
+    let model = pinn(vec![2, 7, 6, 1], 15, 6);
+    let mut r = rng(11);
+    let theta = vec(&mut r, model.n_params());
+    let mut lin = model.linearize(&theta).unwrap();
+    let by_jvps = jacobian_by_jvps(&mut lin, model.n_outputs());
+    let direct = lin.dense_jacobian().unwrap();
+    assert!(max_rel_diff(&direct, &by_jvps) <= 1e-13);
+}

@@ -272,4 +272,16 @@ impl Linearization for PinnLinearization<'_> {
         self.model.outputs_to_channels(s, &mut self.channels);
         self.pass.vjp(&self.channels, out, &mut self.work);
     }
+
+    /// Output `i` depends on point `i` only: one backward pass with a unit cotangent on
+    /// every output gives all rows at once (see `TaylorPass::point_jacobian`).
+    fn dense_jacobian(&mut self) -> Option<Mat<f64>> {
+        let n = self.outputs.len();
+        self.model
+            .outputs_to_channels(&vec![1.0; n], &mut self.channels);
+        let mut j = Mat::zeros(n, self.model.n_params());
+        self.pass
+            .point_jacobian(&self.channels, j.as_mut(), &mut self.work);
+        Some(j)
+    }
 }

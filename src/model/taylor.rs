@@ -323,22 +323,38 @@ impl TaylorPass {
         }
     }
 
-    /// θ-cotangent: `out = (∂(channels)/∂θ)ᵀ s` for `s` of length `C·m` (channel-major).
-    pub fn vjp(&self, s: &[f64], out: &mut [f64], work: &mut [Mat<f64>]) {
+    /// Backward pass of the channel cotangent `s` (length `C·m`, channel-major): leaves
+    /// `Ā_l` (the cotangent of layer `l`'s pre-activations) in `work[l]` for every layer.
+    fn backward(&self, s: &[f64], work: &mut [Mat<f64>]) {
         let (d, m) = (self.net.input_dim(), self.m);
         let n_layers = self.zs.len();
-        let layout = self.net.layout();
-        {
-            let top = &mut work[n_layers - 1];
-            for (col, &v) in s.iter().enumerate() {
-                top[(0, col)] = v;
-            }
+        let top = &mut work[n_layers - 1];
+        for (col, &v) in s.iter().enumerate() {
+            top[(0, col)] = v;
         }
-        for l in (0..n_layers).rev() {
-            let (wo, bo) = layout[l];
-            let (ni, no) = (self.net.widths[l], self.net.widths[l + 1]);
+        for l in (1..n_layers).rev() {
+            let (w, _) = self.net.layer(&self.theta, l);
             let (below, rest) = work.split_at_mut(l);
-            let bar = &rest[0];
+            let zbar = &mut below[l - 1];
+            matmul(
+                zbar.as_mut(),
+                Accum::Replace,
+                w.transpose(),
+                rest[0].as_ref(),
+                1.0,
+                self.par,
+            );
+            self.hidden[l - 1].cotangent(zbar.as_mut(), d, m);
+        }
+    }
+
+    /// θ-cotangent: `out = (∂(channels)/∂θ)ᵀ s` for `s` of length `C·m` (channel-major).
+    /// The weight gradient of each layer is one GEMM `Ā_l Z_lᵀ` over all channels.
+    pub fn vjp(&self, s: &[f64], out: &mut [f64], work: &mut [Mat<f64>]) {
+        self.backward(s, work);
+        for (l, (wo, bo)) in self.net.layout().into_iter().enumerate() {
+            let (ni, no) = (self.net.widths[l], self.net.widths[l + 1]);
+            let bar = &work[l];
             let gw = MatMut::from_column_major_slice_mut(&mut out[wo..wo + ni * no], no, ni);
             matmul(
                 gw,
@@ -349,20 +365,33 @@ impl TaylorPass {
                 self.par,
             );
             for (u, gb) in out[bo..bo + no].iter_mut().enumerate() {
-                *gb = (0..m).map(|i| bar[(u, i)]).sum();
+                *gb = (0..self.m).map(|i| bar[(u, i)]).sum();
             }
-            if l > 0 {
-                let (w, _) = self.net.layer(&self.theta, l);
-                let zbar = &mut below[l - 1];
-                matmul(
-                    zbar.as_mut(),
-                    Accum::Replace,
-                    w.transpose(),
-                    bar.as_ref(),
-                    1.0,
-                    self.par,
-                );
-                self.hidden[l - 1].cotangent(zbar.as_mut(), d, m);
+        }
+    }
+
+    /// The per-point Jacobian: row `i` of `out` (`m × p`) is `∂/∂θ` of
+    /// `Σ_ch s[ch·m + i] · channel_ch(x_i)`. Points do not interact in the network, so one
+    /// backward pass of `s` gives every point's own cotangent and each row is a sum of `C`
+    /// outer products per layer: `O(m·C·p)` work, against `p` jvps for the generic path.
+    pub fn point_jacobian(&self, s: &[f64], mut out: MatMut<'_, f64>, work: &mut [Mat<f64>]) {
+        self.backward(s, work);
+        let (m, c) = (self.m, self.net.channels());
+        for (l, (wo, bo)) in self.net.layout().into_iter().enumerate() {
+            let (ni, no) = (self.net.widths[l], self.net.widths[l + 1]);
+            let (bar, z) = (&work[l], &self.zs[l]);
+            for i in 0..m {
+                for col_in in 0..ni {
+                    for u in 0..no {
+                        let v: f64 = (0..c)
+                            .map(|ch| bar[(u, ch * m + i)] * z[(col_in, ch * m + i)])
+                            .sum();
+                        out[(i, wo + col_in * no + u)] = v;
+                    }
+                }
+                for u in 0..no {
+                    out[(i, bo + u)] = bar[(u, i)];
+                }
             }
         }
     }
