@@ -8,20 +8,15 @@
 //! iteration and a hint, so that the solver can end an argmin run with a message that
 //! says what to try.
 
+mod cg;
+mod cholesky;
+
 use crate::error::Error;
-use crate::gram::{dense_gram, dense_jacobian, JacobianSource};
 use crate::loss::Loss;
 use crate::metric::Metric;
 use crate::model::Model;
 use crate::problem::Linearized;
-use faer::diag::Diag;
-use faer::dyn_stack::{MemBuffer, MemStack};
-use faer::linalg::solvers::Solve;
-use faer::matrix_free::conjugate_gradient::{
-    conjugate_gradient, conjugate_gradient_scratch, CgError, CgParams,
-};
-use faer::matrix_free::{IdentityPrecond, InitialGuessStatus, LinOp, Precond};
-use faer::{ColMut, ColRef, MatMut, MatRef, Par, Side};
+use faer::Par;
 use std::fmt;
 
 /// The linear solver for the direction.
@@ -204,51 +199,6 @@ impl fmt::Display for SolveFailure {
 
 impl std::error::Error for SolveFailure {}
 
-/// The CG preconditioner actually used.
-#[derive(Debug)]
-enum CgPrecond {
-    Identity(IdentityPrecond),
-    Jacobi(Diag<f64>),
-}
-
-impl CgPrecond {
-    fn name(&self) -> &'static str {
-        match self {
-            CgPrecond::Identity(_) => "none",
-            CgPrecond::Jacobi(_) => "jacobi",
-        }
-    }
-}
-
-impl LinOp<f64> for CgPrecond {
-    fn apply_scratch(&self, k: usize, par: Par) -> faer::dyn_stack::StackReq {
-        match self {
-            CgPrecond::Identity(p) => LinOp::<f64>::apply_scratch(p, k, par),
-            CgPrecond::Jacobi(d) => d.apply_scratch(k, par),
-        }
-    }
-    fn nrows(&self) -> usize {
-        match self {
-            CgPrecond::Identity(p) => p.dim,
-            CgPrecond::Jacobi(d) => d.dim(),
-        }
-    }
-    fn ncols(&self) -> usize {
-        self.nrows()
-    }
-    fn apply(&self, out: MatMut<'_, f64>, rhs: MatRef<'_, f64>, par: Par, st: &mut MemStack) {
-        match self {
-            CgPrecond::Identity(p) => p.apply(out, rhs, par, st),
-            CgPrecond::Jacobi(d) => d.apply(out, rhs, par, st),
-        }
-    }
-    fn conj_apply(&self, out: MatMut<'_, f64>, rhs: MatRef<'_, f64>, par: Par, st: &mut MemStack) {
-        self.apply(out, rhs, par, st)
-    }
-}
-
-impl Precond<f64> for CgPrecond {}
-
 /// State a linear solver keeps from one natural-gradient step to the next (e.g. a
 /// preconditioner that is rebuilt only every few steps). Owned by the optimiser, so that
 /// it is checkpointed with it; empty for the solvers that need nothing.
@@ -317,8 +267,8 @@ pub fn solve_direction<Mo: Model, Lo: Loss, Me: Metric>(
         }
     };
     let info = match solver {
-        LinearSolver::Cg(s) => solve_cg(lin, b, x, damping, s, par)?,
-        LinearSolver::Cholesky => solve_cholesky(lin, b, x, damping, par)?,
+        LinearSolver::Cg(s) => cg::solve_cg(lin, b, x, damping, s, par)?,
+        LinearSolver::Cholesky => cholesky::solve_cholesky(lin, b, x, damping, par)?,
     };
     if let Some(index) = first_non_finite(x) {
         return Err(SolveFailure::NonFinite {
@@ -327,127 +277,4 @@ pub fn solve_direction<Mo: Model, Lo: Loss, Me: Metric>(
         });
     }
     Ok(info)
-}
-
-fn solve_cg<Mo: Model, Lo: Loss, Me: Metric>(
-    lin: &mut Linearized<'_, Mo, Lo, Me>,
-    rhs: &[f64],
-    x: &mut [f64],
-    damping: f64,
-    s: &CgSettings,
-    par: Par,
-) -> Result<SolveInfo, SolveFailure> {
-    let p = rhs.len();
-    let precond = match s.preconditioner {
-        Preconditioner::Jacobi => match lin.gram_diagonal(damping) {
-            Some(d) if d.iter().all(|&v| v > 0.0 && v.is_finite()) => {
-                CgPrecond::Jacobi(faer::Col::from_fn(p, |i| 1.0 / d[i]).into_diagonal())
-            }
-            _ => CgPrecond::Identity(IdentityPrecond { dim: p }),
-        },
-        Preconditioner::None => CgPrecond::Identity(IdentityPrecond { dim: p }),
-    };
-    let op = lin.gram(damping);
-    // Always `MaybeNonZero`: faer 0.24.4's CG leaves its residual uninitialised when told
-    // the guess is `Zero` (it never copies `b` into `r`). A cold start is a zero guess,
-    // whose product `G·0` the Gram operator short-circuits, so this costs nothing.
-    if !s.warm_start {
-        x.fill(0.0);
-    }
-    let initial_guess = InitialGuessStatus::MaybeNonZero;
-    let params = CgParams::<f64> {
-        rel_tolerance: s.rel_tol,
-        abs_tolerance: s.abs_tol,
-        max_iters: s.max_iters,
-        initial_guess,
-        ..CgParams::default()
-    };
-    let mut mem = MemBuffer::new(conjugate_gradient_scratch(&precond, &op, 1, par));
-    let mut iters = 0usize;
-    let result = conjugate_gradient(
-        ColMut::from_slice_mut(x).as_mat_mut(),
-        &precond,
-        &op,
-        ColRef::from_slice(rhs).as_mat(),
-        params,
-        |_| iters += 1,
-        par,
-        MemStack::new(&mut mem),
-    );
-    let pname = precond.name();
-    match result {
-        Ok(info) => Ok(SolveInfo {
-            method: "cg",
-            iters: info.iter_count,
-            rel_residual: info.rel_residual,
-            preconditioner: pname,
-            truncated: false,
-        }),
-        Err(CgError::NoConvergence { rel_residual, .. }) if s.accept_truncated => Ok(SolveInfo {
-            method: "cg",
-            iters,
-            rel_residual,
-            preconditioner: pname,
-            truncated: true,
-        }),
-        Err(CgError::NoConvergence { rel_residual, .. }) => Err(SolveFailure::NoConvergence {
-            iters,
-            rel_residual,
-            rel_tol: s.rel_tol,
-        }),
-        Err(CgError::NonPositiveDefiniteOperator) => {
-            Err(SolveFailure::OperatorNotPositiveDefinite {
-                iteration: iters,
-                damping,
-            })
-        }
-        Err(CgError::NonPositiveDefinitePreconditioner) => {
-            Err(SolveFailure::PreconditionerNotPositiveDefinite { iteration: iters })
-        }
-    }
-}
-
-fn solve_cholesky<Mo: Model, Lo: Loss, Me: Metric>(
-    lin: &mut Linearized<'_, Mo, Lo, Me>,
-    rhs: &[f64],
-    x: &mut [f64],
-    damping: f64,
-    par: Par,
-) -> Result<SolveInfo, SolveFailure> {
-    let n = lin.outputs().len();
-    let (jac, source) = dense_jacobian(lin.linearization_mut(), n);
-    match source {
-        JacobianSource::Model => {}
-        JacobianSource::Jvps(k) => lin.count_products(k as u64, 0),
-        JacobianSource::Vjps(k) => lin.count_products(0, k as u64),
-    }
-    let g = dense_gram(
-        jac.as_ref(),
-        lin.problem().metric(),
-        &lin.point(),
-        damping,
-        par,
-    );
-    let llt = g.llt(Side::Lower).map_err(|e| {
-        let faer::linalg::cholesky::llt::factor::LltError::NonPositivePivot { index } = e;
-        SolveFailure::Direct(Error::GramNotPositiveDefinite { index, damping })
-    })?;
-    x.copy_from_slice(rhs);
-    llt.solve_in_place(ColMut::from_slice_mut(x).as_mat_mut());
-    let mut r = vec![0.0; rhs.len()];
-    crate::linalg::gemv(&mut r, g.as_ref(), x, par);
-    let res: f64 = r
-        .iter()
-        .zip(rhs)
-        .map(|(a, b)| (a - b) * (a - b))
-        .sum::<f64>()
-        .sqrt();
-    let bn = crate::linalg::norm(rhs);
-    Ok(SolveInfo {
-        method: "cholesky",
-        iters: 0,
-        rel_residual: if bn > 0.0 { res / bn } else { 0.0 },
-        preconditioner: "none",
-        truncated: false,
-    })
 }
