@@ -1,8 +1,11 @@
 //! The Gram operator `G + λI = JᵀMJ + λI` (MATH.md §2), never formed: each product is
-//! one jvp, one metric product and one vjp on a single linearisation.
+//! one jvp, one metric product and one vjp on a single linearisation; and its sample-space
+//! twin, the kernel operator `JJᵀ + λM⁻¹` on `Rⁿ` (one vjp, one jvp, one `M⁻¹` product),
+//! whose system gives the same direction by the Woodbury push-through.
 //!
 //! [`GramOperator`] is a faer [`LinOp`], so faer's `conjugate_gradient` solves with it
-//! directly. [`dense_jacobian`] and [`dense_gram`] build the dense twins used by the
+//! directly; a block of `k` columns is applied with one `jvp_block` and one `vjp_block`
+//! (one GEMM for batched models), which is how the Nyström sketch is taken. [`dense_jacobian`] and [`dense_gram`] build the dense twins used by the
 //! direct (Cholesky) path and by the tests.
 
 use crate::metric::{Metric, OutputPoint};
@@ -12,10 +15,12 @@ use faer::dyn_stack::{MemStack, StackReq};
 use faer::linalg::matmul::matmul;
 use faer::matrix_free::LinOp;
 use faer::{Accum, Mat, MatMut, MatRef, Par};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 
-/// Mutable state of one Gram product: the linearisation and two n-vectors of scratch.
+/// Mutable state of one Gram product: the linearisation and scratch vectors: `jt` of the
+/// inner space (`Jt ∈ Rⁿ` or `Jᵀs ∈ Rᵖ`), `mjt ∈ Rⁿ` (`MJt` or `M⁻¹s`), `x` of the outer
+/// space.
 struct Work<'a, L> {
     lin: &'a mut L,
     jt: Vec<f64>,
@@ -23,13 +28,26 @@ struct Work<'a, L> {
     x: Vec<f64>,
 }
 
-/// `t ↦ (JᵀMJ + λI) t` at one linearisation.
+/// Which Gram operator: the p×p one of parameter space or the n×n one of sample space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub enum Space {
+    /// `t ↦ (JᵀMJ + λI) t`, `t ∈ Rᵖ`.
+    Params,
+    /// `s ↦ (JJᵀ + λM⁻¹) s`, `s ∈ Rⁿ` (the push-through system of MATH.md §2).
+    Samples,
+}
+
+/// `t ↦ (JᵀMJ + λI) t` (parameter space) or `s ↦ (JJᵀ + λM⁻¹) s` (sample space) at one
+/// linearisation.
 ///
 /// The linearisation sits behind a mutex because faer's `LinOp::apply` takes `&self` and
 /// must be `Sync`; CG calls it from one thread at a time, so the lock is never contended.
-/// No allocation happens per product.
+/// No allocation happens per single-vector product.
 pub struct GramOperator<'a, L, Me> {
     work: Mutex<Work<'a, L>>,
+    space: Space,
+    metric_failed: AtomicBool,
     metric: &'a Me,
     at: OutputPoint<'a>,
     damping: f64,
@@ -45,6 +63,7 @@ impl<L, Me> std::fmt::Debug for GramOperator<'_, L, Me> {
             .field("n", &self.n)
             .field("p", &self.p)
             .field("damping", &self.damping)
+            .field("space", &self.space)
             .finish()
     }
 }
@@ -57,15 +76,34 @@ impl<'a, L: Linearization, Me: Metric> GramOperator<'a, L, Me> {
         damping: f64,
         counters: &'a Counters,
     ) -> Self {
+        Self::in_space(lin, metric, at, damping, counters, Space::Params)
+    }
+
+    /// The operator in the given space. In sample space `M⁻¹` comes from
+    /// [`Metric::solve`]; a metric that cannot solve makes [`Self::metric_failed`] true.
+    pub(crate) fn in_space(
+        lin: &'a mut L,
+        metric: &'a Me,
+        at: OutputPoint<'a>,
+        damping: f64,
+        counters: &'a Counters,
+        space: Space,
+    ) -> Self {
         let n = at.outputs.len();
         let p = lin.n_params();
+        let (inner, outer) = match space {
+            Space::Params => (n, p),
+            Space::Samples => (p, n),
+        };
         Self {
             work: Mutex::new(Work {
                 lin,
-                jt: vec![0.0; n],
+                jt: vec![0.0; inner],
                 mjt: vec![0.0; n],
-                x: vec![0.0; p],
+                x: vec![0.0; outer],
             }),
+            space,
+            metric_failed: AtomicBool::new(false),
             metric,
             at,
             damping,
@@ -86,7 +124,26 @@ impl<'a, L: Linearization, Me: Metric> GramOperator<'a, L, Me> {
         self.applied.load(Relaxed)
     }
 
-    /// `out = (JᵀMJ + λI) t` for one vector.
+    /// Parameter or sample space.
+    pub fn space(&self) -> Space {
+        self.space
+    }
+
+    /// The dimension the operator acts on (`p` or `n`).
+    pub fn dim(&self) -> usize {
+        match self.space {
+            Space::Params => self.p,
+            Space::Samples => self.n,
+        }
+    }
+
+    /// `true` once a sample-space product could not apply `M⁻¹` (the metric has no
+    /// inverse); the products made since are then meaningless.
+    pub fn metric_failed(&self) -> bool {
+        self.metric_failed.load(Relaxed)
+    }
+
+    /// `out = A t` for one vector, `A` the operator of this space.
     pub fn apply_vec(&self, t: &[f64], out: &mut [f64]) {
         let mut w = self.work.lock().unwrap_or_else(|e| e.into_inner());
         let Work { lin, jt, mjt, .. } = &mut *w;
@@ -99,18 +156,90 @@ impl<'a, L: Linearization, Me: Metric> GramOperator<'a, L, Me> {
             out.fill(0.0);
             return;
         }
-        lin.jvp(t, jt);
-        self.metric.apply(&self.at, jt, mjt);
-        lin.vjp(mjt, out);
-        if self.damping != 0.0 {
-            out.iter_mut()
-                .zip(t)
-                .for_each(|(o, t)| *o += self.damping * t);
+        match self.space {
+            Space::Params => {
+                lin.jvp(t, jt);
+                self.metric.apply(&self.at, jt, mjt);
+                lin.vjp(mjt, out);
+                if self.damping != 0.0 {
+                    out.iter_mut()
+                        .zip(t)
+                        .for_each(|(o, t)| *o += self.damping * t);
+                }
+            }
+            Space::Samples => {
+                // Here `jt` is the p-vector Jᵀs and `mjt` the n-vector M⁻¹s.
+                lin.vjp(t, jt);
+                lin.jvp(jt, out);
+                self.add_damped_inverse(t, mjt, out);
+            }
         }
         self.counters.jvp.fetch_add(1, Relaxed);
         self.counters.vjp.fetch_add(1, Relaxed);
         self.applied.fetch_add(1, Relaxed);
     }
+
+    /// `out += λ M⁻¹ s` (sample space); `buf` is n-vector scratch.
+    fn add_damped_inverse(&self, s: &[f64], buf: &mut [f64], out: &mut [f64]) {
+        if self.damping == 0.0 {
+            return;
+        }
+        if self.metric.solve(&self.at, s, buf).is_err() {
+            self.metric_failed.store(true, Relaxed);
+            return;
+        }
+        out.iter_mut()
+            .zip(buf.iter())
+            .for_each(|(o, b)| *o += self.damping * b);
+    }
+
+    /// `out = A T` for a block of `k` columns: one `jvp_block` and one `vjp_block`
+    /// (`k` Gram products, counted as `k` jvps and `k` vjps).
+    fn apply_block(&self, w: &mut Work<'_, L>, mut out: MatMut<'_, f64>, rhs: MatRef<'_, f64>) {
+        let k = rhs.ncols();
+        match self.space {
+            Space::Params => {
+                let mut jt = Mat::<f64>::zeros(self.n, k);
+                w.lin.jvp_block(rhs, jt.as_mut());
+                let mut mjt = Mat::<f64>::zeros(self.n, k);
+                for j in 0..k {
+                    let (src, dst) = (col_slice(jt.as_ref(), j), col_slice_mut(mjt.as_mut(), j));
+                    self.metric.apply(&self.at, src, dst);
+                }
+                w.lin.vjp_block(mjt.as_ref(), out.rb_mut());
+                for j in 0..k {
+                    out.rb_mut()
+                        .col_mut(j)
+                        .iter_mut()
+                        .zip(rhs.col(j).iter())
+                        .for_each(|(o, t)| *o += self.damping * t);
+                }
+            }
+            Space::Samples => {
+                let mut jts = Mat::<f64>::zeros(self.p, k);
+                w.lin.vjp_block(rhs, jts.as_mut());
+                w.lin.jvp_block(jts.as_ref(), out.rb_mut());
+                for j in 0..k {
+                    w.x.iter_mut()
+                        .zip(rhs.col(j).iter())
+                        .for_each(|(x, r)| *x = *r);
+                    let oj = col_slice_mut(out.rb_mut(), j);
+                    self.add_damped_inverse(&w.x, &mut w.mjt, oj);
+                }
+            }
+        }
+        self.counters.jvp.fetch_add(k as u64, Relaxed);
+        self.counters.vjp.fetch_add(k as u64, Relaxed);
+        self.applied.fetch_add(k as u64, Relaxed);
+    }
+}
+
+/// Column `j` of a column-major, contiguous matrix as a slice.
+fn col_slice(m: MatRef<'_, f64>, j: usize) -> &[f64] {
+    m.col(j)
+        .try_as_col_major()
+        .expect("natgrad: column-major block required")
+        .as_slice()
 }
 
 impl<L: Linearization, Me: Metric> LinOp<f64> for GramOperator<'_, L, Me> {
@@ -119,15 +248,18 @@ impl<L: Linearization, Me: Metric> LinOp<f64> for GramOperator<'_, L, Me> {
     }
 
     fn nrows(&self) -> usize {
-        self.p
+        self.dim()
     }
 
     fn ncols(&self) -> usize {
-        self.p
+        self.dim()
     }
 
     fn apply(&self, mut out: MatMut<'_, f64>, rhs: MatRef<'_, f64>, _par: Par, _: &mut MemStack) {
         let mut w = self.work.lock().unwrap_or_else(|e| e.into_inner());
+        if rhs.ncols() > 1 && out.as_ref().try_as_col_major().is_some() {
+            return self.apply_block(&mut w, out, rhs);
+        }
         let Work { lin, jt, mjt, x } = &mut *w;
         for j in 0..rhs.ncols() {
             x.iter_mut()

@@ -5,7 +5,7 @@
 //! (`LBFGS`, `SteepestDescent`, ...).
 
 use crate::error::{check_finite, check_len, Result};
-use crate::gram::GramOperator;
+use crate::gram::{GramOperator, Space};
 use crate::loss::Loss;
 use crate::metric::{Metric, OutputPoint};
 use crate::model::{check_theta, Linearization, Model};
@@ -265,6 +265,37 @@ impl<'a, Mo: Model, Lo: Loss, Me: Metric> Linearized<'a, Mo, Lo, Me> {
             damping,
             &self.problem.counters,
         )
+    }
+
+    /// The sample-space operator `JJᵀ + λM⁻¹` on `Rⁿ` at this θ (MATH.md §2, Woodbury
+    /// push-through), as a faer `LinOp`. `M⁻¹` comes from [`Metric::solve`].
+    pub fn sample_gram(&mut self, damping: f64) -> GramOperator<'_, Mo::Linearization<'a>, Me> {
+        self.gram_in(Space::Samples, damping)
+    }
+
+    /// The Gram operator of the given space (see [`Space`]).
+    pub fn gram_in(
+        &mut self,
+        space: Space,
+        damping: f64,
+    ) -> GramOperator<'_, Mo::Linearization<'a>, Me> {
+        let at = OutputPoint {
+            outputs: &self.outputs,
+            loss: &self.problem.loss,
+        };
+        GramOperator::in_space(
+            &mut self.lin,
+            &self.problem.metric,
+            at,
+            damping,
+            &self.problem.counters,
+            space,
+        )
+    }
+
+    /// `out = M⁻¹ v`, the inverse metric at these outputs (fails for metrics without one).
+    pub fn solve_metric(&self, v: &[f64], out: &mut [f64]) -> Result<()> {
+        self.problem.metric.solve(&self.point(), v, out)
     }
 
     /// `diag(G) + λ` when both the metric's diagonal and the model's

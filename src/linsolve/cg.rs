@@ -1,6 +1,8 @@
 //! Matrix-free preconditioned CG on the Gram operator (faer's `conjugate_gradient`).
 
-use super::{CgSettings, Preconditioner, SolveFailure, SolveInfo};
+use super::nystrom::{NystromPrecond, NystromSketch};
+use super::{CgSettings, Preconditioner, SolveCache, SolveFailure, SolveInfo};
+use crate::gram::Space;
 use crate::loss::Loss;
 use crate::metric::Metric;
 use crate::model::Model;
@@ -15,31 +17,35 @@ use faer::{ColMut, ColRef, MatMut, MatRef, Par};
 
 /// The CG preconditioner actually used.
 #[derive(Debug)]
-enum CgPrecond {
+enum CgPrecond<'a> {
     Identity(IdentityPrecond),
     Jacobi(Diag<f64>),
+    Nystrom(NystromPrecond<'a>),
 }
 
-impl CgPrecond {
+impl CgPrecond<'_> {
     fn name(&self) -> &'static str {
         match self {
             CgPrecond::Identity(_) => "none",
             CgPrecond::Jacobi(_) => "jacobi",
+            CgPrecond::Nystrom(_) => "nystrom",
         }
     }
 }
 
-impl LinOp<f64> for CgPrecond {
+impl LinOp<f64> for CgPrecond<'_> {
     fn apply_scratch(&self, k: usize, par: Par) -> faer::dyn_stack::StackReq {
         match self {
             CgPrecond::Identity(p) => LinOp::<f64>::apply_scratch(p, k, par),
             CgPrecond::Jacobi(d) => d.apply_scratch(k, par),
+            CgPrecond::Nystrom(n) => n.apply_scratch(k, par),
         }
     }
     fn nrows(&self) -> usize {
         match self {
             CgPrecond::Identity(p) => p.dim,
             CgPrecond::Jacobi(d) => d.dim(),
+            CgPrecond::Nystrom(n) => n.nrows(),
         }
     }
     fn ncols(&self) -> usize {
@@ -49,6 +55,7 @@ impl LinOp<f64> for CgPrecond {
         match self {
             CgPrecond::Identity(p) => p.apply(out, rhs, par, st),
             CgPrecond::Jacobi(d) => d.apply(out, rhs, par, st),
+            CgPrecond::Nystrom(n) => n.apply(out, rhs, par, st),
         }
     }
     fn conj_apply(&self, out: MatMut<'_, f64>, rhs: MatRef<'_, f64>, par: Par, st: &mut MemStack) {
@@ -56,27 +63,48 @@ impl LinOp<f64> for CgPrecond {
     }
 }
 
-impl Precond<f64> for CgPrecond {}
+impl Precond<f64> for CgPrecond<'_> {}
 
+/// Preconditioned CG on the Gram operator of `space` (`p×p` or `n×n`): `rhs` and `x` have
+/// that operator's size. On entry `x` is the initial guess (when warm starting).
+#[allow(clippy::too_many_arguments)]
 pub(super) fn solve_cg<Mo: Model, Lo: Loss, Me: Metric>(
     lin: &mut Linearized<'_, Mo, Lo, Me>,
+    space: Space,
     rhs: &[f64],
     x: &mut [f64],
     damping: f64,
     s: &CgSettings,
+    cache: &mut SolveCache,
     par: Par,
 ) -> Result<SolveInfo, SolveFailure> {
-    let p = rhs.len();
+    let dim = rhs.len();
+    let identity = || CgPrecond::Identity(IdentityPrecond { dim });
+    let mut sketch_products = 0;
+    if let Preconditioner::Nystrom {
+        rank,
+        refresh_every,
+        seed,
+    } = s.preconditioner
+    {
+        sketch_products =
+            refresh_sketch(lin, space, damping, rank, refresh_every, seed, cache, par)?;
+    }
     let precond = match s.preconditioner {
-        Preconditioner::Jacobi => match lin.gram_diagonal(damping) {
+        Preconditioner::Jacobi if space == Space::Params => match lin.gram_diagonal(damping) {
             Some(d) if d.iter().all(|&v| v > 0.0 && v.is_finite()) => {
-                CgPrecond::Jacobi(faer::Col::from_fn(p, |i| 1.0 / d[i]).into_diagonal())
+                CgPrecond::Jacobi(faer::Col::from_fn(dim, |i| 1.0 / d[i]).into_diagonal())
             }
-            _ => CgPrecond::Identity(IdentityPrecond { dim: p }),
+            _ => identity(),
         },
-        Preconditioner::None => CgPrecond::Identity(IdentityPrecond { dim: p }),
+        Preconditioner::Nystrom { .. } => match &cache.nystrom {
+            Some(sk) => CgPrecond::Nystrom(sk.preconditioner(damping)),
+            None => identity(),
+        },
+        Preconditioner::Jacobi | Preconditioner::None => identity(),
     };
-    let op = lin.gram(damping);
+    let lin_metric_name = lin.problem().metric().name();
+    let op = lin.gram_in(space, damping);
     // Always `MaybeNonZero`: faer 0.24.4's CG leaves its residual uninitialised when told
     // the guess is `Zero` (it never copies `b` into `r`). A cold start is a zero guess,
     // whose product `G·0` the Gram operator short-circuits, so this costs nothing.
@@ -103,6 +131,12 @@ pub(super) fn solve_cg<Mo: Model, Lo: Loss, Me: Metric>(
         par,
         MemStack::new(&mut mem),
     );
+    if op.metric_failed() {
+        return Err(SolveFailure::Direct(crate::Error::Unsupported(format!(
+            "the {} metric cannot apply M⁻¹, which the sample-space operator needs",
+            lin_metric_name
+        ))));
+    }
     let pname = precond.name();
     match result {
         Ok(info) => Ok(SolveInfo {
@@ -110,6 +144,7 @@ pub(super) fn solve_cg<Mo: Model, Lo: Loss, Me: Metric>(
             iters: info.iter_count,
             rel_residual: info.rel_residual,
             preconditioner: pname,
+            sketch_products,
             truncated: false,
         }),
         Err(CgError::NoConvergence { rel_residual, .. }) if s.accept_truncated => Ok(SolveInfo {
@@ -117,6 +152,7 @@ pub(super) fn solve_cg<Mo: Model, Lo: Loss, Me: Metric>(
             iters,
             rel_residual,
             preconditioner: pname,
+            sketch_products,
             truncated: true,
         }),
         Err(CgError::NoConvergence { rel_residual, .. }) => Err(SolveFailure::NoConvergence {
@@ -134,4 +170,59 @@ pub(super) fn solve_cg<Mo: Model, Lo: Loss, Me: Metric>(
             Err(SolveFailure::PreconditionerNotPositiveDefinite { iteration: iters })
         }
     }
+}
+
+/// Makes sure `cache.nystrom` holds a sketch of this space's operator that is at most
+/// `refresh_every − 1` solves old (rebuilding it if not); returns the Gram products spent.
+///
+/// Parameter space: `A₀ = G`, `μ = λ`. Sample space with `M = wI`: `A₀ = JJᵀ`, `μ = λ/w`;
+/// with any other metric `A₀ = JJᵀ + λM⁻¹`, `μ = 0` (see [`super::nystrom`]).
+#[allow(clippy::too_many_arguments)]
+fn refresh_sketch<Mo: Model, Lo: Loss, Me: Metric>(
+    lin: &mut Linearized<'_, Mo, Lo, Me>,
+    space: Space,
+    damping: f64,
+    rank: usize,
+    refresh_every: usize,
+    seed: u64,
+    cache: &mut SolveCache,
+    par: Par,
+) -> Result<u64, SolveFailure> {
+    let (sketch_damping, shift_per_damping) = match space {
+        Space::Params => (0.0, 1.0),
+        Space::Samples => match scalar_metric(lin) {
+            Some(w) => (0.0, 1.0 / w),
+            None => (damping, 0.0),
+        },
+    };
+    let dim = match space {
+        Space::Params => lin.problem().n_params(),
+        Space::Samples => lin.outputs().len(),
+    };
+    let fresh = cache.nystrom.as_ref().is_some_and(|sk| {
+        sk.space() == space
+            && sk.dim() == dim
+            && sk.rank() == rank.min(dim)
+            && sk.shift(1.0) == shift_per_damping
+            && cache.solves - sk.built_at() < refresh_every as u64
+    });
+    if fresh {
+        return Ok(0);
+    }
+    let op = lin.gram_in(space, sketch_damping);
+    let seed = seed.wrapping_add(cache.solves);
+    let sketch = NystromSketch::build(&op, rank, seed, shift_per_damping, cache.solves, par)?;
+    let products = sketch.products();
+    cache.nystrom = Some(sketch);
+    Ok(products)
+}
+
+/// `Some(w)` when the metric at this point is `w I` (Euclidean, uniform weights).
+fn scalar_metric<Mo: Model, Lo: Loss, Me: Metric>(lin: &Linearized<'_, Mo, Lo, Me>) -> Option<f64> {
+    let mut diag = vec![0.0; lin.outputs().len()];
+    if !lin.problem().metric().diagonal(&lin.point(), &mut diag) {
+        return None;
+    }
+    let w = *diag.first()?;
+    (w > 0.0 && diag.iter().all(|&v| v == w)).then_some(w)
 }

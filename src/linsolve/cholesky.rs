@@ -51,6 +51,7 @@ pub(super) fn solve_cholesky<Mo: Model, Lo: Loss, Me: Metric>(
         iters: 0,
         rel_residual: if bn > 0.0 { res / bn } else { 0.0 },
         preconditioner: "none",
+        sketch_products: 0,
         truncated: false,
     })
 }

@@ -1,17 +1,37 @@
 //! How a natural-gradient direction is solved: `(G + λI) d = b` by preconditioned
 //! conjugate gradients (faer's `conjugate_gradient` on the matrix-free
 //! [`GramOperator`](crate::gram::GramOperator)) or by a dense Cholesky factorisation
-//! (faer's `llt`) of the same matrix.
+//! (faer's `llt`) of the same matrix — in parameter space (`p×p`), or in sample space
+//! (`n×n`) by the Woodbury push-through of MATH.md §2:
+//!
+//! ```text
+//!   (JᵀMJ + λI)⁻¹ Jᵀ r = Jᵀ s,   (JJᵀ + λM⁻¹) s = M⁻¹ r.
+//! ```
+//!
+//! (Proof: `(JᵀMJ + λI) Jᵀ = Jᵀ (MJJᵀ + λI) = Jᵀ M (JJᵀ + λM⁻¹)`; multiply on the right by
+//! `(JJᵀ + λM⁻¹)⁻¹ M⁻¹ r = s` and on the left by `(JᵀMJ + λI)⁻¹`. For `λ > 0` both
+//! matrices are SPD, so it holds for any `r`, not only `r = ∇_y ℓ`: every step rule of
+//! MATH.md §3, whose right-hand sides are all `Jᵀ(·)`, can use it.)
+//!
+//! CG can be preconditioned by Jacobi or by a randomized Nyström approximation
+//! ([`nystrom`]); [`LinearSolver::Auto`] picks the space and the method ([`auto`]).
 //!
 //! Failures carry the reason the iteration stopped, PETSc-KSP style (operator or
 //! preconditioner not positive definite, no convergence, non-finite data), with the
 //! iteration and a hint, so that the solver can end an argmin run with a message that
 //! says what to try.
 
+pub mod auto;
 mod cg;
 mod cholesky;
+pub mod nystrom;
+mod sample_space;
+
+pub use auto::{AutoSettings, Path};
+pub use nystrom::{NystromPrecond, NystromSketch};
 
 use crate::error::Error;
+use crate::gram::Space;
 use crate::loss::Loss;
 use crate::metric::Metric;
 use crate::model::Model;
@@ -28,6 +48,29 @@ pub enum LinearSolver {
     /// Form `J` and `G` densely and factor `G + λI` by Cholesky (faer).
     /// Cost `O(n p² + p³)`, memory `O(p² + n p)`.
     Cholesky,
+    /// Sample space, matrix-free: CG on `s ↦ (JJᵀ + λM⁻¹) s` (one vjp and one jvp per
+    /// product, `M⁻¹` by [`Metric::solve`]), then `d = Jᵀ s` (one vjp). Needs an
+    /// output-space right-hand side ([`Rhs::Cotangent`]) and a metric with an inverse.
+    /// Jacobi is not available in sample space (CG falls back to no preconditioner).
+    SampleCg(CgSettings),
+    /// Sample space, direct: form `J`, the `n×n` kernel `JJᵀ + λM⁻¹` (dense `M⁻¹` from `n`
+    /// metric solves unless `M` is diagonal) and factor it by Cholesky (faer).
+    /// Cost `O(n² p + n³)`, memory `O(n² + n p)`.
+    SampleCholesky,
+    /// Picks one of the four above from `n`, `p` and the right-hand side; see [`auto`].
+    /// The choice is reported in [`SolveInfo::method`] as `"auto:<path>"`.
+    Auto(AutoSettings),
+}
+
+impl LinearSolver {
+    /// Checks the CG settings this solver may use ([`CgSettings::validate`]).
+    pub fn validate(&self) -> crate::Result<()> {
+        match self {
+            LinearSolver::Cg(s) | LinearSolver::SampleCg(s) => s.validate(),
+            LinearSolver::Auto(a) => a.cg.validate(),
+            LinearSolver::Cholesky | LinearSolver::SampleCholesky => Ok(()),
+        }
+    }
 }
 
 impl Default for LinearSolver {
@@ -47,6 +90,29 @@ pub enum Preconditioner {
     /// preconditioner otherwise (and says so in the solve info).
     #[default]
     Jacobi,
+    /// Randomized Nyström preconditioner of rank `rank` ([`nystrom`]), sketched from
+    /// `rank` Gram products with a Gaussian test matrix seeded by `seed` (plus the solve
+    /// count, so each refresh draws a new one), kept in the [`SolveCache`] and rebuilt every
+    /// `refresh_every` direction solves.
+    Nystrom {
+        /// Rank `r` of the sketch (clamped to the system size).
+        rank: usize,
+        /// Rebuild the sketch every this many solves (≥ 1).
+        refresh_every: usize,
+        /// Seed of the Gaussian test matrix.
+        seed: u64,
+    },
+}
+
+impl Preconditioner {
+    /// Nyström of rank `rank`, refreshed every 10 solves, seed 0.
+    pub fn nystrom(rank: usize) -> Self {
+        Preconditioner::Nystrom {
+            rank,
+            refresh_every: 10,
+            seed: 0,
+        }
+    }
 }
 
 /// Settings of the CG solve.
@@ -95,17 +161,28 @@ impl CgSettings {
         }
     }
 
-    pub(crate) fn validate(&self) -> crate::Result<()> {
+    /// Fails with [`Error::InvalidSetting`] on negative or non-finite tolerances, a zero
+    /// iteration cap, or a Nyström rank or refresh period of 0.
+    pub fn validate(&self) -> crate::Result<()> {
         let ok = self.rel_tol >= 0.0
             && self.abs_tol >= 0.0
             && self.rel_tol.is_finite()
             && self.abs_tol.is_finite()
-            && self.max_iters > 0;
+            && self.max_iters > 0
+            && match self.preconditioner {
+                Preconditioner::Nystrom {
+                    rank,
+                    refresh_every,
+                    ..
+                } => rank > 0 && refresh_every > 0,
+                _ => true,
+            };
         if ok {
             Ok(())
         } else {
             Err(Error::InvalidSetting(format!(
-                "CG settings need finite tolerances ≥ 0 and max_iters > 0, got {self:?}"
+                "CG settings need finite tolerances ≥ 0, max_iters > 0 and a Nyström rank and \
+                 refresh period ≥ 1, got {self:?}"
             )))
         }
     }
@@ -114,15 +191,19 @@ impl CgSettings {
 /// What a successful solve did.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SolveInfo {
-    /// `"cg"` or `"cholesky"`.
+    /// `"cg"`, `"cholesky"`, `"sample-cg"` or `"sample-cholesky"`; prefixed `"auto:"` when
+    /// [`LinearSolver::Auto`] chose it (e.g. `"auto:sample-cg"`).
     pub method: &'static str,
     /// CG iterations (0 for Cholesky).
     pub iters: usize,
     /// Final relative residual `‖b − A x‖ / ‖b‖` (CG's recursive residual; exact for
     /// Cholesky).
     pub rel_residual: f64,
-    /// `"none"` or `"jacobi"`.
+    /// `"none"`, `"jacobi"` or `"nystrom"`.
     pub preconditioner: &'static str,
+    /// Gram products spent in this solve on (re)building the Nyström sketch (0 when the
+    /// cached sketch was reused).
+    pub sketch_products: u64,
     /// CG stopped at `max_iters` without reaching the tolerance (only with
     /// `accept_truncated`).
     pub truncated: bool,
@@ -159,8 +240,14 @@ pub enum SolveFailure {
         /// First bad index.
         index: usize,
     },
-    /// The direct solve failed (Cholesky pivot, sizes).
+    /// The direct solve failed (Cholesky pivot, sizes), or the metric or right-hand side
+    /// cannot be used by the chosen solver.
     Direct(Error),
+    /// The Nyström sketch could not be built.
+    Nystrom {
+        /// What failed.
+        reason: String,
+    },
 }
 
 impl fmt::Display for SolveFailure {
@@ -193,6 +280,11 @@ impl fmt::Display for SolveFailure {
                  reduce the step size or add damping"
             ),
             SolveFailure::Direct(e) => write!(f, "{e}"),
+            SolveFailure::Nystrom { reason } => write!(
+                f,
+                "Nyström preconditioner: {reason} — lower the rank, add damping, or use \
+                 `Preconditioner::Jacobi`"
+            ),
         }
     }
 }
@@ -207,6 +299,10 @@ impl std::error::Error for SolveFailure {}
 pub struct SolveCache {
     /// Number of direction solves made with this cache.
     pub solves: u64,
+    /// The Nyström sketch of [`Preconditioner::Nystrom`], if one was taken.
+    pub nystrom: Option<NystromSketch>,
+    /// The last sample-space solution `s` (the warm start of [`LinearSolver::SampleCg`]).
+    pub sample_guess: Option<Vec<f64>>,
 }
 
 /// The right-hand side `b` of `(G + λI) d = b`.
@@ -246,6 +342,7 @@ pub fn solve_direction<Mo: Model, Lo: Loss, Me: Metric>(
     par: Par,
 ) -> Result<SolveInfo, SolveFailure> {
     cache.solves += 1;
+    solver.validate().map_err(SolveFailure::Direct)?;
     let given = match rhs {
         Rhs::Cotangent { r, .. } => r,
         Rhs::Params(b) => b,
@@ -256,20 +353,60 @@ pub fn solve_direction<Mo: Model, Lo: Loss, Me: Metric>(
             index,
         });
     }
-    let owned;
-    let b: &[f64] = match rhs {
-        Rhs::Params(b) | Rhs::Cotangent { jt_r: Some(b), .. } => b,
-        Rhs::Cotangent { r, jt_r: None } => {
-            let mut jtr = vec![0.0; x.len()];
-            lin.vjp(r, &mut jtr);
-            owned = jtr;
-            &owned
+    let n = lin.outputs().len();
+    let p = x.len();
+    let (path, auto) = match solver {
+        LinearSolver::Cg(_) => (Path::ParamCg, false),
+        LinearSolver::Cholesky => (Path::ParamCholesky, false),
+        LinearSolver::SampleCg(_) => (Path::SampleCg, false),
+        LinearSolver::SampleCholesky => (Path::SampleCholesky, false),
+        LinearSolver::Auto(a) => {
+            let sample_ok = match rhs {
+                Rhs::Cotangent { r, .. } => lin.solve_metric(r, &mut vec![0.0; n]).is_ok(),
+                Rhs::Params(_) => false,
+            };
+            (a.choose(n, p, sample_ok), true)
         }
     };
-    let info = match solver {
-        LinearSolver::Cg(s) => cg::solve_cg(lin, b, x, damping, s, par)?,
-        LinearSolver::Cholesky => cholesky::solve_cholesky(lin, b, x, damping, par)?,
+    let cg_settings = match solver {
+        LinearSolver::Cg(s) | LinearSolver::SampleCg(s) => s.clone(),
+        LinearSolver::Auto(a) => a.cg.clone(),
+        _ => CgSettings::default(),
     };
+    let mut info = match path {
+        Path::ParamCg | Path::ParamCholesky => {
+            let owned;
+            let b: &[f64] = match rhs {
+                Rhs::Params(b) | Rhs::Cotangent { jt_r: Some(b), .. } => b,
+                Rhs::Cotangent { r, jt_r: None } => {
+                    let mut jtr = vec![0.0; p];
+                    lin.vjp(r, &mut jtr);
+                    owned = jtr;
+                    &owned
+                }
+            };
+            if path == Path::ParamCg {
+                cg::solve_cg(lin, Space::Params, b, x, damping, &cg_settings, cache, par)?
+            } else {
+                cholesky::solve_cholesky(lin, b, x, damping, par)?
+            }
+        }
+        Path::SampleCg | Path::SampleCholesky => {
+            let Rhs::Cotangent { r, .. } = rhs else {
+                return Err(SolveFailure::Direct(Error::Unsupported(
+                    "sample-space solvers need the right-hand side as an output-space \
+                     cotangent (`Rhs::Cotangent`); use a parameter-space solver for \
+                     `Rhs::Params`"
+                        .into(),
+                )));
+            };
+            let direct = path == Path::SampleCholesky;
+            sample_space::solve(lin, r, x, damping, direct, &cg_settings, cache, par)?
+        }
+    };
+    if auto {
+        info.method = path.auto_name();
+    }
     if let Some(index) = first_non_finite(x) {
         return Err(SolveFailure::NonFinite {
             what: "direction",

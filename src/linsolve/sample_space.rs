@@ -1,0 +1,131 @@
+//! The sample-space direction (MATH.md §2, Woodbury push-through): `d = Jᵀ s` with
+//! `(JJᵀ + λM⁻¹) s = M⁻¹ r`, an `n×n` SPD system, by matrix-free CG or by a dense
+//! Cholesky factorisation of the kernel. See the [module docs](super) for the algebra.
+
+use super::{cg, CgSettings, SolveCache, SolveFailure, SolveInfo};
+use crate::error::Error;
+use crate::gram::{dense_jacobian, JacobianSource, Space};
+use crate::linalg::{gemv, norm};
+use crate::loss::Loss;
+use crate::metric::Metric;
+use crate::model::Model;
+use crate::problem::Linearized;
+use faer::linalg::matmul::matmul;
+use faer::linalg::solvers::Solve;
+use faer::{Accum, ColMut, Mat, Par, Side};
+
+/// Solves for `d = (JᵀMJ + λI)⁻¹ Jᵀ r` in sample space; `d` has length `p`.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn solve<Mo: Model, Lo: Loss, Me: Metric>(
+    lin: &mut Linearized<'_, Mo, Lo, Me>,
+    r: &[f64],
+    d: &mut [f64],
+    damping: f64,
+    direct: bool,
+    settings: &CgSettings,
+    cache: &mut SolveCache,
+    par: Par,
+) -> Result<SolveInfo, SolveFailure> {
+    let n = r.len();
+    let mut rhs = vec![0.0; n];
+    lin.solve_metric(r, &mut rhs)
+        .map_err(SolveFailure::Direct)?;
+    if direct {
+        return solve_direct(lin, &rhs, d, damping, par);
+    }
+    let mut s = match (&cache.sample_guess, settings.warm_start) {
+        (Some(g), true) if g.len() == n => g.clone(),
+        _ => vec![0.0; n],
+    };
+    let mut info = cg::solve_cg(
+        lin,
+        Space::Samples,
+        &rhs,
+        &mut s,
+        damping,
+        settings,
+        cache,
+        par,
+    )?;
+    info.method = "sample-cg";
+    lin.vjp(&s, d);
+    cache.sample_guess = Some(s);
+    Ok(info)
+}
+
+/// Forms `K = JJᵀ + λM⁻¹` (n×n), factors it, `s = K⁻¹ rhs`, `d = Jᵀ s`.
+fn solve_direct<Mo: Model, Lo: Loss, Me: Metric>(
+    lin: &mut Linearized<'_, Mo, Lo, Me>,
+    rhs: &[f64],
+    d: &mut [f64],
+    damping: f64,
+    par: Par,
+) -> Result<SolveInfo, SolveFailure> {
+    let n = rhs.len();
+    let (jac, source) = dense_jacobian(lin.linearization_mut(), n);
+    match source {
+        JacobianSource::Model => {}
+        JacobianSource::Jvps(k) => lin.count_products(k as u64, 0),
+        JacobianSource::Vjps(k) => lin.count_products(0, k as u64),
+    }
+    let mut k = Mat::<f64>::zeros(n, n);
+    matmul(
+        k.as_mut(),
+        Accum::Replace,
+        jac.as_ref(),
+        jac.transpose(),
+        1.0,
+        par,
+    );
+    if damping != 0.0 {
+        add_damped_inverse_metric(lin, &mut k, damping)?;
+    }
+    let llt = k.llt(Side::Lower).map_err(|e| {
+        let faer::linalg::cholesky::llt::factor::LltError::NonPositivePivot { index } = e;
+        SolveFailure::Direct(Error::GramNotPositiveDefinite { index, damping })
+    })?;
+    let mut s = rhs.to_vec();
+    llt.solve_in_place(ColMut::from_slice_mut(&mut s).as_mat_mut());
+    gemv(d, jac.transpose(), &s, par);
+    let mut ks = vec![0.0; n];
+    gemv(&mut ks, k.as_ref(), &s, par);
+    let res = norm(&ks.iter().zip(rhs).map(|(a, b)| a - b).collect::<Vec<_>>());
+    let bn = norm(rhs);
+    Ok(SolveInfo {
+        method: "sample-cholesky",
+        iters: 0,
+        rel_residual: if bn > 0.0 { res / bn } else { 0.0 },
+        preconditioner: "none",
+        sketch_products: 0,
+        truncated: false,
+    })
+}
+
+/// `K += λ M⁻¹`: the diagonal `λ/w_i` for a diagonal metric, otherwise `n` metric solves
+/// with unit vectors (the direct path is for small `n`).
+fn add_damped_inverse_metric<Mo: Model, Lo: Loss, Me: Metric>(
+    lin: &Linearized<'_, Mo, Lo, Me>,
+    k: &mut Mat<f64>,
+    damping: f64,
+) -> Result<(), SolveFailure> {
+    let n = k.nrows();
+    let mut w = vec![0.0; n];
+    if lin.problem().metric().diagonal(&lin.point(), &mut w) {
+        for (i, wi) in w.iter().enumerate() {
+            k[(i, i)] += damping / wi;
+        }
+        return Ok(());
+    }
+    let mut e = vec![0.0; n];
+    let mut col = vec![0.0; n];
+    for j in 0..n {
+        e[j] = 1.0;
+        lin.solve_metric(&e, &mut col)
+            .map_err(SolveFailure::Direct)?;
+        e[j] = 0.0;
+        for (i, c) in col.iter().enumerate() {
+            k[(i, j)] += damping * c;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,325 @@
+//! The sample-space (Woodbury push-through) direction against the dense parameter-space
+//! twin `(JᵀMJ + λI)⁻¹ Jᵀ r`, for every metric kind, `p > n` and `p < n`, and arbitrary
+//! cotangents `r` (the momentum rules' right-hand sides); and `LinearSolver::Auto`.
+
+mod common;
+
+use common::{gram_twin, matvec, rel_diff, rng, spd, vec};
+use faer::{Mat, Par};
+use natgrad::check::{jacobian_by_jvps, metric_matrix};
+use natgrad::linsolve::{
+    solve_direction, AutoSettings, CgSettings, LinearSolver, Path, Preconditioner, Rhs, SolveCache,
+    SolveFailure,
+};
+use natgrad::loss::{CrossEntropy, Loss};
+use natgrad::metric::{DenseMetric, Euclidean, Ggn, Metric, SparseMetric, WeightedL2};
+use natgrad::model::{LinearModel, Model};
+use natgrad::{Problem, SquaredError};
+
+fn sparse_spd(n: usize) -> sprs::CsMat<f64> {
+    let mut tri = sprs::TriMat::new((n, n));
+    for i in 0..n {
+        tri.add_triplet(i, i, 2.0 + 1.0 / n as f64);
+        if i + 1 < n {
+            tri.add_triplet(i, i + 1, -1.0);
+            tri.add_triplet(i + 1, i, -1.0);
+        }
+    }
+    tri.to_csr()
+}
+
+fn tight_cg(dim: usize) -> CgSettings {
+    CgSettings {
+        rel_tol: 1e-13,
+        max_iters: 50 * dim,
+        preconditioner: Preconditioner::None,
+        ..CgSettings::default()
+    }
+}
+
+/// Largest relative difference between each solver's direction and the dense twin
+/// `(JᵀMJ + λI)⁻¹ Jᵀ r`, for the loss gradient and for a random cotangent.
+fn worst_error<Mo: Model, Lo: Loss, Me: Metric>(
+    pb: &Problem<Mo, Lo, Me>,
+    theta: &[f64],
+    lambda: f64,
+    seed: u64,
+) -> f64 {
+    let (n, p) = (pb.n_outputs(), pb.n_params());
+    let mut lin = pb.linearize(theta).unwrap();
+    let j = jacobian_by_jvps(lin.linearization_mut(), n);
+    let m = metric_matrix(pb.metric(), &lin.point(), n);
+    let g = gram_twin(&j, &m, lambda);
+    let jt = Mat::from_fn(p, n, |a, b| j[(b, a)]);
+    let solvers = [
+        LinearSolver::SampleCg(tight_cg(n)),
+        LinearSolver::SampleCholesky,
+        LinearSolver::Cholesky,
+        LinearSolver::Cg(tight_cg(p)),
+    ];
+    let mut worst = 0.0_f64;
+    let rs = [lin.output_gradient().to_vec(), vec(&mut rng(seed), n)];
+    for r in &rs {
+        let expected = common::dense_solve(&g, &matvec(&jt, r));
+        for solver in &solvers {
+            let mut d = vec![0.0; p];
+            let info = solve_direction(
+                &mut lin,
+                Rhs::Cotangent { r, jt_r: None },
+                &mut d,
+                lambda,
+                solver,
+                &mut SolveCache::default(),
+                Par::Seq,
+            )
+            .unwrap_or_else(|e| panic!("{solver:?}: {e}"));
+            let e = rel_diff(&d, &expected);
+            assert!(e <= 1e-8, "{} (n={n}, p={p}): {e:e}", info.method);
+            worst = worst.max(e);
+        }
+    }
+    worst
+}
+
+#[test]
+fn sample_space_direction_equals_parameter_space_for_every_metric() {
+    let lambda = 1e-3;
+    for (case, &(n, p)) in [(12, 30), (30, 12)].iter().enumerate() {
+        let mut r = rng(40 + case as u64);
+        let a = common::mat(&mut r, n, p);
+        let u = vec(&mut r, n);
+        let theta = vec(&mut r, p);
+        let model = || LinearModel::dense(a.clone()).unwrap();
+        let l2 = || SquaredError::l2(u.clone()).unwrap();
+        let w: Vec<f64> = (0..n).map(|i| 0.5 + (i as f64) / n as f64).collect();
+        let metrics: Vec<(&str, f64)> = vec![
+            (
+                "WeightedL2",
+                worst_error(
+                    &Problem::new(model(), l2(), WeightedL2::new(w).unwrap()).unwrap(),
+                    &theta,
+                    lambda,
+                    1,
+                ),
+            ),
+            (
+                "WeightedL2 uniform",
+                worst_error(
+                    &Problem::new(model(), l2(), WeightedL2::uniform(n)).unwrap(),
+                    &theta,
+                    lambda,
+                    2,
+                ),
+            ),
+            (
+                "Euclidean",
+                worst_error(
+                    &Problem::new(model(), l2(), Euclidean).unwrap(),
+                    &theta,
+                    lambda,
+                    3,
+                ),
+            ),
+            (
+                "DenseMetric",
+                worst_error(
+                    &Problem::new(
+                        model(),
+                        l2(),
+                        DenseMetric::new(spd(&mut r, n, 0.5)).unwrap(),
+                    )
+                    .unwrap(),
+                    &theta,
+                    lambda,
+                    4,
+                ),
+            ),
+            (
+                "SparseMetric",
+                worst_error(
+                    &Problem::new(model(), l2(), SparseMetric::new(sparse_spd(n)).unwrap())
+                        .unwrap(),
+                    &theta,
+                    lambda,
+                    5,
+                ),
+            ),
+            (
+                "Ggn(SquaredError)",
+                worst_error(
+                    &Problem::new(model(), l2(), Ggn).unwrap(),
+                    &theta,
+                    lambda,
+                    6,
+                ),
+            ),
+        ];
+        // Fisher metric of the cross-entropy: a diagonal GGN that varies with the outputs.
+        let labels: Vec<f64> = (0..n).map(|i| (i % 2) as f64).collect();
+        let off: Vec<f64> = (0..n).map(|i| 0.5 + 0.3 * (i as f64).sin()).collect();
+        let small = Mat::from_fn(n, p, |i, j| 0.01 * a[(i, j)]);
+        let lm = LinearModel::dense(small).unwrap().with_offset(off).unwrap();
+        let pb = Problem::new(lm, CrossEntropy::new(labels).unwrap(), Ggn).unwrap();
+        let ce = worst_error(&pb, &theta, lambda, 7);
+        for (name, e) in metrics.iter().chain([("Ggn(CrossEntropy)", ce)].iter()) {
+            eprintln!("{name}, n={n}, p={p}: worst relative difference {e:.1e}");
+            assert!(*e <= 1e-8, "{name}, n={n}, p={p}: {e:e}");
+        }
+    }
+}
+
+#[test]
+fn sample_space_needs_an_output_space_rhs_and_an_inverse_metric() {
+    let mut r = rng(50);
+    let (n, p) = (6, 10);
+    let pb = Problem::new(
+        LinearModel::dense(common::mat(&mut r, n, p)).unwrap(),
+        SquaredError::l2(vec(&mut r, n)).unwrap(),
+        WeightedL2::uniform(n),
+    )
+    .unwrap();
+    let mut lin = pb.linearize(&vec(&mut r, p)).unwrap();
+    let g = lin.gradient();
+    let mut d = vec![0.0; p];
+    for solver in [
+        LinearSolver::SampleCholesky,
+        LinearSolver::SampleCg(tight_cg(n)),
+    ] {
+        let err = solve_direction(
+            &mut lin,
+            Rhs::Params(&g),
+            &mut d,
+            1e-3,
+            &solver,
+            &mut SolveCache::default(),
+            Par::Seq,
+        )
+        .unwrap_err();
+        assert!(matches!(err, SolveFailure::Direct(_)), "{err}");
+    }
+    // GGN of a squared error in a dense K: M = K is not diagonal, Ggn cannot invert it.
+    let k = spd(&mut r, n, 0.5);
+    let loss = SquaredError::new(vec(&mut r, n), DenseMetric::new(k).unwrap()).unwrap();
+    let pb = Problem::new(
+        LinearModel::dense(common::mat(&mut r, n, p)).unwrap(),
+        loss,
+        Ggn,
+    )
+    .unwrap();
+    let mut lin = pb.linearize(&vec(&mut r, p)).unwrap();
+    let rr = lin.output_gradient().to_vec();
+    let err = solve_direction(
+        &mut lin,
+        Rhs::Cotangent { r: &rr, jt_r: None },
+        &mut d,
+        1e-3,
+        &LinearSolver::SampleCholesky,
+        &mut SolveCache::default(),
+        Par::Seq,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("Ggn"), "{err}");
+    // ... and Auto then stays in parameter space, still exact.
+    let info = solve_direction(
+        &mut lin,
+        Rhs::Cotangent { r: &rr, jt_r: None },
+        &mut d,
+        1e-3,
+        &LinearSolver::Auto(AutoSettings::default()),
+        &mut SolveCache::default(),
+        Par::Seq,
+    )
+    .unwrap();
+    assert_eq!(info.method, "auto:param-cholesky");
+}
+
+#[test]
+fn auto_chooses_as_documented() {
+    let a = AutoSettings::default();
+    // The smaller system; direct while it is small and J fits.
+    assert_eq!(a.choose(100, 5000, true), Path::SampleCholesky);
+    assert_eq!(a.choose(100, 5000, false), Path::ParamCg);
+    assert_eq!(a.choose(5000, 100, true), Path::ParamCholesky);
+    assert_eq!(a.choose(4096, 132_609, true), Path::SampleCg);
+    assert_eq!(a.choose(20_000, 4000, true), Path::ParamCg);
+    assert_eq!(a.choose(2048, 4417, true), Path::SampleCholesky);
+    // J too large to form even though the system is small.
+    assert_eq!(a.choose(1000, 100_000, true), Path::SampleCg);
+    assert_eq!(a.choose(10, 10, true), Path::ParamCholesky);
+}
+
+#[test]
+fn auto_reports_its_choice_and_solves_exactly() {
+    let mut r = rng(51);
+    for (n, p, expected) in [
+        (8, 40, "auto:sample-cholesky"),
+        (40, 8, "auto:param-cholesky"),
+    ] {
+        let a = common::mat(&mut r, n, p);
+        let pb = Problem::new(
+            LinearModel::dense(a.clone()).unwrap(),
+            SquaredError::l2(vec(&mut r, n)).unwrap(),
+            WeightedL2::uniform(n),
+        )
+        .unwrap();
+        let mut lin = pb.linearize(&vec(&mut r, p)).unwrap();
+        let rr = vec(&mut r, n);
+        let mut d = vec![0.0; p];
+        let info = solve_direction(
+            &mut lin,
+            Rhs::Cotangent { r: &rr, jt_r: None },
+            &mut d,
+            1e-3,
+            &LinearSolver::Auto(AutoSettings::default()),
+            &mut SolveCache::default(),
+            Par::Seq,
+        )
+        .unwrap();
+        assert_eq!(info.method, expected);
+        let m = Mat::from_fn(n, n, |i, j| if i == j { 1.0 / n as f64 } else { 0.0 });
+        let jt = Mat::from_fn(p, n, |i, j| a[(j, i)]);
+        let want = common::dense_solve(&gram_twin(&a, &m, 1e-3), &matvec(&jt, &rr));
+        assert!(rel_diff(&d, &want) <= 1e-8);
+    }
+}
+
+#[test]
+fn natural_gradient_runs_identically_in_sample_space() {
+    use argmin::core::{Executor, State};
+    use natgrad::NaturalGradient;
+    let mut r = rng(52);
+    let (n, p) = (6, 15);
+    let a = common::mat(&mut r, n, p);
+    let u = vec(&mut r, n);
+    let theta0 = vec(&mut r, p);
+    let run = |solver: LinearSolver| {
+        let pb = Problem::new(
+            LinearModel::dense(a.clone()).unwrap(),
+            SquaredError::l2(u.clone()).unwrap(),
+            WeightedL2::uniform(n),
+        )
+        .unwrap();
+        let ng = NaturalGradient::new()
+            .with_step_size(0.5)
+            .unwrap()
+            .with_damping(1e-3)
+            .unwrap()
+            .with_linear_solver(solver)
+            .unwrap();
+        let res = Executor::new(pb, ng)
+            .configure(|s| s.param(theta0.clone()).max_iters(5))
+            .run()
+            .unwrap();
+        res.state().get_param().unwrap().clone()
+    };
+    let reference = run(LinearSolver::Cholesky);
+    for solver in [
+        LinearSolver::SampleCholesky,
+        LinearSolver::SampleCg(tight_cg(n)),
+        LinearSolver::Auto(AutoSettings::default()),
+    ] {
+        let th = run(solver.clone());
+        let e = rel_diff(&th, &reference);
+        assert!(e <= 1e-10, "{solver:?}: {e:e}");
+    }
+}
