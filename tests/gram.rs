@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{gram_twin, rel_diff, rng, spd, vec};
+use common::{gram_twin, rel_diff, rng, sparse_spd, spd, vec};
 use faer::Mat;
 use faer::Par;
 use natgrad::check::{jacobian_by_jvps, max_rel_diff, metric_matrix};
@@ -41,19 +41,6 @@ fn check_gram<Mo: Model, Lo: Loss, Me: Metric>(
     }
     assert_eq!(op.products(), p as u64);
     max_rel_diff(&g, &twin)
-}
-
-fn sparse_spd(n: usize) -> sprs::CsMat<f64> {
-    // 1D stiffness + mass: tridiagonal, SPD.
-    let mut tri = sprs::TriMat::new((n, n));
-    for i in 0..n {
-        tri.add_triplet(i, i, 2.0 + 1.0 / n as f64);
-        if i + 1 < n {
-            tri.add_triplet(i, i + 1, -1.0);
-            tri.add_triplet(i + 1, i, -1.0);
-        }
-    }
-    tri.to_csr()
 }
 
 #[test]

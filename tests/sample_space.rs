@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{gram_twin, matvec, rel_diff, rng, spd, vec};
+use common::{gram_twin, matvec, rel_diff, rng, sparse_spd, spd, vec};
 use faer::{Mat, Par};
 use natgrad::check::{jacobian_by_jvps, metric_matrix};
 use natgrad::linsolve::{
@@ -15,18 +15,6 @@ use natgrad::loss::{CrossEntropy, Loss};
 use natgrad::metric::{DenseMetric, Euclidean, Ggn, Metric, SparseMetric, WeightedL2};
 use natgrad::model::{LinearModel, Model};
 use natgrad::{Problem, SquaredError};
-
-fn sparse_spd(n: usize) -> sprs::CsMat<f64> {
-    let mut tri = sprs::TriMat::new((n, n));
-    for i in 0..n {
-        tri.add_triplet(i, i, 2.0 + 1.0 / n as f64);
-        if i + 1 < n {
-            tri.add_triplet(i, i + 1, -1.0);
-            tri.add_triplet(i + 1, i, -1.0);
-        }
-    }
-    tri.to_csr()
-}
 
 fn tight_cg(dim: usize) -> CgSettings {
     CgSettings {

@@ -17,13 +17,7 @@ pub(super) fn solve_cholesky<Mo: Model, Lo: Loss, Me: Metric>(
     damping: f64,
     par: Par,
 ) -> Result<SolveInfo, SolveFailure> {
-    let n = lin.outputs().len();
-    let (jac, source) = dense_jacobian(lin.linearization_mut(), n);
-    match source {
-        JacobianSource::Model => {}
-        JacobianSource::Jvps(k) => lin.count_products(k as u64, 0),
-        JacobianSource::Vjps(k) => lin.count_products(0, k as u64),
-    }
+    let jac = counted_jacobian(lin);
     let g = dense_gram(
         jac.as_ref(),
         lin.problem().metric(),
@@ -54,4 +48,18 @@ pub(super) fn solve_cholesky<Mo: Model, Lo: Loss, Me: Metric>(
         sketch_products: 0,
         truncated: false,
     })
+}
+
+/// The dense Jacobian (the model's, or from `min(n, p)` products, which are counted).
+pub(super) fn counted_jacobian<Mo: Model, Lo: Loss, Me: Metric>(
+    lin: &mut Linearized<'_, Mo, Lo, Me>,
+) -> faer::Mat<f64> {
+    let n = lin.outputs().len();
+    let (jac, source) = dense_jacobian(lin.linearization_mut(), n);
+    match source {
+        JacobianSource::Model => {}
+        JacobianSource::Jvps(k) => lin.count_products(k as u64, 0),
+        JacobianSource::Vjps(k) => lin.count_products(0, k as u64),
+    }
+    jac
 }

@@ -2,9 +2,9 @@
 //! `(JJᵀ + λM⁻¹) s = M⁻¹ r`, an `n×n` SPD system, by matrix-free CG or by a dense
 //! Cholesky factorisation of the kernel. See the [module docs](super) for the algebra.
 
-use super::{cg, CgSettings, SolveCache, SolveFailure, SolveInfo};
+use super::{cg, cholesky, CgSettings, SolveCache, SolveFailure, SolveInfo};
 use crate::error::Error;
-use crate::gram::{dense_jacobian, JacobianSource, Space};
+use crate::gram::Space;
 use crate::linalg::{gemv, norm};
 use crate::loss::Loss;
 use crate::metric::Metric;
@@ -62,12 +62,7 @@ fn solve_direct<Mo: Model, Lo: Loss, Me: Metric>(
     par: Par,
 ) -> Result<SolveInfo, SolveFailure> {
     let n = rhs.len();
-    let (jac, source) = dense_jacobian(lin.linearization_mut(), n);
-    match source {
-        JacobianSource::Model => {}
-        JacobianSource::Jvps(k) => lin.count_products(k as u64, 0),
-        JacobianSource::Vjps(k) => lin.count_products(0, k as u64),
-    }
+    let jac = cholesky::counted_jacobian(lin);
     let mut k = Mat::<f64>::zeros(n, n);
     matmul(
         k.as_mut(),

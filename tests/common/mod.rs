@@ -33,6 +33,19 @@ pub fn spd(rng: &mut StdRng, n: usize, shift: f64) -> Mat<f64> {
     k
 }
 
+/// A sparse SPD matrix: the 1D stiffness + mass stencil (tridiagonal).
+pub fn sparse_spd(n: usize) -> sprs::CsMat<f64> {
+    let mut tri = sprs::TriMat::new((n, n));
+    for i in 0..n {
+        tri.add_triplet(i, i, 2.0 + 1.0 / n as f64);
+        if i + 1 < n {
+            tri.add_triplet(i, i + 1, -1.0);
+            tri.add_triplet(i + 1, i, -1.0);
+        }
+    }
+    tri.to_csr()
+}
+
 /// Relative difference `‖a − b‖ / ‖b‖`.
 pub fn rel_diff(a: &[f64], b: &[f64]) -> f64 {
     let d: f64 = a
