@@ -1,16 +1,20 @@
 //! The Gram operator `G + λI = JᵀMJ + λI` (MATH.md §2), never formed: each product is
-//! one jvp, one metric product and one vjp on a single linearisation; and its sample-space
+//! one jvp, one metric product and one vjp on a single linearisation; its sample-space
 //! twin, the kernel operator `JJᵀ + λM⁻¹` on `Rⁿ` (one vjp, one jvp, one `M⁻¹` product),
-//! whose system gives the same direction by the Woodbury push-through.
+//! whose system gives the same direction by the Woodbury push-through; and the mixed Gram
+//! (transport) product `G_{k,k−1} = J_kᵀ M J_{k−1}` of MATH.md §3 on two linearisations
+//! ([`MixedGramOperator`]).
 //!
 //! [`GramOperator`] is a faer [`LinOp`], so faer's `conjugate_gradient` solves with it
 //! directly; a block of `k` columns is applied with one `jvp_block` and one `vjp_block`
 //! (one GEMM for batched models), which is how the Nyström sketch is taken. [`dense_jacobian`] and [`dense_gram`] build the dense twins used by the
 //! direct (Cholesky) path and by the tests.
 
+use crate::error::check_len;
+use crate::loss::Loss;
 use crate::metric::{Metric, OutputPoint};
-use crate::model::{col_slice_mut, Linearization};
-use crate::problem::Counters;
+use crate::model::{col_slice_mut, Linearization, Model};
+use crate::problem::{Counters, Linearized};
 use faer::dyn_stack::{MemStack, StackReq};
 use faer::linalg::matmul::matmul;
 use faer::matrix_free::LinOp;
@@ -338,4 +342,114 @@ pub fn dense_gram<Me: Metric + ?Sized>(
         g[(i, i)] += damping;
     }
     g
+}
+
+/// The two linearisations a [`MixedGramOperator`] works on.
+struct MixedWork<'a, 'p, Mo: Model + 'p, Lo, Me> {
+    current: &'a mut Linearized<'p, Mo, Lo, Me>,
+    previous: &'a mut Linearized<'p, Mo, Lo, Me>,
+    jt: Vec<f64>,
+    x: Vec<f64>,
+}
+
+/// The mixed Gram (transport) product `t ↦ G_{k,k−1} t = J_kᵀ M J_{k−1} t`
+/// (MATH.md §3): a jvp at the previous iterate, the metric at the current one, a vjp at
+/// the current one. Never a matrix.
+///
+/// It carries a tangent vector `t` at `θ_{k−1}` (a function `J_{k−1} t`) to the right-hand
+/// side of its projection onto the tangent space at `θ_k`; with a solve by `G_k` this is
+/// the transport `G_k⁻¹ G_{k,k−1} t` ([`crate::momentum::transport`]). The operator is a
+/// square p×p faer [`LinOp`] but not symmetric. The metric is evaluated at the current
+/// outputs (it matters only for the GGN metric).
+pub struct MixedGramOperator<'a, 'p, Mo: Model + 'p, Lo, Me> {
+    work: Mutex<MixedWork<'a, 'p, Mo, Lo, Me>>,
+    p: usize,
+}
+
+impl<Mo: Model, Lo, Me> std::fmt::Debug for MixedGramOperator<'_, '_, Mo, Lo, Me> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MixedGramOperator")
+            .field("p", &self.p)
+            .finish()
+    }
+}
+
+impl<'a, 'p, Mo: Model, Lo: Loss, Me: Metric> MixedGramOperator<'a, 'p, Mo, Lo, Me> {
+    /// The operator `J_kᵀ M J_{k−1}` from the linearisations at `θ_k` (`current`) and
+    /// `θ_{k−1}` (`previous`), which must have the same numbers of parameters and outputs
+    /// (the same sample points).
+    pub fn new(
+        current: &'a mut Linearized<'p, Mo, Lo, Me>,
+        previous: &'a mut Linearized<'p, Mo, Lo, Me>,
+    ) -> crate::Result<Self> {
+        let (p, n) = (current.problem().n_params(), current.outputs().len());
+        check_len(
+            "mixed Gram: parameters at θ_{k−1} vs θ_k",
+            p,
+            previous.problem().n_params(),
+        )?;
+        check_len(
+            "mixed Gram: outputs at θ_{k−1} vs θ_k",
+            n,
+            previous.outputs().len(),
+        )?;
+        Ok(Self {
+            work: Mutex::new(MixedWork {
+                current,
+                previous,
+                jt: vec![0.0; n],
+                x: vec![0.0; p],
+            }),
+            p,
+        })
+    }
+
+    /// `out = J_kᵀ M J_{k−1} t` for one vector (one jvp, one metric product, one vjp).
+    pub fn apply_vec(&self, t: &[f64], out: &mut [f64]) {
+        let mut w = self.work.lock().unwrap_or_else(|e| e.into_inner());
+        let MixedWork {
+            current,
+            previous,
+            jt,
+            ..
+        } = &mut *w;
+        previous.jvp(t, jt);
+        current.project_rhs(jt, out);
+    }
+}
+
+impl<Mo: Model, Lo: Loss, Me: Metric> LinOp<f64> for MixedGramOperator<'_, '_, Mo, Lo, Me> {
+    fn apply_scratch(&self, _rhs_ncols: usize, _par: Par) -> StackReq {
+        StackReq::EMPTY
+    }
+
+    fn nrows(&self) -> usize {
+        self.p
+    }
+
+    fn ncols(&self) -> usize {
+        self.p
+    }
+
+    fn apply(&self, mut out: MatMut<'_, f64>, rhs: MatRef<'_, f64>, _par: Par, _: &mut MemStack) {
+        let mut w = self.work.lock().unwrap_or_else(|e| e.into_inner());
+        let MixedWork {
+            current,
+            previous,
+            jt,
+            x,
+        } = &mut *w;
+        for j in 0..rhs.ncols() {
+            x.iter_mut()
+                .zip(rhs.col(j).iter())
+                .for_each(|(x, r)| *x = *r);
+            previous.jvp(x, jt);
+            current.project_rhs(jt, col_slice_mut(out.rb_mut(), j));
+        }
+    }
+
+    fn conj_apply(&self, out: MatMut<'_, f64>, rhs: MatRef<'_, f64>, par: Par, st: &mut MemStack) {
+        // Real entries: the conjugate is the operator itself.
+        self.apply(out, rhs, par, st)
+    }
 }
