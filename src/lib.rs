@@ -27,6 +27,7 @@
 
 #![warn(missing_docs)]
 
+pub mod batch;
 pub mod check;
 pub mod error;
 pub mod gram;
@@ -35,18 +36,22 @@ pub mod linsolve;
 pub mod loss;
 pub mod metric;
 pub mod model;
+pub mod momentum;
 pub mod problem;
 pub mod problems;
 pub mod solver;
+pub mod step_control;
 
 pub use error::{Error, Result};
-pub use gram::GramOperator;
+pub use gram::{GramOperator, MixedGramOperator};
 pub use linsolve::{CgSettings, LinearSolver, Preconditioner};
 pub use loss::{CrossEntropy, Loss, SquaredError};
 pub use metric::{DenseMetric, Euclidean, Ggn, Metric, SparseMetric, WeightedL2};
 pub use model::{Linearization, Model};
+pub use momentum::Momentum;
 pub use problem::{Evaluations, Linearized, Problem};
 pub use solver::{NaturalGradient, NgState, Parallelism};
+pub use step_control::{LevenbergMarquardt, StepControl};
 
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]

@@ -1,26 +1,38 @@
-//! [`NaturalGradient`]: the natural-gradient method of MATH.md §2 as an argmin [`Solver`].
+//! [`NaturalGradient`]: natural gradient with momentum (MATH.md §2–3) as an argmin
+//! [`Solver`].
 //!
-//! One iteration, top to bottom:
+//! One iteration (`step.rs`, which reads like the table of MATH.md §3):
 //!
-//! 1. linearise the problem at `θ_k` (one forward pass): loss, `∇_y ℓ`, `g_k = J_kᵀ∇_y ℓ`;
-//! 2. stop if `‖g_k‖ ≤ tol`;
-//! 3. solve `(G_k + λI) d_k = g_k` matrix-free by CG (or by dense Cholesky);
-//! 4. step `θ_{k+1} = θ_k − α d_k`;
-//! 5. evaluate the loss at `θ_{k+1}` (one forward pass), so that argmin's state always
-//!    pairs a parameter with its own cost.
+//! 1. draw the mini-batch `I_k` (if any) and bring the previous iterate's output vectors
+//!    to it;
+//! 2. linearise at `θ_k` (one forward pass): loss, `∇_y ℓ`, `g_k = J_kᵀ∇_y ℓ`; stop if
+//!    `‖g_k‖ ≤ tol`;
+//! 3. the step rule ([`Momentum`]): one solve `(G_k + λI) δ_k = J_kᵀ r` with the rule's
+//!    output-space `r` (two for the Nesterov rules), matrix-free by CG or by Cholesky;
+//! 4. step control ([`StepControl`]): cap `‖δ_k‖`, then fixed step, Armijo backtracking
+//!    or the log-grid search; Levenberg–Marquardt damping update ([`LevenbergMarquardt`]);
+//! 5. keep what the next step needs (`θ_k`, `δ_k`, `y_k`, `∇_yℓ(y_k)`, `J_kδ_k`) and report
+//!    the loss at `θ_{k+1}` on all samples, so that argmin's state pairs a parameter with
+//!    its own cost.
 //!
 //! Numerical failures (CG breakdown, no convergence, a singular Gram matrix in the direct
 //! solve, a non-finite loss) end the run cleanly with
-//! `TerminationReason::SolverExit(reason)`; input errors (sizes, non-finite θ) are
-//! `ArgminError::InvalidParameter`.
+//! `TerminationReason::SolverExit(reason)`; input errors (sizes, non-finite θ, settings)
+//! are `ArgminError::InvalidParameter`. The whole solver (settings, previous iterate,
+//! damping, random generator) is serialisable, so argmin's checkpointing resumes a run
+//! exactly.
 
+mod step;
+
+use crate::batch::MiniBatch;
 use crate::error::Error;
-use crate::linalg::norm;
-use crate::linsolve::{solve_direction, LinearSolver, Rhs, SolveCache, SolveInfo};
+use crate::linsolve::{LinearSolver, SolveCache};
 use crate::loss::Loss;
 use crate::metric::Metric;
 use crate::model::Model;
+use crate::momentum::{Momentum, Previous};
 use crate::problem::{Evaluations, Problem};
+use crate::step_control::{LevenbergMarquardt, StepControl};
 use argmin::core::{
     ArgminError, IterState, Problem as ArgminProblem, Solver, State, TerminationReason, KV,
 };
@@ -55,7 +67,24 @@ impl Parallelism {
     }
 }
 
-/// Natural-gradient descent `θ ← θ − α (G + λI)⁻¹ g` (MATH.md §2).
+/// What the solver carries from one step to the next besides its settings.
+#[derive(Debug, Clone, PartialEq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+struct Memory {
+    /// Iterate `k−1` (none at `k = 0`).
+    previous: Option<Previous>,
+    /// The last solution of the gradient solve, the warm start of the next one.
+    warm_gradient: Option<Vec<f64>>,
+    /// The last solution of Nesterov's extrapolation solve.
+    warm_extrapolation: Option<Vec<f64>>,
+}
+
+/// Natural-gradient descent with momentum (MATH.md §2–3): each step solves
+/// `(G_k + λI) δ_k = J_kᵀ r` for the rule's output-space `r` and moves
+/// `θ_{k+1} = θ_k + t δ_k`.
+///
+/// Defaults: [`Momentum::Plain`] (`θ ← θ − α (G + λI)⁻¹ g`), α = 1, λ = 1e-8, CG with
+/// Jacobi preconditioning, fixed step, all samples.
 ///
 /// ```
 /// use argmin::core::{Executor, State};
@@ -74,16 +103,43 @@ impl Parallelism {
 /// assert!((theta[0] - 1.0).abs() < 1e-12 && (theta[1] + 4.0 / 3.0).abs() < 1e-12);
 /// # Ok::<(), argmin::core::Error>(())
 /// ```
+///
+/// Transported heavy ball escapes the local minimum of the local-minima toy, where plain
+/// natural gradient stops (MATH.md §4):
+///
+/// ```
+/// use argmin::core::{Executor, State};
+/// use natgrad::{problems::toys, Momentum, NaturalGradient};
+///
+/// let toy = toys::local_minima();
+/// let solver = NaturalGradient::new()
+///     .with_step_size(0.5)?
+///     .with_momentum(Momentum::HeavyBall { beta: 0.8 })?;
+/// let res = Executor::new(toy.problem, solver)
+///     .configure(|s| s.param(toy.theta0.clone()).max_iters(200))
+///     .run()?;
+/// let theta = res.state().get_param().unwrap()[0];
+/// assert!((theta - 1.07).abs() < 0.01);
+/// # Ok::<(), argmin::core::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct NaturalGradient {
     step_size: f64,
+    /// The damping λ of the next step (changed by Levenberg–Marquardt).
     damping: f64,
+    /// The damping a run starts from.
+    initial_damping: f64,
     linear_solver: LinearSolver,
     grad_tol: f64,
     parallelism: Parallelism,
-    /// Last direction, the warm start of the next CG solve.
-    prev_direction: Option<Vec<f64>>,
+    momentum: Momentum,
+    step_control: StepControl,
+    adaptive_damping: Option<LevenbergMarquardt>,
+    max_step_norm: Option<f64>,
+    batch: Option<MiniBatch>,
+    seed: u64,
+    memory: Memory,
     /// What the linear solver keeps between steps.
     solve_cache: SolveCache,
 }
@@ -95,16 +151,24 @@ impl Default for NaturalGradient {
 }
 
 impl NaturalGradient {
-    /// Step size α = 1, damping λ = 1e-8, CG with Jacobi preconditioning, no gradient
-    /// tolerance (runs until argmin's `max_iters` or target cost).
+    /// Plain natural gradient: step size α = 1, damping λ = 1e-8, CG with Jacobi
+    /// preconditioning, fixed step, no gradient tolerance (runs until argmin's `max_iters`
+    /// or target cost), all samples in every step.
     pub fn new() -> Self {
         Self {
             step_size: 1.0,
             damping: 1e-8,
+            initial_damping: 1e-8,
             linear_solver: LinearSolver::default(),
             grad_tol: 0.0,
             parallelism: Parallelism::Sequential,
-            prev_direction: None,
+            momentum: Momentum::Plain,
+            step_control: StepControl::Fixed,
+            adaptive_damping: None,
+            max_step_norm: None,
+            batch: None,
+            seed: 0,
+            memory: Memory::default(),
             solve_cache: SolveCache::default(),
         }
     }
@@ -120,7 +184,8 @@ impl NaturalGradient {
         Ok(self)
     }
 
-    /// Damping (Tikhonov / Levenberg–Marquardt) λ ≥ 0 added to the Gram matrix.
+    /// Damping (Tikhonov / Levenberg–Marquardt) λ ≥ 0 added to the Gram matrix; with
+    /// [`with_adaptive_damping`](Self::with_adaptive_damping), the starting value.
     pub fn with_damping(mut self, lambda: f64) -> ArgminResult<Self> {
         if !(lambda >= 0.0 && lambda.is_finite()) {
             return Err(invalid(format!(
@@ -128,6 +193,7 @@ impl NaturalGradient {
             )));
         }
         self.damping = lambda;
+        self.initial_damping = lambda;
         Ok(self)
     }
 
@@ -151,6 +217,63 @@ impl NaturalGradient {
         Ok(self)
     }
 
+    /// The step rule of MATH.md §3 (default [`Momentum::Plain`]). β must be finite.
+    pub fn with_momentum(mut self, momentum: Momentum) -> ArgminResult<Self> {
+        let beta = momentum.beta();
+        if !beta.is_finite() {
+            return Err(invalid(format!(
+                "momentum coefficient β must be finite, got {beta}"
+            )));
+        }
+        self.momentum = momentum;
+        Ok(self)
+    }
+
+    /// How much of each step is taken: fixed, Armijo backtracking or the log grid.
+    pub fn with_step_control(mut self, control: StepControl) -> ArgminResult<Self> {
+        control.validate().map_err(invalid)?;
+        self.step_control = control;
+        Ok(self)
+    }
+
+    /// Levenberg–Marquardt adaptive damping within `[min, max]` (`0 < min ≤ max`),
+    /// starting from the damping of [`with_damping`](Self::with_damping) clipped to the
+    /// bounds.
+    pub fn with_adaptive_damping(mut self, min: f64, max: f64) -> ArgminResult<Self> {
+        let lm = LevenbergMarquardt { min, max };
+        lm.validate().map_err(invalid)?;
+        self.adaptive_damping = Some(lm);
+        Ok(self)
+    }
+
+    /// Caps the step norm: `δ_k ← δ_k · min(1, cap / ‖δ_k‖₂)` (`cap > 0`).
+    pub fn with_max_step_norm(mut self, cap: f64) -> ArgminResult<Self> {
+        if !(cap > 0.0 && cap.is_finite()) {
+            return Err(invalid(format!(
+                "maximal step norm must be finite and > 0, got {cap}"
+            )));
+        }
+        self.max_step_norm = Some(cap);
+        Ok(self)
+    }
+
+    /// Mini-batches of `b ≥ 1` sample points per step, drawn with the seed of
+    /// [`with_seed`](Self::with_seed) (default 0).
+    pub fn with_batch_size(mut self, b: usize) -> ArgminResult<Self> {
+        self.batch = Some(MiniBatch::new(b, self.seed).map_err(|e| e.into_argmin(NAME))?);
+        Ok(self)
+    }
+
+    /// Seed of the mini-batch generator.
+    #[must_use]
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        if let Some(b) = &self.batch {
+            self.batch = MiniBatch::new(b.size(), seed).ok();
+        }
+        self
+    }
+
     /// Threads for the dense parts (Cholesky, Gram GEMM). The Jacobian products use the
     /// model's own setting; CG's vector operations stay sequential so that results do not
     /// depend on the thread count.
@@ -165,7 +288,7 @@ impl NaturalGradient {
         self.step_size
     }
 
-    /// The damping λ.
+    /// The damping λ of the next step.
     pub fn damping(&self) -> f64 {
         self.damping
     }
@@ -173,6 +296,16 @@ impl NaturalGradient {
     /// The linear solver.
     pub fn linear_solver(&self) -> &LinearSolver {
         &self.linear_solver
+    }
+
+    /// The step rule.
+    pub fn momentum(&self) -> Momentum {
+        self.momentum
+    }
+
+    /// The step control.
+    pub fn step_control(&self) -> StepControl {
+        self.step_control
     }
 }
 
@@ -200,79 +333,6 @@ fn record_counts<O>(problem: &mut ArgminProblem<O>, d: Evaluations) -> ArgminRes
     problem.bulk_problem("vjp_count", d.vjp as usize, |_| Ok(()))
 }
 
-/// Outcome of one step, before it is written to the argmin state.
-enum Step {
-    Moved { theta: Vec<f64>, cost: f64, kv: KV },
-    Stop(TerminationReason, KV),
-}
-
-impl NaturalGradient {
-    fn step<Mo: Model, Lo: Loss, Me: Metric>(
-        &mut self,
-        problem: &Problem<Mo, Lo, Me>,
-        theta: &[f64],
-    ) -> crate::Result<Step> {
-        let mut lin = problem.linearize(theta)?;
-        let loss = lin.loss();
-        let g = lin.gradient();
-        let grad_norm = norm(&g);
-        let mut kv =
-            argmin::kv!("loss" => loss; "grad_norm" => grad_norm; "damping" => self.damping;);
-        if grad_norm <= self.grad_tol {
-            return Ok(Step::Stop(TerminationReason::SolverConverged, kv));
-        }
-        let mut d = match &self.prev_direction {
-            Some(prev) if prev.len() == g.len() => prev.clone(),
-            _ => vec![0.0; g.len()],
-        };
-        let r = lin.output_gradient().to_vec();
-        let rhs = Rhs::Cotangent {
-            r: &r,
-            jt_r: Some(&g),
-        };
-        let info = solve_direction(
-            &mut lin,
-            rhs,
-            &mut d,
-            self.damping,
-            &self.linear_solver,
-            &mut self.solve_cache,
-            self.parallelism.par(),
-        );
-        let info: SolveInfo = match info {
-            Ok(info) => info,
-            Err(failure) => {
-                let reason = format!("`{NAME}`: {failure}");
-                return Ok(Step::Stop(TerminationReason::SolverExit(reason), kv));
-            }
-        };
-        kv.insert("cg_iters", (info.iters as u64).into());
-        kv.insert("cg_rel_residual", info.rel_residual.into());
-        kv.insert("linear_solver", info.method.to_string().into());
-        kv.insert("preconditioner", info.preconditioner.to_string().into());
-        drop(lin);
-
-        let alpha = self.step_size;
-        let theta_new: Vec<f64> = theta.iter().zip(&d).map(|(t, d)| t - alpha * d).collect();
-        kv.insert("step_norm", (alpha * norm(&d)).into());
-        self.prev_direction = Some(d);
-        let cost = problem.loss_at(&theta_new)?;
-        if !cost.is_finite() {
-            let reason = format!(
-                "`{NAME}`: the loss is not finite after the step (α = {alpha}, λ = {:e}); \
-                 reduce the step size or increase the damping",
-                self.damping
-            );
-            return Ok(Step::Stop(TerminationReason::SolverExit(reason), kv));
-        }
-        Ok(Step::Moved {
-            theta: theta_new,
-            cost,
-            kv,
-        })
-    }
-}
-
 impl<Mo: Model, Lo: Loss, Me: Metric> Solver<Problem<Mo, Lo, Me>, NgState> for NaturalGradient {
     fn name(&self) -> &str {
         NAME
@@ -292,6 +352,16 @@ impl<Mo: Model, Lo: Loss, Me: Metric> Solver<Problem<Mo, Lo, Me>, NgState> for N
             })
         })?;
         let p = inner(problem)?;
+        if let Some(b) = &mut self.batch {
+            let m = p.model().n_samples();
+            if b.size() > m {
+                return Err(invalid(format!(
+                    "mini-batch size {} exceeds the number of samples {m}",
+                    b.size()
+                )));
+            }
+            b.reset();
+        }
         let before = p.evaluations();
         let cost = p.loss_at(theta).map_err(|e| e.into_argmin(NAME))?;
         if !cost.is_finite() {
@@ -304,8 +374,12 @@ impl<Mo: Model, Lo: Loss, Me: Metric> Solver<Problem<Mo, Lo, Me>, NgState> for N
         }
         let used = p.evaluations() - before;
         record_counts(problem, used)?;
-        self.prev_direction = None;
+        self.memory = Memory::default();
         self.solve_cache = SolveCache::default();
+        self.damping = match self.adaptive_damping {
+            Some(lm) => self.initial_damping.clamp(lm.min, lm.max),
+            None => self.initial_damping,
+        };
         Ok((state.cost(cost), None))
     }
 
@@ -321,12 +395,21 @@ impl<Mo: Model, Lo: Loss, Me: Metric> Solver<Problem<Mo, Lo, Me>, NgState> for N
         })?;
         let p = inner(problem)?;
         let before = p.evaluations();
-        let step = self.step(p, &theta).map_err(|e| e.into_argmin(NAME))?;
-        let used = p.evaluations() - before;
+        let (outcome, batch_evaluations) = self.step(p, &theta);
+        let mut used = p.evaluations() - before;
+        used.forward += batch_evaluations.forward;
+        used.jvp += batch_evaluations.jvp;
+        used.vjp += batch_evaluations.vjp;
         record_counts(problem, used)?;
-        Ok(match step {
-            Step::Moved { theta, cost, kv } => (state.param(theta).cost(cost), Some(kv)),
-            Step::Stop(reason, kv) => (state.param(theta).terminate_with(reason), Some(kv)),
+        Ok(match outcome.map_err(|e| e.into_argmin(NAME))? {
+            step::Step::Moved { theta, cost, kv } => (state.param(theta).cost(cost), Some(kv)),
+            step::Step::Rejected(kv) => (state.param(theta), Some(kv)),
+            step::Step::Stop(reason, kv) => (state.param(theta).terminate_with(reason), Some(kv)),
         })
     }
+}
+
+/// `TerminationReason::SolverExit` with the solver's name in front of the reason.
+fn exit(reason: impl std::fmt::Display) -> TerminationReason {
+    TerminationReason::SolverExit(format!("`{NAME}`: {reason}"))
 }

@@ -115,3 +115,4 @@ pub fn dense_solve(a: &Mat<f64>, b: &[f64]) -> Vec<f64> {
     }
     x
 }
+pub mod runs;

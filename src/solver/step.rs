@@ -1,0 +1,385 @@
+//! One iteration of [`NaturalGradient`]: the table of MATH.md §3, top to bottom.
+
+use super::{exit, NaturalGradient};
+use crate::linalg::{dot, norm};
+use crate::linsolve::{solve_direction, Rhs, SolveInfo};
+use crate::loss::Loss;
+use crate::metric::Metric;
+use crate::model::Model;
+use crate::momentum::{Momentum, Previous, PreviousOutputs};
+use crate::problem::{Evaluations, Linearized, Problem};
+use crate::step_control::{cap_step_norm, predicted_decrease, take_step};
+use argmin::core::{TerminationReason, KV};
+use std::borrow::Cow;
+
+/// Outcome of one step, before it is written to the argmin state.
+pub(super) enum Step {
+    /// `θ_{k+1}` and its loss on all samples.
+    Moved { theta: Vec<f64>, cost: f64, kv: KV },
+    /// Levenberg–Marquardt rejected the step: `θ_{k+1} = θ_k`, larger damping.
+    Rejected(KV),
+    /// The run ends.
+    Stop(TerminationReason, KV),
+}
+
+/// Why a step could not be made.
+enum Failure {
+    /// Bad input or settings: an argmin error.
+    Input(crate::Error),
+    /// A numerical failure: the run ends with this reason.
+    Numerical(String),
+}
+
+impl From<crate::Error> for Failure {
+    fn from(e: crate::Error) -> Self {
+        Failure::Input(e)
+    }
+}
+
+/// What the linear solves of one step did (summed over Nesterov's two solves).
+#[derive(Default)]
+struct SolveLog {
+    solves: u64,
+    iters: usize,
+    rel_residual: f64,
+    last: Option<SolveInfo>,
+}
+
+impl SolveLog {
+    fn record(&mut self, info: SolveInfo) {
+        self.solves += 1;
+        self.iters += info.iters;
+        self.rel_residual = self.rel_residual.max(info.rel_residual);
+        self.last = Some(info);
+    }
+
+    fn write(&self, kv: &mut KV) {
+        kv.insert("solves", self.solves.into());
+        kv.insert("cg_iters", (self.iters as u64).into());
+        kv.insert("cg_rel_residual", self.rel_residual.into());
+        if let Some(info) = &self.last {
+            kv.insert("linear_solver", info.method.to_string().into());
+            kv.insert("preconditioner", info.preconditioner.to_string().into());
+        }
+    }
+}
+
+/// `−α v` or `β h − α v`, elementwise (with `β = 0` bitwise equal to `−α v`).
+fn combine(momentum: Option<(f64, &[f64])>, alpha: f64, v: &[f64]) -> Vec<f64> {
+    match momentum {
+        None => v.iter().map(|v| -(alpha * v)).collect(),
+        Some((beta, h)) => h.iter().zip(v).map(|(h, v)| beta * h - alpha * v).collect(),
+    }
+}
+
+/// `a + b`, elementwise.
+fn add(a: &[f64], b: &[f64]) -> Vec<f64> {
+    a.iter().zip(b).map(|(a, b)| a + b).collect()
+}
+
+/// `t v`, elementwise.
+fn scaled(t: f64, v: &[f64]) -> Vec<f64> {
+    v.iter().map(|v| t * v).collect()
+}
+
+impl NaturalGradient {
+    /// One step from `θ_k = theta`; also returns the evaluations made on a mini-batch
+    /// problem (those on `problem` itself are counted by the caller).
+    pub(super) fn step<Mo: Model, Lo: Loss, Me: Metric>(
+        &mut self,
+        problem: &Problem<Mo, Lo, Me>,
+        theta: &[f64],
+    ) -> (crate::Result<Step>, Evaluations) {
+        let previous = self.memory.previous.take();
+        let mut batch_evaluations = Evaluations::default();
+        let samples = match self
+            .batch
+            .as_mut()
+            .map(|b| b.draw(problem.model().n_samples()))
+        {
+            None => None,
+            Some(Ok(s)) => Some(s),
+            Some(Err(e)) => return (Err(e), batch_evaluations),
+        };
+        let outcome = match samples.as_deref().map(|s| problem.select_samples(s)) {
+            None => self.step_on(problem, problem, theta, previous.as_ref(), None),
+            Some(Err(e)) => Err(Failure::Input(e)),
+            Some(Ok(sub)) => {
+                let o = self.step_on(problem, &sub, theta, previous.as_ref(), samples);
+                batch_evaluations = sub.evaluations();
+                o
+            }
+        };
+        let outcome = match outcome {
+            Ok(Step::Rejected(kv)) => {
+                self.memory.previous = previous;
+                Ok(Step::Rejected(kv))
+            }
+            Ok(step) => Ok(step),
+            Err(Failure::Input(e)) => Err(e),
+            Err(Failure::Numerical(reason)) => Ok(Step::Stop(exit(reason), KV::new())),
+        };
+        (outcome, batch_evaluations)
+    }
+
+    /// The step computed on `on` (the mini-batch problem, or `all` itself).
+    fn step_on<Mo: Model, Lo: Loss, Me: Metric>(
+        &mut self,
+        all: &Problem<Mo, Lo, Me>,
+        on: &Problem<Mo, Lo, Me>,
+        theta: &[f64],
+        previous: Option<&Previous>,
+        samples: Option<Vec<usize>>,
+    ) -> Result<Step, Failure> {
+        let rule = self.momentum;
+        let prev_outputs = match previous {
+            Some(prev) if rule.uses_previous_outputs() => {
+                Some(self.previous_on(on, prev, samples.as_deref())?)
+            }
+            _ => None,
+        };
+
+        let mut lin = on.linearize(theta)?;
+        let loss = lin.loss();
+        let g = lin.gradient();
+        let grad_norm = norm(&g);
+        let mut kv = argmin::kv!(
+            "loss" => loss; "grad_norm" => grad_norm; "damping" => self.damping;
+            "momentum" => rule.name(); "beta" => rule.beta();
+        );
+        if let Some(s) = &samples {
+            kv.insert("batch_size", (s.len() as u64).into());
+        }
+        if grad_norm <= self.grad_tol {
+            return Ok(Step::Stop(TerminationReason::SolverConverged, kv));
+        }
+
+        // The rule (MATH.md §3). `previous` is `None` at k = 0: the Plain step.
+        let alpha = self.step_size;
+        let mut log = SolveLog::default();
+        let mut delta = match (rule, previous) {
+            // G = I: δ_k = −α g_k
+            (Momentum::GradientDescent, _) => combine(None, alpha, &g),
+            // G_k δ_k = −α g_k
+            (Momentum::Plain, _) | (_, None) => {
+                self.solve_gradient(&mut lin, None, &g, &mut log)?
+            }
+            // G_k δ_k = β J_kᵀ h − α g_k, h = M J_{k−1}δ_{k−1} | M (y_k − y_{k−1}) | ∇ℓ(y_{k−1})
+            (
+                Momentum::HeavyBall { beta }
+                | Momentum::FiniteDifference { beta }
+                | Momentum::LaggedGradient { beta },
+                Some(_),
+            ) => {
+                let prev = prev_outputs.as_deref().expect("read above for these rules");
+                let h = rule.output_term(&lin, prev).ok_or_else(|| {
+                    Failure::Input(crate::Error::InvalidSetting(
+                        "heavy ball: J_{k−1}δ_{k−1} missing from the previous step".into(),
+                    ))
+                })?;
+                self.solve_gradient(&mut lin, Some((beta, &h)), &g, &mut log)?
+            }
+            // δ_k = β δ_{k−1} − α G_k⁻¹ g_k
+            (Momentum::ParamHeavyBall { beta }, Some(prev)) => {
+                let d = self.solve_gradient(&mut lin, None, &g, &mut log)?;
+                add(&scaled(beta, &prev.delta), &d)
+            }
+            // z = θ_k + β G_k⁻¹ J_kᵀ M (y_k − y_{k−1});  θ_{k+1} = z − α G(z)⁻¹ g(z)
+            (Momentum::Nesterov { beta }, Some(_)) => {
+                let prev = prev_outputs.as_deref().expect("read above for this rule");
+                let h = rule.output_term(&lin, prev).unwrap_or_default();
+                let s = self.solve_extrapolation(&mut lin, beta, &h, &mut log)?;
+                add(&s, &self.gradient_step_at(on, theta, &s, &mut log)?)
+            }
+            // z = θ_k + β (θ_k − θ_{k−1});  θ_{k+1} = z − α G(z)⁻¹ g(z)
+            (Momentum::ParamNesterov { beta }, Some(prev)) => {
+                let s = scaled(beta, &prev.delta);
+                add(&s, &self.gradient_step_at(on, theta, &s, &mut log)?)
+            }
+        };
+        log.write(&mut kv);
+
+        // Step control: cap, then J_kδ_k (carried by heavy ball; curvature of LM's model).
+        cap_step_norm(&mut delta, self.max_step_norm);
+        let lm = self.adaptive_damping;
+        let jd = if rule.uses_jvp_of_step() || lm.is_some() {
+            let mut jd = vec![0.0; lin.outputs().len()];
+            lin.jvp(&delta, &mut jd);
+            Some(jd)
+        } else {
+            None
+        };
+        let jd_m_sq = match (&jd, lm) {
+            (Some(jd), Some(_)) => {
+                let mut mjd = vec![0.0; jd.len()];
+                lin.apply_metric(jd, &mut mjd);
+                dot(jd, &mjd)
+            }
+            _ => 0.0,
+        };
+        let outputs = PreviousOutputs {
+            outputs: lin.outputs().to_vec(),
+            output_gradient: lin.output_gradient().to_vec(),
+            jvp_delta: None,
+        };
+        drop(lin);
+        let accepted = take_step(&self.step_control, on, theta, loss, &g, &delta)?;
+        let t = accepted.t;
+        kv.insert("step_scale", t.into());
+        kv.insert("line_search", accepted.note.to_string().into());
+        kv.insert("step_norm", (t * norm(&delta)).into());
+
+        if let Some(lm) = lm {
+            let predicted = predicted_decrease(t, dot(&g, &delta), jd_m_sq);
+            let update = lm.update(self.damping, loss - accepted.loss, predicted);
+            kv.insert("lm_rho", update.rho.into());
+            self.damping = update.damping;
+            if !update.accepted {
+                return Ok(Step::Rejected(kv));
+            }
+        } else if !accepted.loss.is_finite() {
+            return Err(Failure::Numerical(format!(
+                "the loss is not finite after the step (α = {alpha}, λ = {:e}); reduce \
+                 the step size, increase the damping or use adaptive damping",
+                self.damping
+            )));
+        }
+
+        // What the next step needs of this one.
+        let delta = scaled(t, &delta);
+        self.memory.previous = Some(Previous {
+            theta: theta.to_vec(),
+            delta,
+            outputs: PreviousOutputs {
+                jvp_delta: jd
+                    .filter(|_| rule.uses_jvp_of_step())
+                    .map(|jd| scaled(t, &jd)),
+                ..outputs
+            },
+            samples,
+        });
+        let cost = if std::ptr::eq(all, on) {
+            accepted.loss
+        } else {
+            all.loss_at(&accepted.theta)?
+        };
+        Ok(Step::Moved {
+            theta: accepted.theta,
+            cost,
+            kv,
+        })
+    }
+
+    /// The previous iterate's output vectors on the samples of this step: kept from the
+    /// previous step when the samples are the same, otherwise evaluated at `θ_{k−1}` on
+    /// the current samples (one forward pass, and one jvp for heavy ball).
+    fn previous_on<'a, Mo: Model, Lo: Loss, Me: Metric>(
+        &self,
+        on: &Problem<Mo, Lo, Me>,
+        prev: &'a Previous,
+        samples: Option<&[usize]>,
+    ) -> Result<Cow<'a, PreviousOutputs>, Failure> {
+        if prev.samples.as_deref() == samples {
+            return Ok(Cow::Borrowed(&prev.outputs));
+        }
+        let mut lin = on.linearize(&prev.theta)?;
+        let jvp_delta = self.momentum.uses_jvp_of_step().then(|| {
+            let mut jd = vec![0.0; lin.outputs().len()];
+            lin.jvp(&prev.delta, &mut jd);
+            jd
+        });
+        Ok(Cow::Owned(PreviousOutputs {
+            outputs: lin.outputs().to_vec(),
+            output_gradient: lin.output_gradient().to_vec(),
+            jvp_delta,
+        }))
+    }
+
+    /// Solves `(G + λI) δ = J_kᵀ r`, `r = β h − α ∇_yℓ` (`r = −α∇_yℓ` without `h`):
+    /// `J_kᵀ r = β J_kᵀh − α g` costs one vjp for `h`, none for the gradient.
+    fn solve_gradient<Mo: Model, Lo: Loss, Me: Metric>(
+        &mut self,
+        lin: &mut Linearized<'_, Mo, Lo, Me>,
+        momentum: Option<(f64, &[f64])>,
+        g: &[f64],
+        log: &mut SolveLog,
+    ) -> Result<Vec<f64>, Failure> {
+        let alpha = self.step_size;
+        let r = combine(momentum, alpha, lin.output_gradient());
+        let b = match momentum {
+            None => combine(None, alpha, g),
+            Some((beta, h)) => {
+                let mut jt_h = vec![0.0; g.len()];
+                lin.vjp(h, &mut jt_h);
+                combine(Some((beta, &jt_h)), alpha, g)
+            }
+        };
+        let mut warm = self.memory.warm_gradient.take();
+        let x = self.solve(lin, &r, &b, &mut warm, log);
+        self.memory.warm_gradient = warm;
+        x
+    }
+
+    /// Nesterov's extrapolation `s = β G_k⁻¹ J_kᵀ h`, `h = M (y_k − y_{k−1})`, by one solve
+    /// with `r = β h` (no solve when the right-hand side is zero, e.g. β = 0).
+    fn solve_extrapolation<Mo: Model, Lo: Loss, Me: Metric>(
+        &mut self,
+        lin: &mut Linearized<'_, Mo, Lo, Me>,
+        beta: f64,
+        h: &[f64],
+        log: &mut SolveLog,
+    ) -> Result<Vec<f64>, Failure> {
+        let r = scaled(beta, h);
+        let mut b = vec![0.0; lin.problem().n_params()];
+        lin.vjp(&r, &mut b);
+        if b.iter().all(|&v| v == 0.0) {
+            return Ok(b);
+        }
+        let mut warm = self.memory.warm_extrapolation.take();
+        let x = self.solve(lin, &r, &b, &mut warm, log);
+        self.memory.warm_extrapolation = warm;
+        x
+    }
+
+    /// The gradient step `−α G(z)⁻¹ g(z)` at `z = θ + s` (the Nesterov rules).
+    fn gradient_step_at<Mo: Model, Lo: Loss, Me: Metric>(
+        &mut self,
+        on: &Problem<Mo, Lo, Me>,
+        theta: &[f64],
+        s: &[f64],
+        log: &mut SolveLog,
+    ) -> Result<Vec<f64>, Failure> {
+        let z = add(theta, s);
+        let mut lin_z = on.linearize(&z)?;
+        let g_z = lin_z.gradient();
+        self.solve_gradient(&mut lin_z, None, &g_z, log)
+    }
+
+    /// `(G + λI) x = b` with `b = J_kᵀ r`, warm-started from `warm` (updated to `x`).
+    fn solve<Mo: Model, Lo: Loss, Me: Metric>(
+        &mut self,
+        lin: &mut Linearized<'_, Mo, Lo, Me>,
+        r: &[f64],
+        b: &[f64],
+        warm: &mut Option<Vec<f64>>,
+        log: &mut SolveLog,
+    ) -> Result<Vec<f64>, Failure> {
+        let mut x = match warm.take() {
+            Some(w) if w.len() == b.len() => w,
+            _ => vec![0.0; b.len()],
+        };
+        let info = solve_direction(
+            lin,
+            Rhs::Cotangent { r, jt_r: Some(b) },
+            &mut x,
+            self.damping,
+            &self.linear_solver,
+            &mut self.solve_cache,
+            self.parallelism.par(),
+        )
+        .map_err(|f| Failure::Numerical(f.to_string()))?;
+        log.record(info);
+        *warm = Some(x.clone());
+        Ok(x)
+    }
+}

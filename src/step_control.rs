@@ -1,0 +1,293 @@
+//! Step-size and damping control around a natural-gradient step `δ_k`.
+//!
+//! * [`StepControl`]: the fraction `t` of the step taken, `θ_{k+1} = θ_k + t δ_k`:
+//!   fixed (`t = 1`), Armijo backtracking (argmin's [`BacktrackingLineSearch`] with
+//!   [`ArmijoCondition`], run by an inner argmin [`Executor`] as argmin's `NewtonCG` runs
+//!   its line search), or the logarithmic grid of energy natural gradient
+//!   (`t = 0.5^j`, `j = 0..=J`, keep the best loss);
+//! * [`LevenbergMarquardt`]: adaptive damping λ from the reduction ratio
+//!   `ρ = actual / predicted decrease`;
+//! * [`cap_step_norm`]: an optional bound on `‖δ_k‖₂`.
+//!
+//! The step rule's α (and β) are inside `δ_k` already: the line searches scale the whole
+//! step, momentum included.
+
+use crate::linalg::{dot, norm};
+use crate::loss::Loss;
+use crate::metric::Metric;
+use crate::model::Model;
+use crate::problem::Problem;
+use argmin::core::{CostFunction, Executor, Gradient, LineSearch, State, TerminationReason};
+use argmin::solver::linesearch::condition::ArmijoCondition;
+use argmin::solver::linesearch::BacktrackingLineSearch;
+
+/// How much of the step `δ_k` is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub enum StepControl {
+    /// `θ_{k+1} = θ_k + δ_k`: the rule's α is the step size.
+    #[default]
+    Fixed,
+    /// Armijo backtracking along `δ_k`: the largest `t = shrink^j`, `j ≤ max_halvings`,
+    /// with `L(θ_k + tδ_k) ≤ L(θ_k) + c·t·g_kᵀδ_k`; if none satisfies it, the smallest is
+    /// taken (and the KV says so). Skipped (`t = 1`) when `δ_k` is not a descent direction
+    /// (`g_kᵀδ_k ≥ 0`, possible with momentum).
+    Armijo {
+        /// Sufficient-decrease constant `c ∈ (0, 1)` (typical `1e-4`).
+        c: f64,
+        /// Backtracking factor in `(0, 1)` (typical `0.5`).
+        shrink: f64,
+        /// Number of reductions tried at most.
+        max_halvings: usize,
+    },
+    /// The grid of energy natural gradient: try `t = 0.5^j`, `j = 0..=max_halvings`, keep
+    /// the `t` with the lowest loss (the first one on ties), whether or not it decreases.
+    LogGrid {
+        /// `J`: the grid has `J + 1` points.
+        max_halvings: usize,
+    },
+}
+
+impl StepControl {
+    /// Armijo backtracking with `c = 1e-4`, halving, at most 30 halvings.
+    pub fn armijo() -> Self {
+        StepControl::Armijo {
+            c: 1e-4,
+            shrink: 0.5,
+            max_halvings: 30,
+        }
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        match *self {
+            StepControl::Armijo { c, .. } if !(c > 0.0 && c < 1.0) => {
+                Err(format!("Armijo constant c must be in (0, 1), got {c}"))
+            }
+            StepControl::Armijo { shrink, .. } if !(shrink > 0.0 && shrink < 1.0) => Err(format!(
+                "Armijo shrink factor must be in (0, 1), got {shrink}"
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The outcome of a step control: `θ_{k+1} = θ_k + t δ_k` and its loss.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Accepted {
+    /// Fraction of the step taken.
+    pub t: f64,
+    /// `θ_{k+1}`.
+    pub theta: Vec<f64>,
+    /// The loss at `θ_{k+1}` on the problem the step was computed on.
+    pub loss: f64,
+    /// What the line search did, for the KV log.
+    pub note: &'static str,
+}
+
+/// Applies `control` to the step `delta` from `theta` (loss `loss`, gradient `g`).
+pub fn take_step<Mo: Model, Lo: Loss, Me: Metric>(
+    control: &StepControl,
+    problem: &Problem<Mo, Lo, Me>,
+    theta: &[f64],
+    loss: f64,
+    g: &[f64],
+    delta: &[f64],
+) -> crate::Result<Accepted> {
+    let at = |t: f64| -> Vec<f64> { theta.iter().zip(delta).map(|(x, d)| x + t * d).collect() };
+    match *control {
+        StepControl::Fixed => {
+            let theta = at(1.0);
+            let loss = problem.loss_at(&theta)?;
+            Ok(Accepted {
+                t: 1.0,
+                theta,
+                loss,
+                note: "fixed",
+            })
+        }
+        StepControl::LogGrid { max_halvings } => {
+            let mut best: Option<Accepted> = None;
+            let mut t = 1.0;
+            for _ in 0..=max_halvings {
+                let candidate = at(t);
+                let loss = problem.loss_at(&candidate)?;
+                if best.as_ref().is_none_or(|b| loss < b.loss) {
+                    best = Some(Accepted {
+                        t,
+                        theta: candidate,
+                        loss,
+                        note: "log_grid",
+                    });
+                }
+                t *= 0.5;
+            }
+            Ok(best.expect("the grid has at least one point"))
+        }
+        StepControl::Armijo {
+            c,
+            shrink,
+            max_halvings,
+        } => {
+            if dot(g, delta) >= 0.0 {
+                let mut full = take_step(&StepControl::Fixed, problem, theta, loss, g, delta)?;
+                full.note = "armijo_skipped_not_descent";
+                return Ok(full);
+            }
+            armijo(problem, theta, loss, g, delta, c, shrink, max_halvings)
+        }
+    }
+}
+
+/// A borrowed problem, so that an inner argmin [`Executor`] can run on it.
+struct ByRef<'a, P>(&'a P);
+
+impl<P: CostFunction<Param = Vec<f64>, Output = f64>> CostFunction for ByRef<'_, P> {
+    type Param = Vec<f64>;
+    type Output = f64;
+    fn cost(&self, x: &Vec<f64>) -> Result<f64, argmin::core::Error> {
+        self.0.cost(x)
+    }
+}
+
+impl<P: Gradient<Param = Vec<f64>, Gradient = Vec<f64>>> Gradient for ByRef<'_, P> {
+    type Param = Vec<f64>;
+    type Gradient = Vec<f64>;
+    fn gradient(&self, x: &Vec<f64>) -> Result<Vec<f64>, argmin::core::Error> {
+        self.0.gradient(x)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn armijo<Mo: Model, Lo: Loss, Me: Metric>(
+    problem: &Problem<Mo, Lo, Me>,
+    theta: &[f64],
+    loss: f64,
+    g: &[f64],
+    delta: &[f64],
+    c: f64,
+    shrink: f64,
+    max_halvings: usize,
+) -> crate::Result<Accepted> {
+    let argmin_failure = |e: argmin::core::Error| {
+        crate::Error::InvalidSetting(format!("Armijo line search (argmin): {e}"))
+    };
+    let condition = ArmijoCondition::new(c).map_err(argmin_failure)?;
+    let mut search = BacktrackingLineSearch::new(condition)
+        .rho(shrink)
+        .map_err(argmin_failure)?;
+    search.search_direction(delta.to_vec());
+    search.initial_step_length(1.0).map_err(argmin_failure)?;
+    let res = Executor::new(ByRef(problem), search)
+        .configure(|s| {
+            s.param(theta.to_vec())
+                .gradient(g.to_vec())
+                .cost(loss)
+                .max_iters(max_halvings as u64)
+        })
+        .run()
+        .map_err(argmin_failure)?;
+    let state = res.state();
+    // argmin's backtracking tries t = 1 at initialisation and multiplies by `shrink` in
+    // each iteration.
+    let t = (0..state.get_iter()).fold(1.0, |t, _| t * shrink);
+    let satisfied = state.get_termination_reason() == Some(&TerminationReason::SolverConverged);
+    Ok(Accepted {
+        t,
+        theta: state.get_param().cloned().unwrap_or_else(|| theta.to_vec()),
+        loss: state.get_cost(),
+        note: if satisfied {
+            "armijo"
+        } else {
+            "armijo_not_satisfied_smallest_step"
+        },
+    })
+}
+
+/// Levenberg–Marquardt adaptive damping: after each step, with the reduction ratio
+/// `ρ = (L(θ_k) − L(θ_{k+1})) / (m_k(0) − m_k(δ_k))`,
+/// `λ ← 3/2·λ` if `ρ < 1/4` and `λ ← 2/3·λ` if `ρ > 3/4`, clipped to `[min, max]`.
+///
+/// The predicted decrease is that of the Gauss–Newton quadratic model in the metric,
+/// `m_k(δ) = L(θ_k) + g_kᵀδ + ½ ‖J_kδ‖²_M` (exact for a model linear in θ and the loss
+/// `½‖u − y‖²_M`; it leaves out the damping term). A step that increases the loss (or
+/// makes it non-finite) is rejected: `θ_{k+1} = θ_k` and λ grows. When the model predicts
+/// no decrease (a momentum step need not be a descent step), ρ carries no information and
+/// λ changes only if the loss increased.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct LevenbergMarquardt {
+    /// Lower bound on λ (> 0).
+    pub min: f64,
+    /// Upper bound on λ.
+    pub max: f64,
+}
+
+/// What [`LevenbergMarquardt::update`] decided.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DampingUpdate {
+    /// The reduction ratio (NaN when the model predicted no decrease).
+    pub rho: f64,
+    /// The new damping.
+    pub damping: f64,
+    /// Whether the step is kept.
+    pub accepted: bool,
+}
+
+impl LevenbergMarquardt {
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        if self.min > 0.0 && self.min <= self.max && self.max.is_finite() {
+            Ok(())
+        } else {
+            Err(format!(
+                "Levenberg–Marquardt bounds need 0 < min ≤ max < ∞, got [{}, {}]",
+                self.min, self.max
+            ))
+        }
+    }
+
+    /// The new damping from the current one and the actual and predicted decreases.
+    pub fn update(&self, damping: f64, actual: f64, predicted: f64) -> DampingUpdate {
+        // A loss that went up, or became non-finite (NaN compares false).
+        let increased = actual.is_nan() || actual < 0.0;
+        let rho = if predicted > 0.0 {
+            actual / predicted
+        } else {
+            f64::NAN
+        };
+        let factor = if increased || rho < 0.25 {
+            1.5
+        } else if rho > 0.75 {
+            2.0 / 3.0
+        } else {
+            1.0
+        };
+        DampingUpdate {
+            rho,
+            damping: (damping * factor).clamp(self.min, self.max),
+            accepted: !increased,
+        }
+    }
+}
+
+/// The predicted decrease `−(t g_kᵀδ + ½ t² ‖J_kδ‖²_M)` of the Gauss–Newton model for the
+/// step `tδ`, from `g_kᵀδ` and `‖J_kδ‖²_M`.
+pub fn predicted_decrease(t: f64, g_dot_delta: f64, jd_m_norm_sq: f64) -> f64 {
+    -(t * g_dot_delta + 0.5 * t * t * jd_m_norm_sq)
+}
+
+/// Scales `delta` in place to norm `cap` if it is longer; returns the factor applied.
+pub fn cap_step_norm(delta: &mut [f64], cap: Option<f64>) -> f64 {
+    match cap {
+        Some(cap) => {
+            let len = norm(delta);
+            if len > cap {
+                let s = cap / len;
+                delta.iter_mut().for_each(|d| *d *= s);
+                s
+            } else {
+                1.0
+            }
+        }
+        None => 1.0,
+    }
+}
