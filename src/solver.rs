@@ -197,11 +197,10 @@ impl NaturalGradient {
         Ok(self)
     }
 
-    /// How the direction is solved: CG (with its settings) or Cholesky.
+    /// How the direction is solved (see [`LinearSolver`]): CG or Cholesky in parameter
+    /// or sample space, or chosen automatically.
     pub fn with_linear_solver(mut self, solver: LinearSolver) -> ArgminResult<Self> {
-        if let LinearSolver::Cg(s) = &solver {
-            s.validate().map_err(|e| e.into_argmin(NAME))?;
-        }
+        solver.validate().map_err(|e| e.into_argmin(NAME))?;
         self.linear_solver = solver;
         Ok(self)
     }
