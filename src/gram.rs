@@ -406,15 +406,12 @@ impl<'a, 'p, Mo: Model, Lo: Loss, Me: Metric> MixedGramOperator<'a, 'p, Mo, Lo, 
 
     /// `out = J_kᵀ M J_{k−1} t` for one vector (one jvp, one metric product, one vjp).
     pub fn apply_vec(&self, t: &[f64], out: &mut [f64]) {
-        let mut w = self.work.lock().unwrap_or_else(|e| e.into_inner());
-        let MixedWork {
-            current,
-            previous,
-            jt,
-            ..
-        } = &mut *w;
-        previous.jvp(t, jt);
-        current.project_rhs(jt, out);
+        self.apply(
+            faer::ColMut::from_slice_mut(out).as_mat_mut(),
+            faer::ColRef::from_slice(t).as_mat(),
+            Par::Seq,
+            MemStack::new(&mut []),
+        );
     }
 }
 
