@@ -9,14 +9,18 @@
 //! Outputs are laid out sample-major: with `m` sample points and `q` values per point,
 //! `n = m·q` and output `i·q + j` is value `j` at sample `i`.
 
+pub mod activation;
 mod closure;
 mod linear;
+pub mod mlp;
 mod pinn;
 mod quadratic;
 pub mod taylor;
 
+pub use activation::Activation;
 pub use closure::{ClosureLinearization, ClosureModel};
 pub use linear::{Design, LinearLinearization, LinearModel};
+pub use mlp::{Mlp, MlpLinearization};
 pub use pinn::{DiffOperator, Pinn, PinnLinearization};
 pub use quadratic::QuadraticModel;
 pub use taylor::TaylorMlp;
