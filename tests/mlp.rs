@@ -199,7 +199,8 @@ fn gram_operator_and_diagonal_match_dense_twin() {
 }
 
 /// Outputs, products and a 20-iteration CG direction, computed with `Par::rayon(0)`
-/// inside a rayon pool of `threads` threads.
+/// inside a rayon pool of `threads` threads. The sizes are large enough that the GEMMs
+/// (`2·64·64·600` flops) and pointwise passes (`64·600` floats) run in parallel.
 fn run_in_pool(threads: usize) -> Vec<Vec<u64>> {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
@@ -207,9 +208,9 @@ fn run_in_pool(threads: usize) -> Vec<Vec<u64>> {
         .unwrap();
     pool.install(|| {
         let mut r = rng(9);
-        let m = 300;
+        let m = 600;
         let x: Vec<f64> = (0..2 * m).map(|_| r.random_range(0.0..1.0)).collect();
-        let model = Mlp::with_hidden(&[2, 48, 40, 1], Activation::Tanh, &x)
+        let model = Mlp::with_hidden(&[2, 64, 64, 1], Activation::Tanh, &x)
             .unwrap()
             .with_parallelism(Par::rayon(0));
         let theta = model.init_params(5);

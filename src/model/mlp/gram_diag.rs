@@ -8,9 +8,8 @@
 //! layer for each output component.
 
 use super::linearization::{layer_input, view, view_mut, MlpLinearization};
-use super::pointwise::mul_by;
+use super::pointwise::{gemm, mul_by};
 use crate::model::Model;
-use faer::linalg::matmul::matmul;
 use faer::Accum;
 
 /// Writes `diag(Jᵀ diag(w) J)` into `out` (length `p`); `w` has length `n`.
@@ -51,16 +50,15 @@ pub(super) fn gram_diagonal(lin: &mut MlpLinearization<'_>, w: &[f64], out: &mut
             }
             let g = view_mut(&mut out[model.layer_range(l)], n_out, n_in + 1);
             let sq = view(&sq_in, n_in + 1, m);
-            matmul(g, Accum::Add, view(&e, n_out, m), sq.transpose(), 1.0, par);
+            gemm(g, Accum::Add, view(&e, n_out, m), sq.transpose(), par);
             if l > 0 {
                 let wl = model.layer(theta, l).subcols(0, n_in);
                 let zbar = view(x, n_out, m);
-                matmul(
+                gemm(
                     view_mut(y, n_in, m),
                     Accum::Replace,
                     wl.transpose(),
                     zbar,
-                    1.0,
                     par,
                 );
                 if !model.activations[l - 1].is_identity() {

@@ -9,11 +9,10 @@
 //!
 //! Block products run `k` tangents side by side: the `W_l` GEMMs are `k·m` wide.
 
-use super::pointwise::{activate, mul_by};
+use super::pointwise::{activate, gemm, mul_by};
 use super::Mlp;
 use crate::model::Linearization;
 use crate::model::Model;
-use faer::linalg::matmul::matmul;
 use faer::prelude::ReborrowMut;
 use faer::{Accum, MatMut, MatRef};
 
@@ -86,14 +85,7 @@ impl<'a> MlpLinearization<'a> {
             };
             let z = MatMut::from_column_major_slice_with_stride_mut(target, n_out, m, ld);
             let input = layer_input(model, done, l);
-            matmul(
-                z,
-                Accum::Replace,
-                model.layer(theta, l),
-                input,
-                1.0,
-                model.par,
-            );
+            gemm(z, Accum::Replace, model.layer(theta, l), input, model.par);
             activate(
                 model.activations[l],
                 target,
@@ -143,18 +135,17 @@ impl<'a> MlpLinearization<'a> {
             let mut z = view_mut(y, n_out, m * k);
             for (j, t) in ts.iter().enumerate() {
                 let tl = model.layer(t, l);
-                matmul(
+                gemm(
                     z.rb_mut().subcols_mut(j * m, m),
                     Accum::Replace,
                     tl,
                     input,
-                    1.0,
                     par,
                 );
             }
             if l > 0 {
                 let wl = model.layer(theta, l).subcols(0, n_in);
-                matmul(z, Accum::Add, wl, view(x, n_in, m * k), 1.0, par);
+                gemm(z, Accum::Add, wl, view(x, n_in, m * k), par);
             }
             if !model.activations[l].is_identity() {
                 mul_by(&mut y[..n_out * m * k], dl, par);
@@ -193,12 +184,12 @@ impl<'a> MlpLinearization<'a> {
             for (j, out) in outs.iter_mut().enumerate() {
                 let g = view_mut(&mut out[model.layer_range(l)], n_out, n_in + 1);
                 let zj = zbar.subcols(j * m, m);
-                matmul(g, Accum::Replace, zj, input.transpose(), 1.0, par);
+                gemm(g, Accum::Replace, zj, input.transpose(), par);
             }
             if l > 0 {
                 let wl = model.layer(theta, l).subcols(0, n_in);
                 let abar = view_mut(y, n_in, m * k);
-                matmul(abar, Accum::Replace, wl.transpose(), zbar, 1.0, par);
+                gemm(abar, Accum::Replace, wl.transpose(), zbar, par);
                 if !model.activations[l - 1].is_identity() {
                     mul_by(&mut y[..n_in * m * k], &derivs[l - 1], par);
                 }

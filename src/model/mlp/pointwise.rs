@@ -4,13 +4,42 @@
 //! reductions, so the result is the same bitwise whatever rayon does with the chunks.
 
 use crate::model::activation::Activation;
-use faer::Par;
+use faer::linalg::matmul::matmul;
+use faer::{Accum, MatMut, MatRef, Par};
 use rayon::prelude::*;
 
 /// Samples per parallel task of [`activate`].
 const CHUNK_SAMPLES: usize = 64;
 /// Floats per parallel task of [`mul_by`].
 const CHUNK_FLOATS: usize = 1 << 14;
+/// Below this many flops a GEMM runs sequentially: splitting it costs more than it saves
+/// (the S benchmark size is all such GEMMs). The choice depends on the shape only.
+const PAR_MIN_FLOPS: usize = 1 << 21;
+/// Below this many floats a pointwise pass runs sequentially.
+const PAR_MIN_FLOATS: usize = 1 << 15;
+
+/// `c = a·b` (`Accum::Replace`) or `c += a·b` (`Accum::Add`) by faer, with `par` only
+/// when the product is large enough to gain from it.
+pub(super) fn gemm(
+    c: MatMut<'_, f64>,
+    accum: Accum,
+    a: MatRef<'_, f64>,
+    b: MatRef<'_, f64>,
+    par: Par,
+) {
+    let flops = 2 * c.nrows() * c.ncols() * a.ncols();
+    let par = if flops < PAR_MIN_FLOPS { Par::Seq } else { par };
+    matmul(c, accum, a, b, 1.0, par);
+}
+
+/// `par`, or `Par::Seq` for a pointwise pass over `len` floats.
+fn pointwise_par(len: usize, par: Par) -> Par {
+    if len < PAR_MIN_FLOATS {
+        Par::Seq
+    } else {
+        par
+    }
+}
 
 /// For each of the `m` columns of a `rows × m` block stored with column stride `ld` in
 /// `z`: `z ← σ(z)` and, column by column into the contiguous `rows × m` block `d`,
@@ -36,7 +65,7 @@ pub(super) fn activate(
         }
     };
     let (cz, cd) = (ld * CHUNK_SAMPLES, rows * CHUNK_SAMPLES);
-    match par {
+    match pointwise_par(z.len(), par) {
         Par::Seq => z.chunks_mut(cz).zip(d.chunks_mut(cd)).for_each(body),
         _ => z
             .par_chunks_mut(cz)
@@ -50,7 +79,7 @@ pub(super) fn activate(
 pub(super) fn mul_by(x: &mut [f64], d: &[f64], par: Par) {
     let body = |(x, d): (&mut [f64], &[f64])| x.iter_mut().zip(d).for_each(|(x, d)| *x *= d);
     for xb in x.chunks_mut(d.len()) {
-        match par {
+        match pointwise_par(d.len(), par) {
             Par::Seq => body((xb, d)),
             _ => xb
                 .par_chunks_mut(CHUNK_FLOATS)
