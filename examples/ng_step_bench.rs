@@ -1,0 +1,224 @@
+//! One natural-gradient step on a tanh MLP — fixed work, comparable with other
+//! implementations (issue 4).
+//!
+//! Scalar-output tanh network, inputs uniform in `[0,1]^d` (seeded), target
+//! `u(x) = sin(x_1 + … + x_d)`, L² loss with weights `1/m`, system
+//! `(JᵀJ/m + 1e-3·I) d = Jᵀr/m` by exactly 20 CG iterations (no preconditioner, cold start),
+//! f64, median of 5 runs after one warm-up.
+//!
+//! ```text
+//! cargo run --release --example ng_step_bench -- --size S|M|L|XL [--json] [--reps 5]
+//! ```
+//!
+//! `--json` prints one line with the keys of the issue (`size, widths, m, p, cg_iters,
+//! ng_step_s, jvp_vjp_pair_s, cholesky_step_s, fwd_gflop, gemm_gflops`) followed by
+//! `cg_phase_s` (the 20-iteration solve alone, right-hand side vjp included),
+//! `cg_gflops = 20·4·fwd_gflop / cg_phase_s`, `gemm_fraction = cg_gflops / gemm_gflops`,
+//! `threads` and `peak_rss_mb` (the process's `VmHWM`).
+
+use faer::linalg::matmul::matmul;
+use faer::{Accum, Mat, Par};
+use natgrad::linsolve::{solve_direction, Rhs, SolveCache};
+use natgrad::model::{Activation, Mlp, Model};
+use natgrad::{CgSettings, LinearSolver, Linearization, Problem, SquaredError, WeightedL2};
+use rand::{Rng, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
+use std::time::Instant;
+
+const CG_ITERS: usize = 20;
+const DAMPING: f64 = 1e-3;
+const CHOLESKY_MAX_P: usize = 5000;
+
+type Bench = Problem<Mlp, SquaredError, WeightedL2>;
+
+fn size_spec(size: &str) -> Option<(Vec<usize>, usize)> {
+    Some(match size {
+        "S" => (vec![4, 10, 1], 500),
+        "M" => (vec![2, 64, 64, 1], 2048),
+        "L" => (vec![2, 256, 256, 256, 1], 4096),
+        "XL" => (vec![2, 1024, 1024, 1024, 1], 2048),
+        _ => return None,
+    })
+}
+
+fn build(widths: &[usize], m: usize) -> natgrad::Result<Bench> {
+    let d = widths[0];
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(2024);
+    let x: Vec<f64> = (0..m * d).map(|_| rng.random_range(0.0..1.0)).collect();
+    let target: Vec<f64> = x.chunks(d).map(|p| p.iter().sum::<f64>().sin()).collect();
+    let model = Mlp::with_hidden(widths, Activation::Tanh, &x)?.with_parallelism(Par::rayon(0));
+    Problem::new(model, SquaredError::l2(target)?, WeightedL2::uniform(m))
+}
+
+/// Median wall time of `reps` runs of `f` after one warm-up.
+fn median_time(reps: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    let mut t: Vec<f64> = (0..reps)
+        .map(|_| {
+            let s = Instant::now();
+            f();
+            s.elapsed().as_secs_f64()
+        })
+        .collect();
+    t.sort_by(f64::total_cmp);
+    t[t.len() / 2]
+}
+
+/// One step: linearise, solve the direction, update θ. Returns the CG-phase time.
+fn ng_step(problem: &Bench, theta: &mut [f64], solver: &LinearSolver) -> f64 {
+    let mut lin = problem.linearize(theta).expect("finite outputs");
+    let r = lin.output_gradient().to_vec();
+    let mut d = vec![0.0; theta.len()];
+    let start = Instant::now();
+    let rhs = Rhs::Cotangent { r: &r, jt_r: None };
+    let mut cache = SolveCache::default();
+    solve_direction(
+        &mut lin,
+        rhs,
+        &mut d,
+        DAMPING,
+        solver,
+        &mut cache,
+        Par::rayon(0),
+    )
+    .expect("direction solve");
+    let cg = start.elapsed().as_secs_f64();
+    theta.iter_mut().zip(&d).for_each(|(t, d)| *t -= d);
+    cg
+}
+
+/// GFLOP/s of a faer GEMM `(n_out × n_in)·(n_in × m)` of the largest layer.
+fn gemm_gflops(widths: &[usize], m: usize, reps: usize) -> f64 {
+    let (n_out, n_in) = widths
+        .windows(2)
+        .map(|w| (w[1], w[0]))
+        .max_by_key(|&(a, b)| a * b)
+        .unwrap_or((1, 1));
+    let a = Mat::<f64>::from_fn(n_out, n_in, |i, j| ((i * 7 + j * 3) % 13) as f64 - 6.0);
+    let b = Mat::<f64>::from_fn(n_in, m, |i, j| ((i * 5 + j * 11) % 17) as f64 - 8.0);
+    let mut c = Mat::<f64>::zeros(n_out, m);
+    let t = median_time(reps, || {
+        matmul(
+            c.as_mut(),
+            Accum::Replace,
+            a.as_ref(),
+            b.as_ref(),
+            1.0,
+            Par::rayon(0),
+        )
+    });
+    2.0 * (n_out * n_in * m) as f64 / t / 1e9
+}
+
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+struct Args {
+    size: String,
+    json: bool,
+    reps: usize,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        size: "M".into(),
+        json: false,
+        reps: 5,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--size" => args.size = it.next().ok_or("--size needs S|M|L|XL")?,
+            "--json" => args.json = true,
+            "--reps" => {
+                let v = it.next().ok_or("--reps needs a number")?;
+                args.reps = v.parse().map_err(|_| format!("bad --reps {v}"))?;
+            }
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    Ok(args)
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = parse_args()?;
+    let (widths, m) = size_spec(&args.size).ok_or("--size must be S, M, L or XL")?;
+    let problem = build(&widths, m)?;
+    let p = problem.n_params();
+    let fwd_gflop = problem.model().forward_flops() / 1e9;
+    let theta0 = problem.model().init_params(7);
+    let cg = LinearSolver::Cg(CgSettings::fixed_iterations(CG_ITERS));
+
+    let mut theta = theta0.clone();
+    let mut cg_phases = Vec::new();
+    let ng_step_s = median_time(args.reps, || {
+        cg_phases.push(ng_step(&problem, &mut theta, &cg))
+    });
+    let mut cg_phase = cg_phases[1..].to_vec();
+    cg_phase.sort_by(f64::total_cmp);
+    let cg_phase_s = cg_phase[cg_phase.len() / 2];
+
+    // One jvp + vjp at a fresh θ, linearisation included.
+    let model = problem.model();
+    let (mut jt, mut jts) = (vec![0.0; model.n_outputs()], vec![0.0; p]);
+    let mut seed = 100;
+    let jvp_vjp_pair_s = median_time(args.reps, || {
+        seed += 1;
+        let th = model.init_params(seed);
+        let mut lin = model.linearize(&th).expect("linearise");
+        lin.jvp(&theta0, &mut jt);
+        lin.vjp(&jt, &mut jts);
+    });
+
+    let cholesky_step_s = (p <= CHOLESKY_MAX_P).then(|| {
+        let mut theta = theta0.clone();
+        median_time(args.reps, || {
+            ng_step(&problem, &mut theta, &LinearSolver::Cholesky);
+        })
+    });
+    let gemm = gemm_gflops(&widths, m, args.reps);
+    let cg_gflops = CG_ITERS as f64 * 4.0 * fwd_gflop / cg_phase_s;
+    let rss = peak_rss_mb().unwrap_or(f64::NAN);
+    let threads = rayon::current_num_threads();
+    let chol = cholesky_step_s.map_or("null".to_string(), |t| format!("{t:.6e}"));
+    if args.json {
+        println!(
+            "{{\"size\":\"{}\",\"widths\":{:?},\"m\":{m},\"p\":{p},\"cg_iters\":{CG_ITERS},\
+             \"ng_step_s\":{ng_step_s:.6e},\"jvp_vjp_pair_s\":{jvp_vjp_pair_s:.6e},\
+             \"cholesky_step_s\":{chol},\"fwd_gflop\":{fwd_gflop:.6e},\"gemm_gflops\":{gemm:.3},\
+             \"cg_phase_s\":{cg_phase_s:.6e},\"cg_gflops\":{cg_gflops:.3},\
+             \"gemm_fraction\":{:.4},\"threads\":{threads},\"peak_rss_mb\":{rss:.1}}}",
+            args.size,
+            widths,
+            cg_gflops / gemm
+        );
+    } else {
+        println!(
+            "size {} widths {widths:?} m = {m} p = {p} ({threads} threads)",
+            args.size
+        );
+        println!("  ng step (20 CG iterations)  {:>10.3} ms", ng_step_s * 1e3);
+        println!(
+            "  CG phase                    {:>10.3} ms",
+            cg_phase_s * 1e3
+        );
+        println!(
+            "  jvp + vjp pair              {:>10.3} ms",
+            jvp_vjp_pair_s * 1e3
+        );
+        match cholesky_step_s {
+            Some(t) => println!("  Cholesky step               {:>10.3} ms", t * 1e3),
+            None => println!("  Cholesky step               (p > {CHOLESKY_MAX_P}: skipped)"),
+        }
+        println!(
+            "  CG rate {cg_gflops:.1} GFLOP/s = {:.1} % of faer GEMM {gemm:.1} GFLOP/s",
+            100.0 * cg_gflops / gemm
+        );
+        println!("  peak RSS {rss:.1} MB");
+    }
+    Ok(())
+}
