@@ -1,0 +1,62 @@
+//! The benchmark problem of `examples/ng_step_bench.rs`, shared by the criterion benches:
+//! tanh MLP with scalar output, inputs uniform in `[0,1]^d`, target `sin(x_1 + … + x_d)`,
+//! L² loss with weights `1/m`.
+#![allow(dead_code)]
+
+use faer::Par;
+use natgrad::linsolve::{solve_direction, Rhs, SolveCache};
+use natgrad::model::{Activation, Mlp};
+use natgrad::{LinearSolver, Problem, SquaredError, WeightedL2};
+use rand::{Rng, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
+
+/// The benchmark problem type.
+pub type Bench = Problem<Mlp, SquaredError, WeightedL2>;
+
+/// The four sizes of the issue: name, widths, m.
+pub fn sizes() -> Vec<(&'static str, Vec<usize>, usize)> {
+    vec![
+        ("S", vec![4, 10, 1], 500),
+        ("M", vec![2, 64, 64, 1], 2048),
+        ("L", vec![2, 256, 256, 256, 1], 4096),
+        ("XL", vec![2, 1024, 1024, 1024, 1], 2048),
+    ]
+}
+
+/// The problem on `m` seeded samples, and a seeded Glorot θ.
+pub fn problem(widths: &[usize], m: usize) -> (Bench, Vec<f64>) {
+    let d = widths[0];
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(2024);
+    let x: Vec<f64> = (0..m * d).map(|_| rng.random_range(0.0..1.0)).collect();
+    let target: Vec<f64> = x.chunks(d).map(|p| p.iter().sum::<f64>().sin()).collect();
+    let model = Mlp::with_hidden(widths, Activation::Tanh, &x)
+        .expect("valid sizes")
+        .with_parallelism(Par::rayon(0));
+    let theta = model.init_params(7);
+    let problem = Problem::new(
+        model,
+        SquaredError::l2(target).unwrap(),
+        WeightedL2::uniform(m),
+    );
+    (problem.expect("consistent sizes"), theta)
+}
+
+/// One direction solve `(JᵀJ/m + 1e-3 I) d = Jᵀr/m` at θ, linearisation included.
+pub fn direction(problem: &Bench, theta: &[f64], solver: &LinearSolver) -> Vec<f64> {
+    let mut lin = problem.linearize(theta).expect("finite outputs");
+    let r = lin.output_gradient().to_vec();
+    let mut d = vec![0.0; theta.len()];
+    let rhs = Rhs::Cotangent { r: &r, jt_r: None };
+    let mut cache = SolveCache::default();
+    solve_direction(
+        &mut lin,
+        rhs,
+        &mut d,
+        1e-3,
+        solver,
+        &mut cache,
+        Par::rayon(0),
+    )
+    .expect("direction solve");
+    d
+}
