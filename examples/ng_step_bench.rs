@@ -18,37 +18,15 @@
 
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, Par};
-use natgrad::linsolve::{solve_direction, Rhs, SolveCache};
-use natgrad::model::{Activation, Mlp, Model};
-use natgrad::{CgSettings, LinearSolver, Linearization, Problem, SquaredError, WeightedL2};
-use rand::{Rng, SeedableRng};
-use rand_xoshiro::Xoshiro256PlusPlus;
+use natgrad::model::Model;
+use natgrad::{CgSettings, LinearSolver, Linearization};
 use std::time::Instant;
 
+#[path = "../benches/common/mod.rs"]
+mod common;
+
 const CG_ITERS: usize = 20;
-const DAMPING: f64 = 1e-3;
 const CHOLESKY_MAX_P: usize = 5000;
-
-type Bench = Problem<Mlp, SquaredError, WeightedL2>;
-
-fn size_spec(size: &str) -> Option<(Vec<usize>, usize)> {
-    Some(match size {
-        "S" => (vec![4, 10, 1], 500),
-        "M" => (vec![2, 64, 64, 1], 2048),
-        "L" => (vec![2, 256, 256, 256, 1], 4096),
-        "XL" => (vec![2, 1024, 1024, 1024, 1], 2048),
-        _ => return None,
-    })
-}
-
-fn build(widths: &[usize], m: usize) -> natgrad::Result<Bench> {
-    let d = widths[0];
-    let mut rng = Xoshiro256PlusPlus::seed_from_u64(2024);
-    let x: Vec<f64> = (0..m * d).map(|_| rng.random_range(0.0..1.0)).collect();
-    let target: Vec<f64> = x.chunks(d).map(|p| p.iter().sum::<f64>().sin()).collect();
-    let model = Mlp::with_hidden(widths, Activation::Tanh, &x)?.with_parallelism(Par::rayon(0));
-    Problem::new(model, SquaredError::l2(target)?, WeightedL2::uniform(m))
-}
 
 /// Median wall time of `reps` runs of `f` after one warm-up.
 fn median_time(reps: usize, mut f: impl FnMut()) -> f64 {
@@ -65,23 +43,10 @@ fn median_time(reps: usize, mut f: impl FnMut()) -> f64 {
 }
 
 /// One step: linearise, solve the direction, update θ. Returns the CG-phase time.
-fn ng_step(problem: &Bench, theta: &mut [f64], solver: &LinearSolver) -> f64 {
+fn ng_step(problem: &common::Bench, theta: &mut [f64], solver: &LinearSolver) -> f64 {
     let mut lin = problem.linearize(theta).expect("finite outputs");
-    let r = lin.output_gradient().to_vec();
-    let mut d = vec![0.0; theta.len()];
     let start = Instant::now();
-    let rhs = Rhs::Cotangent { r: &r, jt_r: None };
-    let mut cache = SolveCache::default();
-    solve_direction(
-        &mut lin,
-        rhs,
-        &mut d,
-        DAMPING,
-        solver,
-        &mut cache,
-        Par::rayon(0),
-    )
-    .expect("direction solve");
+    let d = common::solve(&mut lin, solver);
     let cg = start.elapsed().as_secs_f64();
     theta.iter_mut().zip(&d).for_each(|(t, d)| *t -= d);
     cg
@@ -146,11 +111,13 @@ fn parse_args() -> Result<Args, String> {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = parse_args()?;
-    let (widths, m) = size_spec(&args.size).ok_or("--size must be S, M, L or XL")?;
-    let problem = build(&widths, m)?;
+    let (_, widths, m) = common::sizes()
+        .into_iter()
+        .find(|s| s.0 == args.size)
+        .ok_or("--size must be S, M, L or XL")?;
+    let (problem, theta0) = common::problem(&widths, m);
     let p = problem.n_params();
     let fwd_gflop = problem.model().forward_flops() / 1e9;
-    let theta0 = problem.model().init_params(7);
     let cg = LinearSolver::Cg(CgSettings::fixed_iterations(CG_ITERS));
 
     let mut theta = theta0.clone();

@@ -6,7 +6,7 @@
 use faer::Par;
 use natgrad::linsolve::{solve_direction, Rhs, SolveCache};
 use natgrad::model::{Activation, Mlp};
-use natgrad::{LinearSolver, Problem, SquaredError, WeightedL2};
+use natgrad::{LinearSolver, Linearized, Problem, SquaredError, WeightedL2};
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
@@ -44,19 +44,20 @@ pub fn problem(widths: &[usize], m: usize) -> (Bench, Vec<f64>) {
 /// One direction solve `(JᵀJ/m + 1e-3 I) d = Jᵀr/m` at θ, linearisation included.
 pub fn direction(problem: &Bench, theta: &[f64], solver: &LinearSolver) -> Vec<f64> {
     let mut lin = problem.linearize(theta).expect("finite outputs");
+    solve(&mut lin, solver)
+}
+
+/// The direction solve at a linearisation: `r = ∇_y ℓ = (y − u)/m`, `b = Jᵀr` (one vjp),
+/// then `solver`.
+pub fn solve(
+    lin: &mut Linearized<'_, Mlp, SquaredError, WeightedL2>,
+    solver: &LinearSolver,
+) -> Vec<f64> {
     let r = lin.output_gradient().to_vec();
-    let mut d = vec![0.0; theta.len()];
+    let mut d = vec![0.0; lin.problem().n_params()];
     let rhs = Rhs::Cotangent { r: &r, jt_r: None };
     let mut cache = SolveCache::default();
-    solve_direction(
-        &mut lin,
-        rhs,
-        &mut d,
-        1e-3,
-        solver,
-        &mut cache,
-        Par::rayon(0),
-    )
-    .expect("direction solve");
+    solve_direction(lin, rhs, &mut d, 1e-3, solver, &mut cache, Par::rayon(0))
+        .expect("direction solve");
     d
 }
