@@ -29,6 +29,8 @@
 
 pub mod batch;
 pub mod check;
+#[cfg(feature = "mpi")]
+pub mod distributed;
 pub mod error;
 pub mod gram;
 mod linalg;
