@@ -61,7 +61,7 @@ mod shards;
 
 pub use model::{Sharded, ShardedLinearization, ShardedLoss};
 pub use mpi;
-pub use shards::{block, Shards};
+pub use shards::{block, CommStats, Shards};
 
 use crate::error::{Error, Result};
 use crate::loss::Loss;

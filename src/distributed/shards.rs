@@ -8,6 +8,7 @@ use mpi::traits::*;
 use mpi::Count;
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 /// The contiguous block of `0..m` owned by `rank` out of `size`: the first `m mod size`
 /// blocks have `⌈m/size⌉` items, the others `⌊m/size⌋`. The blocks are in rank order
@@ -34,6 +35,22 @@ struct Comm {
     comm: SimpleCommunicator,
     /// Receive buffer of the reduce-scatter (`size` chunks of `⌈len/size⌉`).
     scratch: Vec<f64>,
+    stats: CommStats,
+}
+
+/// What [`Shards::sum`] has done so far on this rank: calls, values summed, and the wall
+/// time spent in them (communication and the rank-order additions, including the time
+/// waiting for slower ranks).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CommStats {
+    /// Number of sums.
+    pub sums: u64,
+    /// Total length of the vectors summed.
+    pub values: u64,
+    /// Bytes this rank sent (and received) for them.
+    pub bytes_sent: u64,
+    /// Wall time inside [`Shards::sum`], in seconds.
+    pub seconds: f64,
 }
 
 // SAFETY: `SimpleCommunicator` is a plain MPI handle (a pointer in OpenMPI), so it is
@@ -94,6 +111,7 @@ impl Shards {
             comm: Arc::new(Mutex::new(Comm {
                 comm,
                 scratch: Vec::new(),
+                stats: CommStats::default(),
             })),
             rank,
             size,
@@ -148,7 +166,12 @@ impl Shards {
             .collect();
         let mine = block(n, size, self.rank).len();
         let mut guard = self.comm.lock().unwrap_or_else(|e| e.into_inner());
-        let Comm { comm, scratch } = &mut *guard;
+        let start = Instant::now();
+        let Comm {
+            comm,
+            scratch,
+            stats,
+        } = &mut *guard;
         if scratch.len() < size * mine {
             scratch.resize(size * mine, 0.0);
         }
@@ -166,6 +189,15 @@ impl Shards {
         }
         let mut back = PartitionMut::new(v, &counts[..], &displs[..]);
         comm.all_gather_varcount_into(&*acc, &mut back);
+        stats.sums += 1;
+        stats.values += n as u64;
+        stats.bytes_sent += (8 * (2 * (n - mine))) as u64;
+        stats.seconds += start.elapsed().as_secs_f64();
+    }
+
+    /// The statistics of [`Shards::sum`] on this rank so far.
+    pub fn stats(&self) -> CommStats {
+        self.comm.lock().unwrap_or_else(|e| e.into_inner()).stats
     }
 
     /// The sum over ranks of one number (see [`Shards::sum`]).
