@@ -12,6 +12,7 @@ use faer::{Mat, MatMut};
 use mpi::environment::Threading;
 use natgrad::distributed::{block, sharded_problem, Shards};
 use natgrad::model::{ClosureModel, Linearization, Model};
+use natgrad::momentum::Momentum;
 use natgrad::{
     CgSettings, CrossEntropy, DenseMetric, Error, Ggn, LinearSolver, NaturalGradient, NgState,
     Problem, SquaredError, WeightedL2,
@@ -160,7 +161,11 @@ fn solvers() -> Vec<(&'static str, NaturalGradient)> {
         .and_then(|s| s.with_damping(1e-3))
         .and_then(|s| s.with_linear_solver(cg))
         .expect("valid settings");
-    vec![("plain", plain)]
+    let heavy_ball = plain
+        .clone()
+        .with_momentum(Momentum::HeavyBall { beta: 0.5 })
+        .expect("valid settings");
+    vec![("plain", plain), ("heavy_ball", heavy_ball)]
 }
 
 fn main() -> ExitCode {
