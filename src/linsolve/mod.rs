@@ -303,6 +303,9 @@ pub struct SolveCache {
     pub nystrom: Option<NystromSketch>,
     /// The last sample-space solution `s` (the warm start of [`LinearSolver::SampleCg`]).
     pub sample_guess: Option<Vec<f64>>,
+    /// [`LinearSolver::Auto`] found CG slower than the direct path (CG missed its budget)
+    /// and now goes direct straight away.
+    pub auto_direct: bool,
 }
 
 /// The right-hand side `b` of `(G + λI) d = b`.
@@ -353,42 +356,56 @@ pub fn solve_direction<Mo: Model, Lo: Loss, Me: Metric>(
             index,
         });
     }
-    let n = lin.outputs().len();
-    let p = x.len();
-    let (path, auto) = match solver {
-        LinearSolver::Cg(_) => (Path::ParamCg, false),
-        LinearSolver::Cholesky => (Path::ParamCholesky, false),
-        LinearSolver::SampleCg(_) => (Path::SampleCg, false),
-        LinearSolver::SampleCholesky => (Path::SampleCholesky, false),
-        LinearSolver::Auto(a) => {
-            let sample_ok = match rhs {
-                Rhs::Cotangent { r, .. } => lin.solve_metric(r, &mut vec![0.0; n]).is_ok(),
-                Rhs::Params(_) => false,
-            };
-            (a.choose(n, p, sample_ok), true)
+    let info = match solver {
+        LinearSolver::Cg(s) => run_path(lin, Path::ParamCg, rhs, x, damping, s, cache, par)?,
+        LinearSolver::Cholesky => {
+            let s = CgSettings::default();
+            run_path(lin, Path::ParamCholesky, rhs, x, damping, &s, cache, par)?
         }
+        LinearSolver::SampleCg(s) => run_path(lin, Path::SampleCg, rhs, x, damping, s, cache, par)?,
+        LinearSolver::SampleCholesky => {
+            let s = CgSettings::default();
+            run_path(lin, Path::SampleCholesky, rhs, x, damping, &s, cache, par)?
+        }
+        LinearSolver::Auto(a) => auto::solve(lin, a, rhs, x, damping, cache, par)?,
     };
-    let cg_settings = match solver {
-        LinearSolver::Cg(s) | LinearSolver::SampleCg(s) => s.clone(),
-        LinearSolver::Auto(a) => a.cg.clone(),
-        _ => CgSettings::default(),
-    };
-    let mut info = match path {
+    if let Some(index) = first_non_finite(x) {
+        return Err(SolveFailure::NonFinite {
+            what: "direction",
+            index,
+        });
+    }
+    Ok(info)
+}
+
+/// Solves by one of the four paths; `cg` is used by the CG paths.
+#[allow(clippy::too_many_arguments)]
+fn run_path<Mo: Model, Lo: Loss, Me: Metric>(
+    lin: &mut Linearized<'_, Mo, Lo, Me>,
+    path: Path,
+    rhs: Rhs<'_>,
+    x: &mut [f64],
+    damping: f64,
+    cg: &CgSettings,
+    cache: &mut SolveCache,
+    par: Par,
+) -> Result<SolveInfo, SolveFailure> {
+    match path {
         Path::ParamCg | Path::ParamCholesky => {
             let owned;
             let b: &[f64] = match rhs {
                 Rhs::Params(b) | Rhs::Cotangent { jt_r: Some(b), .. } => b,
                 Rhs::Cotangent { r, jt_r: None } => {
-                    let mut jtr = vec![0.0; p];
+                    let mut jtr = vec![0.0; x.len()];
                     lin.vjp(r, &mut jtr);
                     owned = jtr;
                     &owned
                 }
             };
             if path == Path::ParamCg {
-                cg::solve_cg(lin, Space::Params, b, x, damping, &cg_settings, cache, par)?
+                cg::solve_cg(lin, Space::Params, b, x, damping, cg, cache, par)
             } else {
-                cholesky::solve_cholesky(lin, b, x, damping, par)?
+                cholesky::solve_cholesky(lin, b, x, damping, par)
             }
         }
         Path::SampleCg | Path::SampleCholesky => {
@@ -401,17 +418,7 @@ pub fn solve_direction<Mo: Model, Lo: Loss, Me: Metric>(
                 )));
             };
             let direct = path == Path::SampleCholesky;
-            sample_space::solve(lin, r, x, damping, direct, &cg_settings, cache, par)?
+            sample_space::solve(lin, r, x, damping, direct, cg, cache, par)
         }
-    };
-    if auto {
-        info.method = path.auto_name();
     }
-    if let Some(index) = first_non_finite(x) {
-        return Err(SolveFailure::NonFinite {
-            what: "direction",
-            index,
-        });
-    }
-    Ok(info)
 }
