@@ -1,11 +1,10 @@
 //! The benchmark problems.
 
 use super::{bench, Opts};
-use faer::{Mat, Par};
-use natgrad::metric::Euclidean;
-use natgrad::model::{DiffOperator, Pinn, TaylorMlp};
+use faer::Par;
+use natgrad::model::{Activation, Mlp};
 use natgrad::problems::pinn::{advection_diffusion, poisson_2d};
-use natgrad::{Problem, SquaredError};
+use natgrad::{Problem, SquaredError, WeightedL2};
 use rand::{Rng, SeedableRng};
 
 /// Builds the named case and benchmarks it.
@@ -33,36 +32,24 @@ pub(crate) fn run_case(case: &str, o: &Opts) -> Result<(), String> {
     }
 }
 
-/// The `ng_step_bench` regression: a tanh MLP `2-hidden-1` fitted to sin(x₁+x₂) at `m`
-/// points uniform in [0,1]², L² weights 1/m, λ = 1e-3.
-///
-/// Stand-in until the GEMM MLP of issue 6 is on main: the [`Pinn`] model with the operator
-/// `𝓛v = v` and no boundary points has outputs `(v_θ(x_i) − f_i)/√m` and the Euclidean
-/// metric, so its Gram matrix `JᵀJ` is exactly the L² one `(1/m) Σ ∇_θv ∇_θvᵀ` of the
-/// MLP. Product *counts* are the MLP's; its Taylor-mode products carry `d + 2 = 4` channels,
-/// so wall times are about 4× those of a plain MLP.
+/// The `ng_step_bench` regression (same data and θ as `benches/common`): a tanh MLP
+/// `2-hidden-1` fitted to sin(x₁+x₂) at `m` points uniform in [0,1]², L² weights 1/m,
+/// λ = 1e-3.
 fn regression(case: &str, hidden: &[usize], m: usize, o: &Opts) -> Result<(), String> {
     let mut widths = vec![2];
     widths.extend_from_slice(hidden);
     widths.push(1);
-    let net = TaylorMlp::new(widths).map_err(|e| e.to_string())?;
-    let theta = net.init(7);
-    let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(11);
-    let x = Mat::from_fn(2, m, |_, _| rng.random_range(0.0..1.0_f64));
-    let f: Vec<f64> = (0..m).map(|i| (x[(0, i)] + x[(1, i)]).sin()).collect();
-    let op = DiffOperator {
-        laplacian: 0.0,
-        gradient: vec![0.0, 0.0],
-        value: 1.0,
-    };
-    let none = Mat::<f64>::zeros(2, 0);
-    let model = Pinn::new(net, op, x.as_ref(), f, none.as_ref(), vec![], 1.0)
+    let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(2024);
+    let x: Vec<f64> = (0..2 * m).map(|_| rng.random_range(0.0..1.0)).collect();
+    let target: Vec<f64> = x.chunks(2).map(|p| (p[0] + p[1]).sin()).collect();
+    let model = Mlp::with_hidden(&widths, Activation::Tanh, &x)
         .map_err(|e| e.to_string())?
         .with_parallelism(Par::rayon(0));
+    let theta = model.init_params(7);
     let pb = Problem::new(
         model,
-        SquaredError::new(vec![0.0; m], Euclidean).map_err(|e| e.to_string())?,
-        Euclidean,
+        SquaredError::l2(target).map_err(|e| e.to_string())?,
+        WeightedL2::uniform(m),
     )
     .map_err(|e| e.to_string())?;
     bench(case, &pb, &theta, 1e-3, o);
