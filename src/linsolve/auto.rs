@@ -15,7 +15,7 @@
 //! and keeps only vectors. The GEMM alone is worth about `k/4` CG iterations, so CG wins
 //! when it converges in fewer than ~`k/4` iterations and the direct path wins otherwise —
 //! and the iteration count is not known in advance: it depends on the spectrum of `G` and
-//! on `λ` (7 to 400 iterations on the benchmark problems of `docs/performance.md`).
+//! on `λ` (7 to 400 iterations on the benchmark problems of `docs/performance-solvers.md`).
 //!
 //! So Auto decides by size first and then by trying:
 //!
