@@ -41,6 +41,17 @@ pub fn problem(widths: &[usize], m: usize) -> (Bench, Vec<f64>) {
     (problem.expect("consistent sizes"), theta)
 }
 
+/// Parallelism of CG's own vector operations on `p`-vectors: sequential below 10⁵
+/// parameters, where waking a second thread costs more than the vector update (the GEMMs
+/// of the products follow the model's own `Par`).
+pub fn vector_par(p: usize) -> Par {
+    if p < 100_000 {
+        Par::Seq
+    } else {
+        Par::rayon(0)
+    }
+}
+
 /// One direction solve `(JᵀJ/m + 1e-3 I) d = Jᵀr/m` at θ, linearisation included.
 pub fn direction(problem: &Bench, theta: &[f64], solver: &LinearSolver) -> Vec<f64> {
     let mut lin = problem.linearize(theta).expect("finite outputs");
@@ -57,7 +68,7 @@ pub fn solve(
     let mut d = vec![0.0; lin.problem().n_params()];
     let rhs = Rhs::Cotangent { r: &r, jt_r: None };
     let mut cache = SolveCache::default();
-    solve_direction(lin, rhs, &mut d, 1e-3, solver, &mut cache, Par::rayon(0))
-        .expect("direction solve");
+    let par = vector_par(d.len());
+    solve_direction(lin, rhs, &mut d, 1e-3, solver, &mut cache, par).expect("direction solve");
     d
 }
