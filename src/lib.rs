@@ -22,6 +22,11 @@
 //! # Ok::<(), argmin::core::Error>(())
 //! ```
 //!
+//! Momentum in function space (transported heavy ball, finite differences, lagged
+//! gradient, Nesterov, and their parameter-space baselines), line searches,
+//! Levenberg–Marquardt damping and mini-batches are options of [`NaturalGradient`]
+//! ([`Momentum`], [`StepControl`]); `docs/momentum.md` says when each rule helps.
+//!
 //! The mathematics is in `docs/math.md` (each formula with the function that computes
 //! it); the guide to writing a model and picking a metric and solver is `docs/guide.md`.
 
@@ -39,6 +44,7 @@ pub mod loss;
 pub mod metric;
 pub mod model;
 pub mod momentum;
+pub mod observe;
 pub mod problem;
 pub mod problems;
 pub mod solver;

@@ -1,30 +1,9 @@
 //! Running a natgrad solver and recording every iterate.
 
-use argmin::core::observers::{Observe, ObserverMode};
+use argmin::core::observers::ObserverMode;
 use argmin::core::{Executor, State};
-use natgrad::{Loss, Metric, Model, NaturalGradient, NgState, Problem};
-use std::sync::{Arc, Mutex};
-
-/// Collects `θ_k` after every iteration.
-#[derive(Clone, Default)]
-pub struct Iterates(pub Arc<Mutex<Vec<Vec<f64>>>>);
-
-impl Observe<NgState> for Iterates {
-    fn observe_iter(
-        &mut self,
-        state: &NgState,
-        _kv: &argmin::core::KV,
-    ) -> Result<(), argmin::core::Error> {
-        // A step that ended the run (solver exit, converged) did not move.
-        if !state.terminated() {
-            self.0
-                .lock()
-                .unwrap()
-                .push(state.get_param().unwrap().clone());
-        }
-        Ok(())
-    }
-}
+use natgrad::observe::Iterates;
+use natgrad::{Loss, Metric, Model, NaturalGradient, Problem};
 
 /// Runs `solver` for `iters` steps from `theta0`; returns the iterates θ_1..θ_N (fewer if
 /// the run stops early), the final θ and the termination reason.
@@ -47,6 +26,6 @@ where
         .unwrap();
     let reason = format!("{:?}", res.state().get_termination_reason());
     let last = res.state().get_param().unwrap().clone();
-    let its = obs.0.lock().unwrap().clone();
+    let its = obs.get();
     (its, last, reason)
 }
