@@ -332,3 +332,15 @@ fn init_params_is_seeded_glorot() {
         "variance {var} vs {expected}"
     );
 }
+
+#[test]
+fn dense_jacobian_matches_complex_step() {
+    for (seed, model) in cases() {
+        let theta = theta_for(&model, seed);
+        let mut lin = model.linearize(&theta).unwrap();
+        let direct = lin.dense_jacobian().unwrap();
+        let twin = jacobian_complex_step(&model, &theta);
+        let e = max_rel_diff(&direct, &twin);
+        assert!(e <= 1e-12, "seed {seed}: {e:e}");
+    }
+}

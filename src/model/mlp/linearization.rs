@@ -264,6 +264,12 @@ impl Linearization for MlpLinearization<'_> {
         super::gram_diag::gram_diagonal(self, w, out);
         true
     }
+
+    /// From `q` backward passes, `O(q·m·p)` (see `mlp/jacobian.rs`).
+    fn dense_jacobian(&mut self) -> Option<faer::Mat<f64>> {
+        self.reserve(1);
+        Some(super::jacobian::dense_jacobian(self))
+    }
 }
 
 /// The pieces [`super::gram_diag`] needs.

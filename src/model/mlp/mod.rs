@@ -35,6 +35,7 @@
 //! of θ, and two `m · max n_l` scratch blocks — never an `n × p` Jacobian.
 
 mod gram_diag;
+mod jacobian;
 mod linearization;
 mod pointwise;
 
@@ -168,7 +169,7 @@ impl Mlp {
     }
 
     /// Layer `l`'s block `[W_l | b_l]` of θ as an `n_{l+1} × (n_l + 1)` matrix.
-    fn layer<'t>(&self, theta: &'t [f64], l: usize) -> MatRef<'t, f64> {
+    pub(super) fn layer<'t>(&self, theta: &'t [f64], l: usize) -> MatRef<'t, f64> {
         let (n_in, n_out) = (self.widths[l], self.widths[l + 1]);
         MatRef::from_column_major_slice(&theta[self.layer_range(l)], n_out, n_in + 1)
     }
