@@ -22,6 +22,10 @@ pub fn quantile(v: &[f64], q: f64) -> f64 {
     }
     let pos = q * (s.len() - 1) as f64;
     let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+    if s[lo] == s[hi] || s[hi].is_infinite() {
+        // no interpolation (and none towards an infinite "never reached")
+        return if pos > lo as f64 { s[hi] } else { s[lo] };
+    }
     s[lo] + (s[hi] - s[lo]) * (pos - lo as f64)
 }
 
@@ -48,14 +52,24 @@ pub struct Row {
     pub optimiser: String,
     /// Settings chosen by the grid (printed with the results).
     pub settings: String,
-    /// Final training measure over the initialisations.
+    /// Training measure at the common iteration count, over the initialisations.
     pub train: Quartiles,
-    /// Final held-out measure over the initialisations.
+    /// Held-out measure at the common iteration count, over the initialisations.
     pub test: Quartiles,
+    /// Held-out measure at the end of the optimiser's own budget (first-order methods
+    /// run longer).
+    pub final_test: Quartiles,
+    /// `(T, held-out measure at wall time T)`: the comparison at equal wall time.
+    pub at_time: Option<(f64, Quartiles)>,
+    /// `(target, median seconds until the held-out measure is ≤ target)`; infinite when
+    /// the median run never gets there.
+    pub to_target: Option<(f64, f64)>,
     /// Extra measure (accuracy, RMS error, ...), if any.
     pub extra: Option<(String, Quartiles)>,
-    /// Iterations run.
+    /// Iterations of the equal-iteration comparison.
     pub iters: u64,
+    /// Iterations run in all (the optimiser's own budget).
+    pub total_iters: u64,
     /// Median seconds per iteration.
     pub seconds_per_iter: f64,
     /// Median wall time of a run.
@@ -73,12 +87,21 @@ impl Row {
             "train": self.train.json(),
             "test": self.test.json(),
             "iterations": self.iters,
+            "total_iterations": self.total_iters,
+            "final_test": self.final_test.json(),
             "seconds_per_iteration": self.seconds_per_iter,
             "seconds": self.seconds,
             "initial_train": self.initial_train,
         });
         if let Some((name, q)) = &self.extra {
             v[name.as_str()] = q.json();
+        }
+        if let Some((t, q)) = &self.at_time {
+            v["test_at_equal_time"] = json!({"seconds": t, "test": q.json()});
+        }
+        if let Some((target, s)) = self.to_target {
+            let s = if s.is_finite() { json!(s) } else { Value::Null };
+            v["seconds_to_target"] = json!({"target": target, "median_seconds": s});
         }
         v
     }
@@ -87,37 +110,51 @@ impl Row {
 /// Prints a table of rows with the experiment's names for the measures.
 pub fn print_table(title: &str, train_name: &str, test_name: &str, rows: &[Row]) {
     println!("\n## {title}\n");
-    let extra = rows
-        .iter()
-        .find_map(|r| r.extra.as_ref().map(|e| e.0.clone()));
-    print!(
-        "| optimiser | settings | {train_name} (median [q1, q3]) | {test_name} (median [q1, q3]) |"
-    );
-    if let Some(e) = &extra {
-        print!(" {e} (median) |");
+    let iters = rows.first().map_or(0, |r| r.iters);
+    let mut head = vec![
+        "optimiser".to_string(),
+        "settings".into(),
+        format!("{train_name} @{iters} it (median [q1, q3])"),
+        format!("{test_name} @{iters} it (median [q1, q3])"),
+    ];
+    if let Some((name, _)) = rows.iter().find_map(|r| r.extra.as_ref()) {
+        head.push(format!("{name} (median)"));
     }
-    println!(" iters | s/iter |");
-    print!("|---|---|---|---|");
-    if extra.is_some() {
-        print!("---|");
+    if let Some((t, _)) = rows.iter().find_map(|r| r.at_time) {
+        head.push(format!("{test_name} @{t:.2} s (median [q1, q3])"));
     }
-    println!("---|---|");
+    if let Some((target, _)) = rows.iter().find_map(|r| r.to_target) {
+        head.push(format!("s to {test_name} ≤ {target:.0e} (median)"));
+    }
+    head.extend(["iters run".into(), "s/iter".into()]);
+    println!("| {} |", head.join(" | "));
+    println!("|{}", "---|".repeat(head.len()));
+    let q = |q: &Quartiles| format!("{:.2e} [{:.2e}, {:.2e}]", q.median, q.q1, q.q3);
     for r in rows {
-        print!(
-            "| {} | {} | {:.2e} [{:.2e}, {:.2e}] | {:.2e} [{:.2e}, {:.2e}] |",
-            r.optimiser,
-            r.settings,
-            r.train.median,
-            r.train.q1,
-            r.train.q3,
-            r.test.median,
-            r.test.q1,
-            r.test.q3
-        );
-        if let Some((_, q)) = &r.extra {
-            print!(" {:.4} |", q.median);
+        let mut cells = vec![
+            r.optimiser.clone(),
+            r.settings.clone(),
+            q(&r.train),
+            q(&r.test),
+        ];
+        if let Some((_, e)) = &r.extra {
+            cells.push(format!("{:.4}", e.median));
         }
-        println!(" {} | {:.2e} |", r.iters, r.seconds_per_iter);
+        if let Some((_, t)) = &r.at_time {
+            cells.push(q(t));
+        }
+        if let Some((_, s)) = r.to_target {
+            cells.push(if s.is_finite() {
+                format!("{s:.2}")
+            } else {
+                "—".into()
+            });
+        }
+        cells.extend([
+            r.total_iters.to_string(),
+            format!("{:.2e}", r.seconds_per_iter),
+        ]);
+        println!("| {} |", cells.join(" | "));
     }
 }
 
@@ -145,24 +182,55 @@ pub fn band(runs: &[Run], key: impl Fn(&Point) -> f64, by_time: bool) -> Vec<(f6
         .collect()
 }
 
-/// The summary row of a set of runs (one per initialisation).
+/// The last recorded point of `run` that satisfies `within` (curves are monotone in
+/// iteration and time), or its initial point.
+pub fn point_within(run: &Run, within: impl Fn(&Point) -> bool) -> Point {
+    run.curve
+        .iter()
+        .take_while(|p| within(p))
+        .last()
+        .copied()
+        .unwrap_or(run.curve[0])
+}
+
+/// The summary row of a set of runs (one per initialisation), at their end.
 pub fn row(
     optimiser: &str,
     settings: String,
     runs: &[Run],
     extra: Option<(&str, Vec<f64>)>,
 ) -> Row {
+    row_at(optimiser, settings, runs, u64::MAX, extra)
+}
+
+/// The summary row of a set of runs (one per initialisation), compared at iteration
+/// `iters`.
+pub fn row_at(
+    optimiser: &str,
+    settings: String,
+    runs: &[Run],
+    iters: u64,
+    extra: Option<(&str, Vec<f64>)>,
+) -> Row {
+    let at: Vec<Point> = runs
+        .iter()
+        .map(|r| point_within(r, |p| p.iter <= iters))
+        .collect();
     let last: Vec<Point> = runs.iter().map(|r| r.last()).collect();
-    let train: Vec<f64> = last.iter().map(|p| p.train).collect();
-    let test: Vec<f64> = last.iter().map(|p| p.test).collect();
-    let init: Vec<f64> = runs.iter().map(|r| r.curve[0].train).collect();
+    let of = |pts: &[Point], key: fn(&Point) -> f64| {
+        Quartiles::of(&pts.iter().map(key).collect::<Vec<_>>())
+    };
     Row {
         optimiser: optimiser.to_string(),
         settings,
-        train: Quartiles::of(&train),
-        test: Quartiles::of(&test),
+        train: of(&at, |p| p.train),
+        test: of(&at, |p| p.test),
+        final_test: of(&last, |p| p.test),
+        at_time: None,
+        to_target: None,
         extra: extra.map(|(n, v)| (n.to_string(), Quartiles::of(&v))),
-        iters: last.iter().map(|p| p.iter).max().unwrap_or(0),
+        iters: at.iter().map(|p| p.iter).max().unwrap_or(0),
+        total_iters: last.iter().map(|p| p.iter).max().unwrap_or(0),
         seconds_per_iter: quantile(
             &runs
                 .iter()
@@ -171,7 +239,35 @@ pub fn row(
             0.5,
         ),
         seconds: quantile(&last.iter().map(|p| p.seconds).collect::<Vec<_>>(), 0.5),
-        initial_train: quantile(&init, 0.5),
+        initial_train: of(&runs.iter().map(|r| r.curve[0]).collect::<Vec<_>>(), |p| {
+            p.train
+        })
+        .median,
+    }
+}
+
+impl Row {
+    /// Adds the comparison at equal wall time `t` and the time to reach `target` (both on
+    /// the held-out measure).
+    pub fn with_time(mut self, runs: &[Run], t: f64, target: Option<f64>) -> Self {
+        let at: Vec<f64> = runs
+            .iter()
+            .map(|r| point_within(r, |p| p.seconds <= t).test)
+            .collect();
+        self.at_time = Some((t, Quartiles::of(&at)));
+        self.to_target = target.map(|target| {
+            let secs: Vec<f64> = runs
+                .iter()
+                .map(|r| {
+                    r.curve
+                        .iter()
+                        .find(|p| p.test <= target)
+                        .map_or(f64::INFINITY, |p| p.seconds)
+                })
+                .collect();
+            (target, quantile(&secs, 0.5))
+        });
+        self
     }
 }
 

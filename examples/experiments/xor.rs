@@ -2,13 +2,12 @@
 //! layer and sigmoid output, cross-entropy loss, Fisher (GGN) metric.
 
 use crate::plot::{bands, write_csv, Band};
-use crate::report::{band, csv_lines, print_table, row, Row};
-use crate::suite::{evaluate, select, standard_candidates, Rule};
+use crate::report::{band, csv_lines, print_table, row_at, Row};
+use crate::suite::{compare, equal_time, standard_candidates, Plan, MOMENTUM_RULES};
 use crate::Budget;
 use indicatif::{ProgressBar, ProgressStyle};
 use natgrad::model::{Activation, Mlp, Model};
 use natgrad::problems::xor::{dataset, Xor};
-use natgrad::Momentum;
 use natgrad::{CrossEntropy, Ggn, Problem};
 use plotters::prelude::*;
 use serde_json::{json, Value};
@@ -54,94 +53,91 @@ fn scores(model: &Mlp, labels: &[f64], theta: &[f64]) -> (f64, f64) {
     (loss, correct as f64 / labels.len() as f64)
 }
 
-/// Runs the experiment, writes `xor.csv`, `xor.svg` and `xor_boundary.svg`.
+/// Runs the experiment, writes `xor.csv`, `xor.svg` (training loss against iteration),
+/// `xor_time.svg` (against wall time) and `xor_boundary.svg`.
 pub fn run(out: &Path, budget: Budget) -> Result<(Vec<Row>, Value), Box<dyn std::error::Error>> {
-    let (n_inits, iters, grid_iters) = if budget.quick {
-        (3, 15, 0)
-    } else {
-        (10, 200, 60)
-    };
     let train = dataset(1800, 1);
     let test_data = dataset(1800, 2);
-    let make = || problem(&train);
     let proto = net(&train.inputs);
-    let inits: Vec<Vec<f64>> = (0..n_inits).map(|s| proto.init_params(s)).collect();
-    let grid_inits: Vec<Vec<f64>> = (100..102).map(|s| proto.init_params(s)).collect();
+    let (n_inits, iters, grid_iters, first_order) = if budget.quick {
+        (3, 15, 0, 1)
+    } else {
+        (10, 200, 60, 4)
+    };
+    let plan = Plan {
+        inits: (0..n_inits).map(|s| proto.init_params(s)).collect(),
+        grid_inits: (100..102).map(|s| proto.init_params(s)).collect(),
+        iters,
+        grid_iters,
+    };
     let test_model = Arc::new(net(&test_data.inputs));
     let labels = Arc::new(test_data.labels.clone());
     let (tm, tl) = (test_model.clone(), labels.clone());
     let test = Arc::new(move |th: &[f64]| scores(&tm, &tl, th).0);
-    let rules: [Rule; 4] = [
-        ("NGD heavy ball", |b| Momentum::HeavyBall { beta: b }),
-        ("NGD Nesterov", |b| Momentum::Nesterov { beta: b }),
-        ("NGD finite difference", |b| Momentum::FiniteDifference {
-            beta: b,
-        }),
-        ("NGD param. heavy ball", |b| Momentum::ParamHeavyBall {
-            beta: b,
-        }),
-    ];
-    let mut cands = standard_candidates(&rules, 1e-6, &[0.05, 0.2, 0.5, 1.0]);
+    let mut cands = standard_candidates(&MOMENTUM_RULES, 1e-6, &[0.05, 0.2, 0.5, 1.0], first_order);
     if budget.quick {
         cands.iter_mut().for_each(|c| c.grid.truncate(1));
     }
-    let bar = ProgressBar::new((cands.len() * n_inits as usize) as u64);
+    let bar = ProgressBar::new((cands.len() * plan.inits.len()) as u64);
     bar.set_style(ProgressStyle::with_template("xor          {bar:40} {pos}/{len} {msg}").unwrap());
-    let (mut rows, mut figure, mut csv) = (Vec::new(), Vec::new(), Vec::new());
-    let mut best: Option<(f64, Vec<f64>, &str)> = None;
-    for cand in &cands {
-        bar.set_message(format!("{} (grid)", cand.label));
-        let (settings, opt) = if grid_iters > 0 {
-            select(&make, cand, &grid_inits, grid_iters)?
-        } else {
-            cand.grid[0].clone()
-        };
-        bar.set_message(cand.label.to_string());
-        let runs = evaluate(
-            &make,
-            &opt,
-            &inits,
-            iters,
-            (iters / 100).max(1),
-            test.clone(),
-            || bar.inc(1),
-        )?;
-        let acc: Vec<f64> = runs
-            .iter()
-            .map(|r| scores(&test_model, &labels, &r.theta).1)
-            .collect();
-        for r in &runs {
-            if best.as_ref().is_none_or(|b| r.last().train < b.0) {
-                best = Some((r.last().train, r.theta.clone(), cand.label));
-            }
-        }
-        figure.push(Band {
-            label: cand.label.into(),
-            points: band(&runs, |p| p.train, false),
-        });
-        csv.extend(csv_lines(cand.label, &runs));
-        rows.push(row(
-            cand.label,
-            settings,
-            &runs,
-            Some(("test_accuracy", acc)),
-        ));
-    }
+    let outcomes = compare(&|| problem(&train), &cands, &plan, test, &bar)?;
     bar.finish_and_clear();
+    let t_eq = equal_time(&outcomes);
+    let rows: Vec<Row> = outcomes
+        .iter()
+        .map(|o| {
+            // accuracy of the final θ (first-order methods: after their longer budget)
+            let acc: Vec<f64> = o
+                .runs
+                .iter()
+                .map(|r| scores(&test_model, &labels, &r.theta).1)
+                .collect();
+            row_at(
+                o.label,
+                o.settings.clone(),
+                &o.runs,
+                iters,
+                Some(("final test accuracy", acc)),
+            )
+            .with_time(&o.runs, t_eq, None)
+        })
+        .collect();
+    // the best run, by final training loss
+    let best = outcomes
+        .iter()
+        .flat_map(|o| o.runs.iter().map(move |r| (o.label, r)))
+        .min_by(|a, b| a.1.last().train.total_cmp(&b.1.last().train));
+    let title = "XOR: training cross-entropy (median and quartiles over the initialisations)";
+    let figure = |by_time| -> Vec<Band> {
+        outcomes
+            .iter()
+            .map(|o| Band {
+                label: o.label.into(),
+                points: band(&o.runs, |p| p.train, by_time),
+            })
+            .collect()
+    };
     bands(
         &out.join("xor.svg"),
-        "XOR: training cross-entropy (median, quartile band)",
+        title,
         "iteration",
         "cross-entropy",
-        &figure,
+        &figure(false),
+    )?;
+    bands(
+        &out.join("xor_time.svg"),
+        title,
+        "seconds",
+        "cross-entropy",
+        &figure(true),
     )?;
     write_csv(
         &out.join("xor.csv"),
         "optimiser,run,iter,seconds,train_loss,test_loss",
-        csv,
+        outcomes.iter().flat_map(|o| csv_lines(o.label, &o.runs)),
     )?;
-    if let Some((_, theta, label)) = &best {
-        boundary(&out.join("xor_boundary.svg"), theta, label, &test_data)?;
+    if let Some((label, r)) = best {
+        boundary(&out.join("xor_boundary.svg"), &r.theta, label, &test_data)?;
     }
     print_table(
         "XOR (1 800 points, 2-8-1, cross-entropy, Fisher metric)",
@@ -151,7 +147,9 @@ pub fn run(out: &Path, budget: Budget) -> Result<(Vec<Row>, Value), Box<dyn std:
     );
     Ok((
         rows,
-        json!({"iterations": iters, "initialisations": n_inits, "best_run": best.map(|b| b.2)}),
+        json!({"iterations": iters, "initialisations": n_inits, "grid_iterations": grid_iters,
+               "first_order_budget_factor": first_order, "equal_time_seconds": t_eq,
+               "best_run": best.map(|b| b.0)}),
     ))
 }
 
