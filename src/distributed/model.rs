@@ -115,6 +115,21 @@ impl<M: Model> Model for Sharded<M> {
         self.inner.n_samples()
     }
 
+    /// `true`: the samples of the other ranks are elsewhere.
+    fn is_sharded(&self) -> bool {
+        true
+    }
+
+    /// The number of outputs over all ranks.
+    fn n_outputs_global(&self) -> usize {
+        self.samples * (self.inner.n_outputs() / self.inner.n_samples().max(1))
+    }
+
+    /// `Σ_r partial_r` by [`Shards::sum`] (rank order, identical on every rank).
+    fn sum_over_shards(&self, partial: &mut [f64]) {
+        self.shards.sum(partial);
+    }
+
     fn linearize(&self, theta: &[f64]) -> Result<Self::Linearization<'_>> {
         let lin = self.inner.linearize(theta);
         let finite = self.agree(

@@ -65,6 +65,29 @@ pub trait Model: Send + Sync {
         Ok(())
     }
 
+    /// Whether this model holds only one shard of the samples, the others being held by
+    /// other processes (`natgrad::distributed`, feature `mpi`): then every sum over
+    /// samples that the solver forms itself (a dense Gram matrix, an output-space inner
+    /// product) must be completed by [`Model::sum_over_shards`], and solvers whose unknown
+    /// lives on the samples cannot be used. Default `false`.
+    fn is_sharded(&self) -> bool {
+        false
+    }
+
+    /// Number of outputs over all shards (equal to [`Model::n_outputs`], the default,
+    /// unless [`Model::is_sharded`]).
+    fn n_outputs_global(&self) -> usize {
+        self.n_outputs()
+    }
+
+    /// Completes sums over samples: replaces `partial` (this shard's partial sums) by the
+    /// sums over all shards, bitwise identical on every shard. Collective on a sharded
+    /// model: every shard calls it with the same length. The default (all samples are
+    /// here) leaves `partial` unchanged.
+    fn sum_over_shards(&self, partial: &mut [f64]) {
+        let _ = partial;
+    }
+
     /// The same model restricted to the given sample points (mini-batches). The default
     /// says the model does not support it.
     fn select_samples(&self, samples: &[usize]) -> Result<Self>
