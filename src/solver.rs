@@ -351,6 +351,23 @@ impl<Mo: Model, Lo: Loss, Me: Metric> Solver<Problem<Mo, Lo, Me>, NgState> for N
             })
         })?;
         let p = inner(problem)?;
+        // Refused on a sharded problem before any collective, so that every rank fails.
+        if p.model().is_sharded() {
+            if matches!(
+                self.linear_solver,
+                LinearSolver::SampleCg(_) | LinearSolver::SampleCholesky
+            ) {
+                return Err(crate::linsolve::sharded_sample_space().into_argmin(NAME));
+            }
+            if self.batch.is_some() {
+                return Err(Error::Unsupported(
+                    "mini-batches of a sample-sharded problem (each rank would draw from its \
+                     own samples); use all samples"
+                        .into(),
+                )
+                .into_argmin(NAME));
+            }
+        }
         if let Some(b) = &mut self.batch {
             let m = p.model().n_samples();
             if b.size() > m {

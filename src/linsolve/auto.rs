@@ -30,6 +30,10 @@
 //!   rule, Auto never costs much more than the better of the two paths, without knowing
 //!   the spectrum.
 //!
+//! **Sharded problems** (`natgrad::distributed`, feature `mpi`): Auto decides from the
+//! global `n` ([`Model::n_outputs_global`]) and stays in parameter space, so every rank
+//! takes the same path, the one the single-process run takes when `n ≥ p`.
+//!
 //! [`SolveCache`]: super::SolveCache
 
 use super::{run_path, CgSettings, Rhs, SolveCache, SolveFailure, SolveInfo};
@@ -135,11 +139,15 @@ pub(super) fn solve<Mo: Model, Lo: Loss, Me: Metric>(
     cache: &mut SolveCache,
     par: Par,
 ) -> Result<SolveInfo, SolveFailure> {
-    let (n, p) = (lin.outputs().len(), x.len());
-    let sample_ok = match rhs {
-        Rhs::Cotangent { r, .. } => lin.solve_metric(r, &mut vec![0.0; n]).is_ok(),
-        Rhs::Params(_) => false,
-    };
+    // On a sharded problem: the global n (so that every rank, and the single-process run,
+    // choose alike), and never sample space (its unknown lives on the samples).
+    let model = lin.problem().model();
+    let (n, p) = (model.n_outputs_global(), x.len());
+    let sample_ok = !model.is_sharded()
+        && match rhs {
+            Rhs::Cotangent { r, .. } => lin.solve_metric(r, &mut vec![0.0; r.len()]).is_ok(),
+            Rhs::Params(_) => false,
+        };
     let path = a.choose(n, p, sample_ok);
     let mut info = if !path.is_direct() || cache.auto_direct {
         run_path(lin, path, rhs, x, damping, &a.cg, cache, par)?

@@ -8,7 +8,7 @@ use crate::metric::Metric;
 use crate::model::Model;
 use crate::problem::Linearized;
 use faer::linalg::solvers::Solve;
-use faer::{ColMut, Par, Side};
+use faer::{ColMut, Mat, Par, Side};
 
 pub(super) fn solve_cholesky<Mo: Model, Lo: Loss, Me: Metric>(
     lin: &mut Linearized<'_, Mo, Lo, Me>,
@@ -18,13 +18,12 @@ pub(super) fn solve_cholesky<Mo: Model, Lo: Loss, Me: Metric>(
     par: Par,
 ) -> Result<SolveInfo, SolveFailure> {
     let jac = counted_jacobian(lin);
-    let g = dense_gram(
-        jac.as_ref(),
-        lin.problem().metric(),
-        &lin.point(),
-        damping,
-        par,
-    );
+    // G = Σ_r J_rᵀ M_r J_r over the shards of a sharded model, then the damping (once).
+    let mut g = dense_gram(jac.as_ref(), lin.problem().metric(), &lin.point(), 0.0, par);
+    sum_over_shards(lin.problem().model(), &mut g);
+    for i in 0..g.nrows() {
+        g[(i, i)] += damping;
+    }
     let llt = g.llt(Side::Lower).map_err(|e| {
         let faer::linalg::cholesky::llt::factor::LltError::NonPositivePivot { index } = e;
         SolveFailure::Direct(Error::GramNotPositiveDefinite { index, damping })
@@ -48,6 +47,18 @@ pub(super) fn solve_cholesky<Mo: Model, Lo: Loss, Me: Metric>(
         sketch_products: 0,
         truncated: false,
     })
+}
+
+/// `g ← Σ_r g_r` over the shards of a sharded model (one sum of all `p²` entries, so that
+/// every rank factors the same matrix); nothing otherwise.
+fn sum_over_shards<Mo: Model>(model: &Mo, g: &mut Mat<f64>) {
+    if !model.is_sharded() {
+        return;
+    }
+    let (rows, cols) = (g.nrows(), g.ncols());
+    let mut buf: Vec<f64> = (0..cols).flat_map(|j| g.col(j).iter().copied()).collect();
+    model.sum_over_shards(&mut buf);
+    *g = Mat::from_fn(rows, cols, |i, j| buf[i + j * rows]);
 }
 
 /// The dense Jacobian (the model's, or from `min(n, p)` products, which are counted).

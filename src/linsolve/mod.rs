@@ -46,18 +46,22 @@ pub enum LinearSolver {
     /// Matrix-free preconditioned CG on `JᵀMJ + λI` (faer).
     Cg(CgSettings),
     /// Form `J` and `G` densely and factor `G + λI` by Cholesky (faer).
-    /// Cost `O(n p² + p³)`, memory `O(p² + n p)`.
+    /// Cost `O(n p² + p³)`, memory `O(p² + n p)`. On a sharded problem
+    /// ([`Model::is_sharded`]) each rank forms `J_rᵀ M_r J_r` and the `p×p` matrices are
+    /// summed over ranks (`p²` values) before the factorisation.
     Cholesky,
     /// Sample space, matrix-free: CG on `s ↦ (JJᵀ + λM⁻¹) s` (one vjp and one jvp per
     /// product, `M⁻¹` by [`Metric::solve`]), then `d = Jᵀ s` (one vjp). Needs an
     /// output-space right-hand side ([`Rhs::Cotangent`]) and a metric with an inverse.
     /// Jacobi is not available in sample space (CG falls back to no preconditioner).
+    /// Refused on a sharded problem (its unknown lives on the samples).
     SampleCg(CgSettings),
     /// Sample space, direct: form `J`, the `n×n` kernel `JJᵀ + λM⁻¹` (dense `M⁻¹` from `n`
     /// metric solves unless `M` is diagonal) and factor it by Cholesky (faer).
-    /// Cost `O(n² p + n³)`, memory `O(n² + n p)`.
+    /// Cost `O(n² p + n³)`, memory `O(n² + n p)`. Refused on a sharded problem.
     SampleCholesky,
-    /// Picks one of the four above from `n`, `p` and the right-hand side; see [`auto`].
+    /// Picks one of the four above from `n`, `p` and the right-hand side; see [`auto`]
+    /// (on a sharded problem: from the global `n`, in parameter space only).
     /// The choice is reported in [`SolveInfo::method`] as `"auto:<path>"`.
     Auto(AutoSettings),
 }
@@ -378,6 +382,18 @@ pub fn solve_direction<Mo: Model, Lo: Loss, Me: Metric>(
     Ok(info)
 }
 
+/// The refusal of the sample-space solvers on a sharded problem
+/// ([`Model::is_sharded`]).
+pub(crate) fn sharded_sample_space() -> Error {
+    Error::Unsupported(
+        "sample-space solvers (`LinearSolver::SampleCg`, `SampleCholesky`) on a \
+         sample-sharded problem: their unknown lives on the samples, which are split across \
+         ranks; use `LinearSolver::Cg`, `LinearSolver::Cholesky` or `LinearSolver::Auto` \
+         (parameter space)"
+            .into(),
+    )
+}
+
 /// Solves by one of the four paths; `cg` is used by the CG paths.
 #[allow(clippy::too_many_arguments)]
 fn run_path<Mo: Model, Lo: Loss, Me: Metric>(
@@ -409,6 +425,9 @@ fn run_path<Mo: Model, Lo: Loss, Me: Metric>(
             }
         }
         Path::SampleCg | Path::SampleCholesky => {
+            if lin.problem().model().is_sharded() {
+                return Err(SolveFailure::Direct(sharded_sample_space()));
+            }
             let Rhs::Cotangent { r, .. } = rhs else {
                 return Err(SolveFailure::Direct(Error::Unsupported(
                     "sample-space solvers need the right-hand side as an output-space \
