@@ -236,6 +236,17 @@ impl<'a, Mo: Model, Lo: Loss, Me: Metric> Linearized<'a, Mo, Lo, Me> {
         self.problem.metric.apply(&self.point(), v, out);
     }
 
+    /// `‖v‖²_M = vᵀ M v` for an output-space vector `v` (one metric product), a sum over
+    /// all samples: on a sharded model ([`Model::is_sharded`]) the local value is summed
+    /// over the shards (collective).
+    pub fn metric_norm_sq(&self, v: &[f64]) -> f64 {
+        let mut mv = vec![0.0; v.len()];
+        self.apply_metric(v, &mut mv);
+        let mut sum = [crate::linalg::dot(v, &mv)];
+        self.problem.model.sum_over_shards(&mut sum);
+        sum[0]
+    }
+
     /// The parameter gradient `g = Jᵀ ∇_y ℓ` (one vjp).
     pub fn gradient(&mut self) -> Vec<f64> {
         let mut g = vec![0.0; self.problem.n_params()];

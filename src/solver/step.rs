@@ -210,11 +210,7 @@ impl NaturalGradient {
             None
         };
         let jd_m_sq = match (&jd, lm) {
-            (Some(jd), Some(_)) => {
-                let mut mjd = vec![0.0; jd.len()];
-                lin.apply_metric(jd, &mut mjd);
-                dot(jd, &mjd)
-            }
+            (Some(jd), Some(_)) => lin.metric_norm_sq(jd),
             _ => 0.0,
         };
         let outputs = PreviousOutputs {
