@@ -11,11 +11,12 @@ use argmin::core::{Error as ArgminError, Executor, KV};
 use faer::{Mat, MatMut};
 use mpi::environment::Threading;
 use natgrad::distributed::{block, sharded_problem, Shards};
+use natgrad::linsolve::AutoSettings;
 use natgrad::model::{ClosureModel, Linearization, Model};
 use natgrad::momentum::Momentum;
 use natgrad::{
     CgSettings, CrossEntropy, DenseMetric, Error, Ggn, LinearSolver, NaturalGradient, NgState,
-    Problem, SquaredError, WeightedL2,
+    Preconditioner, Problem, SquaredError, WeightedL2,
 };
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -29,9 +30,10 @@ const M: usize = 37;
 const STEPS: u64 = 20;
 const TOL: f64 = 1e-12;
 
-fn xs(range: std::ops::Range<usize>) -> Vec<f64> {
+/// The inputs of samples `range` out of `m` equispaced points on `[−1, 1]`.
+fn xs(range: std::ops::Range<usize>, m: usize) -> Vec<f64> {
     range
-        .map(|i| -1.0 + 2.0 * i as f64 / (M - 1) as f64)
+        .map(|i| -1.0 + 2.0 * i as f64 / (m - 1) as f64)
         .collect()
 }
 
@@ -78,20 +80,41 @@ fn theta0() -> Vec<f64> {
         .collect()
 }
 
-/// Records θ after every iteration.
+/// One observed iteration: θ and what the solver reported about the step.
+#[derive(Clone, Debug, Default)]
+struct Iterate {
+    theta: Vec<f64>,
+    /// The linear solver's method (`"cg"`, `"cholesky"`, `"auto:param-cholesky"`, ...).
+    method: String,
+    /// The damping λ the step was solved with.
+    damping: f64,
+    /// Levenberg–Marquardt's ratio of actual to predicted decrease (NaN without LM).
+    rho: f64,
+}
+
+/// Records every iteration.
 #[derive(Clone, Default)]
-struct Recorder(Arc<Mutex<Vec<Vec<f64>>>>);
+struct Recorder(Arc<Mutex<Vec<Iterate>>>);
 
 impl Observe<NgState> for Recorder {
-    fn observe_iter(&mut self, state: &NgState, _kv: &KV) -> Result<(), ArgminError> {
+    fn observe_iter(&mut self, state: &NgState, kv: &KV) -> Result<(), ArgminError> {
+        let float = |k: &str| kv.get(k).and_then(|v| v.get_float()).unwrap_or(f64::NAN);
         if let Some(t) = &state.param {
-            self.0.lock().unwrap().push(t.clone());
+            self.0.lock().unwrap().push(Iterate {
+                theta: t.clone(),
+                method: kv
+                    .get("linear_solver")
+                    .and_then(|v| v.get_string())
+                    .unwrap_or_default(),
+                damping: float("damping"),
+                rho: float("lm_rho"),
+            });
         }
         Ok(())
     }
 }
 
-fn run<P2>(problem: P2, solver: NaturalGradient) -> Result<Vec<Vec<f64>>, ArgminError>
+fn run<P2>(problem: P2, solver: NaturalGradient) -> Result<Vec<Iterate>, ArgminError>
 where
     NaturalGradient: argmin::core::Solver<P2, NgState>,
 {
@@ -118,15 +141,40 @@ fn rel_diff(a: &[f64], b: &[f64]) -> f64 {
     d / s.max(f64::MIN_POSITIVE)
 }
 
-/// The largest [`rel_diff`] over a run's iterates.
-fn max_rel_diff(a: &[Vec<f64>], b: &[Vec<f64>]) -> f64 {
-    if a.len() != b.len() {
-        return f64::INFINITY;
+/// `|a − b| / |b|`, 0 when both are NaN (no Levenberg–Marquardt ratio in either).
+fn rel_diff_scalar(a: f64, b: f64) -> f64 {
+    if a.is_nan() && b.is_nan() {
+        0.0
+    } else {
+        (a - b).abs() / b.abs().max(f64::MIN_POSITIVE)
     }
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| rel_diff(x, y))
-        .fold(0.0, f64::max)
+}
+
+/// How far a sharded run is from the single-process run, maximised over the iterations.
+struct Agreement {
+    /// [`rel_diff`] of θ.
+    theta: f64,
+    /// Relative difference of the damping λ (changes only with adaptive damping).
+    damping: f64,
+    /// Relative difference of Levenberg–Marquardt's ratio ρ.
+    rho: f64,
+    /// Whether the linear solver's method was the same at every step.
+    same_methods: bool,
+}
+
+fn agreement(a: &[Iterate], b: &[Iterate]) -> Agreement {
+    let max = |f: &dyn Fn(&Iterate, &Iterate) -> f64| {
+        if a.len() != b.len() {
+            return f64::INFINITY;
+        }
+        a.iter().zip(b).map(|(x, y)| f(x, y)).fold(0.0, f64::max)
+    };
+    Agreement {
+        theta: max(&|x, y| rel_diff(&x.theta, &y.theta)),
+        damping: max(&|x, y| rel_diff_scalar(x.damping, y.damping)),
+        rho: max(&|x, y| rel_diff_scalar(x.rho, y.rho)),
+        same_methods: a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.method == y.method),
+    }
 }
 
 struct Report {
@@ -146,26 +194,62 @@ impl Report {
 }
 
 /// The runs compared. Rounding differs between rank counts (partial sums), so the
-/// comparison needs a problem whose iterates depend smoothly and mildly on rounding: CG
-/// runs a fixed number of iterations (`2p`, far past convergence, so no stopping test can
-/// flip between runs) and the damping keeps `κ(G + λI)` moderate.
+/// comparison needs a problem whose iterates depend smoothly and mildly on rounding: every
+/// direction is solved to convergence (CG runs `2p` iterations, far past convergence, so
+/// no stopping test can flip between runs; or Cholesky), and the damping keeps
+/// `κ(G + λI)` moderate. Auto runs with its own settings: it tries CG within its budget,
+/// then goes direct (the method of every step is compared too).
 fn solvers() -> Vec<(&'static str, NaturalGradient)> {
-    let cg = LinearSolver::Cg(CgSettings {
+    let with = |solver: LinearSolver| {
+        NaturalGradient::new()
+            .with_step_size(0.5)
+            .and_then(|s| s.with_damping(1e-3))
+            .and_then(|s| s.with_linear_solver(solver))
+            .expect("valid settings")
+    };
+    let heavy_ball = |s: NaturalGradient| {
+        s.with_momentum(Momentum::HeavyBall { beta: 0.5 })
+            .expect("valid settings")
+    };
+    // Full steps (α = 1) and adaptive damping from λ = 1e-3: LM both raises and lowers λ.
+    let lm = |s: NaturalGradient| {
+        s.with_step_size(1.0)
+            .and_then(|s| s.with_adaptive_damping(1e-6, 1e2))
+            .expect("valid settings")
+    };
+    let jacobi = LinearSolver::Cg(CgSettings {
         rel_tol: 0.0,
         max_iters: 2 * P,
         accept_truncated: true,
+        preconditioner: Preconditioner::Jacobi,
         ..CgSettings::default()
     });
-    let plain = NaturalGradient::new()
-        .with_step_size(0.5)
-        .and_then(|s| s.with_damping(1e-3))
-        .and_then(|s| s.with_linear_solver(cg))
-        .expect("valid settings");
-    let heavy_ball = plain
-        .clone()
-        .with_momentum(Momentum::HeavyBall { beta: 0.5 })
-        .expect("valid settings");
-    vec![("plain", plain), ("heavy_ball", heavy_ball)]
+    // Nyström of rank 6, solved to 1e-13 (at most 2p iterations). A CG truncated far from
+    // convergence (say 8 iterations at λ = 1e-3) amplifies rounding by about κ(G + λI) and
+    // agrees only to ~1e-3 between any two summation orders, sharded or not; solved to
+    // convergence, the direction does not depend on the path.
+    let nystrom = LinearSolver::Cg(CgSettings {
+        rel_tol: 1e-13,
+        max_iters: 2 * P,
+        accept_truncated: true,
+        preconditioner: Preconditioner::nystrom(6),
+        ..CgSettings::default()
+    });
+    let auto = LinearSolver::Auto(AutoSettings::default());
+    vec![
+        ("plain", with(jacobi.clone())),
+        ("heavy_ball", heavy_ball(with(jacobi.clone()))),
+        ("cholesky", with(LinearSolver::Cholesky)),
+        (
+            "cholesky_heavy_ball",
+            heavy_ball(with(LinearSolver::Cholesky)),
+        ),
+        ("auto", with(auto.clone())),
+        ("auto_heavy_ball", heavy_ball(with(auto))),
+        ("nystrom", with(nystrom)),
+        ("lm_cg", lm(with(jacobi))),
+        ("lm_cholesky", lm(with(LinearSolver::Cholesky))),
+    ]
 }
 
 fn main() -> ExitCode {
@@ -192,6 +276,8 @@ fn main() -> ExitCode {
     for (name, solver) in solvers() {
         iterates_match_single_process(&shards, name, solver, &mut report);
     }
+    auto_stays_in_parameter_space_when_sharded(&shards, &mut report);
+    sample_space_solvers_are_refused(&shards, &mut report);
     coupling_metric_is_rejected(&shards, &mut report);
     // Every rank must agree on the outcome: sum the failures over ranks.
     let total = shards.sum_scalar(report.failures as f64);
@@ -224,26 +310,27 @@ fn blocks_cover_samples_in_rank_order(report: &mut Report) {
     );
 }
 
-fn full_problem() -> Problem<impl Model, SquaredError, WeightedL2> {
-    let x = xs(0..M);
-    let w = WeightedL2::uniform(M);
+fn full_problem(m: usize) -> Problem<impl Model, SquaredError, WeightedL2> {
+    let x = xs(0..m, m);
+    let w = WeightedL2::uniform(m);
     let loss = SquaredError::new(target(&x), w.clone()).expect("valid loss");
     Problem::new(network(x), loss, w).expect("valid problem")
 }
 
 fn local_parts(
     shards: &Shards,
+    m: usize,
 ) -> natgrad::Result<natgrad::distributed::ShardedProblem<impl Model, SquaredError, WeightedL2>> {
-    let range = shards.block(M);
-    let x = xs(range.clone());
-    let w = WeightedL2::new(vec![1.0 / M as f64; range.len()])?;
+    let range = shards.block(m);
+    let x = xs(range.clone(), m);
+    let w = WeightedL2::new(vec![1.0 / m as f64; range.len()])?;
     let loss = SquaredError::new(target(&x), w.clone())?;
     sharded_problem(shards, network(x), loss, w)
 }
 
 fn sums_and_products_match_full_problem(shards: &Shards, report: &mut Report) {
-    let full = full_problem();
-    let sharded = match local_parts(shards) {
+    let full = full_problem(M);
+    let sharded = match local_parts(shards, M) {
         Ok(p) => p,
         Err(e) => return report.check("sharded_problem_builds", false, e.to_string()),
     };
@@ -276,6 +363,14 @@ fn sums_and_products_match_full_problem(shards: &Shards, report: &mut Report) {
         dv <= TOL,
         format!("rel diff {dv:.2e}"),
     );
+    // ‖s‖²_M (the curvature term of Levenberg–Marquardt's predicted decrease)
+    let (nf, ns) = (lf.metric_norm_sq(&s), ls.metric_norm_sq(&s[range.clone()]));
+    let dn = (ns - nf).abs() / nf;
+    report.check(
+        "metric_norm_is_sum_over_ranks",
+        dn <= TOL,
+        format!("rel diff {dn:.2e}"),
+    );
     // block vjp with two columns
     let sm = Mat::from_fn(range.len(), 2, |i, j| s[range.start + i] * (j as f64 + 1.0));
     let mut out = Mat::<f64>::zeros(P, 2);
@@ -296,40 +391,197 @@ fn sums_and_products_match_full_problem(shards: &Shards, report: &mut Report) {
     );
 }
 
+/// Levenberg–Marquardt's ratio ρ = actual / predicted decrease: the actual decrease is a
+/// difference of two losses, so rounding in the losses (`~1e-16·ℓ`) reaches ρ amplified by
+/// `ℓ / decrease`; ρ is compared to this looser tolerance (θ and λ to [`TOL`]).
+const RHO_TOL: f64 = 1e-9;
+
 fn iterates_match_single_process(
     shards: &Shards,
     name: &str,
     solver: NaturalGradient,
     report: &mut Report,
 ) {
-    let reference = run(full_problem(), solver.clone());
-    let sharded = local_parts(shards)
+    let reference = run(full_problem(M), solver.clone());
+    let sharded = local_parts(shards, M)
+        .map_err(ArgminError::from)
+        .and_then(|p| run(p, solver));
+    let (reference, sharded) = match (reference, sharded) {
+        (Ok(r), Ok(s)) => (r, s),
+        (r, s) => {
+            let why = format!("{:?} / {:?}", r.err(), s.err());
+            return report.check(name, false, format!("a run failed: {why}"));
+        }
+    };
+    let a = agreement(&sharded, &reference);
+    if std::env::var_os("MPI_SHARDED_VERBOSE").is_some() && shards.is_root() {
+        for (k, (s, r)) in sharded.iter().zip(&reference).enumerate() {
+            println!(
+                "  step {k}: rel diff {:.2e}, {} λ = {:.3e} ρ = {:.4}",
+                rel_diff(&s.theta, &r.theta),
+                r.method,
+                r.damping,
+                r.rho
+            );
+        }
+    }
+    let mut methods: Vec<&str> = reference.iter().map(|i| i.method.as_str()).collect();
+    methods.dedup();
+    let lm = reference.iter().any(|i| !i.rho.is_nan());
+    let (lo, hi) = reference
+        .iter()
+        .fold((f64::INFINITY, 0.0_f64), |(lo, hi), i| {
+            (lo.min(i.damping), hi.max(i.damping))
+        });
+    let lm_note = if lm {
+        let rejected = reference
+            .windows(2)
+            .filter(|w| w[0].theta == w[1].theta)
+            .count();
+        format!(
+            ", λ max rel diff {:.2e}, ρ max rel diff {:.2e} (λ in [{lo:.1e}, {hi:.1e}], \
+             {rejected} rejected)",
+            a.damping, a.rho
+        )
+    } else {
+        String::new()
+    };
+    report.check(
+        &format!("{name}_iterates_match_single_process"),
+        sharded.len() == STEPS as usize
+            && a.theta <= TOL
+            && a.damping <= TOL
+            && a.rho <= RHO_TOL
+            && a.same_methods
+            // with adaptive damping, the run must exercise it: λ changes
+            && (!lm || lo < hi),
+        format!(
+            "{} steps on {} rank(s), max rel diff {:.2e}, methods {methods:?}{}{lm_note}",
+            sharded.len(),
+            shards.size(),
+            a.theta,
+            if a.same_methods {
+                ""
+            } else {
+                " (DIFFERENT when sharded)"
+            },
+        ),
+    );
+}
+
+/// Samples of the problem with fewer outputs than parameters (`n < p`).
+const M_SMALL: usize = 9;
+
+/// With `n = 9 < p = 13`, the single-process Auto works in sample space; sharded, Auto
+/// must stay in parameter space (the sample-space unknown would be split across ranks).
+/// Both solve for the same direction (push-through, MATH.md §2), so the iterates agree up
+/// to the rounding of two different solvers.
+fn auto_stays_in_parameter_space_when_sharded(shards: &Shards, report: &mut Report) {
+    let solver = NaturalGradient::new()
+        .with_step_size(0.5)
+        .and_then(|s| s.with_damping(1e-3))
+        .and_then(|s| s.with_linear_solver(LinearSolver::Auto(AutoSettings::default())))
+        .expect("valid settings");
+    let reference = run(full_problem(M_SMALL), solver.clone());
+    let sharded = local_parts(shards, M_SMALL)
         .map_err(ArgminError::from)
         .and_then(|p| run(p, solver));
     let (Ok(reference), Ok(sharded)) = (reference, sharded) else {
-        return report.check(name, false, "a run failed".into());
+        return report.check("auto_small_n", false, "a run failed".into());
     };
-    let d = max_rel_diff(&sharded, &reference);
-    if std::env::var_os("MPI_SHARDED_VERBOSE").is_some() && shards.is_root() {
-        for (k, (a, b)) in sharded.iter().zip(&reference).enumerate() {
-            println!("  step {k}: rel diff {:.2e}", rel_diff(a, b));
-        }
-    }
+    let sample = |run: &[Iterate]| run.iter().all(|i| i.method.starts_with("auto:sample"));
+    let param = |run: &[Iterate]| run.iter().all(|i| i.method.starts_with("auto:param"));
+    let a = agreement(&sharded, &reference);
     report.check(
-        &format!("{name}_iterates_match_single_process"),
-        sharded.len() == STEPS as usize && d <= TOL,
+        "auto_stays_in_parameter_space_when_sharded",
+        sample(&reference) && param(&sharded) && sharded.len() == STEPS as usize && a.theta <= 1e-8,
         format!(
-            "{} steps on {} rank(s), max rel diff {d:.2e}",
-            sharded.len(),
-            shards.size()
+            "n = {M_SMALL} < p = {P}: single process {:?}, {} rank(s) {:?}, max rel diff {:.2e}",
+            reference.last().map(|i| &i.method),
+            shards.size(),
+            sharded.last().map(|i| &i.method),
+            a.theta
         ),
+    );
+}
+
+/// Sample-space solvers and mini-batches are refused on every rank with the same typed
+/// error, before any collective (so no rank is left waiting; the checks that follow are
+/// collective and would hang otherwise).
+fn sample_space_solvers_are_refused(shards: &Shards, report: &mut Report) {
+    let not_implemented = |r: &Result<Vec<Iterate>, ArgminError>, hint: &str| match r {
+        Err(e) => matches!(
+            e.downcast_ref::<argmin::core::ArgminError>(),
+            Some(argmin::core::ArgminError::NotImplemented { text }) if text.contains(hint)
+        ),
+        Ok(_) => false,
+    };
+    let describe = |r: &Result<Vec<Iterate>, ArgminError>| match r {
+        Err(e) => e.to_string(),
+        Ok(_) => "ran".into(),
+    };
+    for (name, solver) in [
+        ("sample_cg", LinearSolver::SampleCg(CgSettings::default())),
+        ("sample_cholesky", LinearSolver::SampleCholesky),
+    ] {
+        let ng = NaturalGradient::new()
+            .with_linear_solver(solver)
+            .expect("valid settings");
+        let r = local_parts(shards, M)
+            .map_err(ArgminError::from)
+            .and_then(|p| run(p, ng));
+        report.check(
+            &format!("{name}_is_refused_when_sharded"),
+            not_implemented(&r, "LinearSolver::Cg"),
+            describe(&r),
+        );
+    }
+    // A batch larger than some ranks' blocks (4 ranks: 9 or 10 samples) but not others'.
+    let ng = NaturalGradient::new()
+        .with_batch_size(15)
+        .expect("valid settings");
+    let r = local_parts(shards, M)
+        .map_err(ArgminError::from)
+        .and_then(|p| run(p, ng));
+    report.check(
+        "mini_batches_are_refused_when_sharded",
+        not_implemented(&r, "mini-batches"),
+        describe(&r),
+    );
+    // The linear solve itself refuses too (for callers of `solve_direction`).
+    let Ok(problem) = local_parts(shards, M) else {
+        return report.check("sample_space_solve_direction", false, "no problem".into());
+    };
+    let Ok(mut lin) = problem.linearize(&theta0()) else {
+        return report.check("sample_space_solve_direction", false, "linearize".into());
+    };
+    let r = lin.output_gradient().to_vec();
+    let mut x = vec![0.0; P];
+    let got = natgrad::linsolve::solve_direction(
+        &mut lin,
+        natgrad::linsolve::Rhs::Cotangent { r: &r, jt_r: None },
+        &mut x,
+        1e-3,
+        &LinearSolver::SampleCholesky,
+        &mut natgrad::linsolve::SolveCache::default(),
+        faer::Par::Seq,
+    );
+    report.check(
+        "sample_space_solve_direction_is_refused_when_sharded",
+        matches!(
+            &got,
+            Err(natgrad::linsolve::SolveFailure::Direct(Error::Unsupported(
+                _
+            )))
+        ),
+        format!("{:?}", got.err().map(|e| e.to_string())),
     );
 }
 
 fn coupling_metric_is_rejected(shards: &Shards, report: &mut Report) {
     let range = shards.block(M);
     let n = range.len();
-    let x = xs(range);
+    let x = xs(range, M);
     let k = DenseMetric::new(Mat::<f64>::identity(n, n)).expect("SPD");
     let loss = SquaredError::l2(target(&x)).expect("valid loss");
     let dense = sharded_problem(shards, network(x.clone()), loss, k);
