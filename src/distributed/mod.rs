@@ -28,9 +28,16 @@
 //! * every rank starts from the same θ₀ (checked at each forward pass);
 //! * MPI is initialised with at least `Threading::Serialized`.
 //!
-//! Not supported on a sharded problem: mini-batches, and the linear solvers that work in
-//! sample space or on a dense Gram matrix (see `docs/distributed.md`). Run the argmin
-//! observers on rank 0 only.
+//! The sharded model tells the solvers through [`Model::is_sharded`],
+//! [`Model::n_outputs_global`] and [`Model::sum_over_shards`], so that the sums over
+//! samples they form themselves are completed over ranks too: the dense Gram matrix of
+//! [`crate::LinearSolver::Cholesky`] (`p²` values), the curvature `‖Jδ‖²_M` of adaptive
+//! (Levenberg–Marquardt) damping (one value); [`crate::LinearSolver::Auto`] decides from
+//! the global `n` and stays in parameter space. Refused with [`Error::Unsupported`] (on
+//! every rank, before any communication): the sample-space solvers
+//! ([`crate::LinearSolver::SampleCg`], [`crate::LinearSolver::SampleCholesky`]), whose
+//! unknown lives on the samples, and mini-batches. See `docs/distributed.md`. Run the
+//! argmin observers on rank 0 only.
 //!
 //! ```no_run
 //! use argmin::core::{Executor, State};
