@@ -28,7 +28,9 @@ fn random_mlp(seed: u64, depth: usize, act: Activation, out_act: Activation) -> 
     Mlp::new(&widths, &acts, &x).unwrap()
 }
 
-/// Every activation on the hidden layers and on the output layer, depths 1 to 4.
+/// Every activation on the hidden layers and on the output layer, depths 1 to 4; each
+/// network twice, with products by layers (dense limit 0) and by its dense Jacobian (the
+/// default for networks this small).
 fn cases() -> Vec<(u64, Mlp)> {
     let mut out = Vec::new();
     let mut seed = 100;
@@ -36,7 +38,9 @@ fn cases() -> Vec<(u64, Mlp)> {
         for (i, &act) in Activation::ALL.iter().enumerate() {
             let out_act = Activation::ALL[(i + depth) % Activation::ALL.len()];
             seed += 1;
-            out.push((seed, random_mlp(seed, depth, act, out_act)));
+            let model = random_mlp(seed, depth, act, out_act);
+            out.push((seed, model.clone().with_dense_limit(0)));
+            out.push((seed, model));
         }
     }
     out
@@ -128,7 +132,13 @@ fn jvp_and_vjp_are_adjoint() {
 
 #[test]
 fn block_products_match_single_products() {
-    let model = random_mlp(7, 3, Activation::Tanh, Activation::Sigmoid);
+    let small = random_mlp(7, 3, Activation::Tanh, Activation::Sigmoid);
+    for model in [small.clone().with_dense_limit(0), small] {
+        block_products_match_for(model);
+    }
+}
+
+fn block_products_match_for(model: Mlp) {
     let theta = theta_for(&model, 7);
     let mut lin = model.linearize(&theta).unwrap();
     let (n, p) = (model.n_outputs(), model.n_params());
@@ -169,13 +179,14 @@ fn l2_problem(model: Mlp) -> Problem<Mlp, SquaredError, WeightedL2> {
 
 #[test]
 fn gram_operator_and_diagonal_match_dense_twin() {
-    for depth in [1, 2, 4] {
+    for (depth, limit) in [1, 2, 4].into_iter().flat_map(|d| [(d, 0), (d, 1 << 16)]) {
         let model = random_mlp(
             40 + depth as u64,
             depth,
             Activation::Softplus,
             Activation::Tanh,
-        );
+        )
+        .with_dense_limit(limit);
         let theta = theta_for(&model, 41);
         let jac = jacobian_complex_step(&model, &theta);
         let problem = l2_problem(model);

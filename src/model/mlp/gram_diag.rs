@@ -7,7 +7,7 @@
 //! `diag_l = Σ_j (w_{·j} ⊙ δ^{(j)}_l ²) ([a_l; 1]²)ᵀ`: one backward pass and one GEMM per
 //! layer for each output component.
 
-use super::linearization::{layer_input, view, view_mut, MlpLinearization};
+use super::linearization::{back_through, layer_input, view, view_mut, MlpLinearization};
 use super::pointwise::{gemm, mul_by};
 use crate::model::Model;
 use faer::Accum;
@@ -52,18 +52,7 @@ pub(super) fn gram_diagonal(lin: &mut MlpLinearization<'_>, w: &[f64], out: &mut
             let sq = view(&sq_in, n_in + 1, m);
             gemm(g, Accum::Add, view(&e, n_out, m), sq.transpose(), par);
             if l > 0 {
-                let wl = model.layer(theta, l).subcols(0, n_in);
-                let zbar = view(x, n_out, m);
-                gemm(
-                    view_mut(y, n_in, m),
-                    Accum::Replace,
-                    wl.transpose(),
-                    zbar,
-                    par,
-                );
-                if !model.activations[l - 1].is_identity() {
-                    mul_by(&mut y[..n_in * m], &derivs[l - 1], par);
-                }
+                back_through(model, theta, derivs, l, view(x, n_out, m), y);
                 std::mem::swap(&mut x, &mut y);
             }
         }

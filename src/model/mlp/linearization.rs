@@ -7,35 +7,45 @@
 //! * vjp: `z̄_L = σ'_{L-1} ⊙ s`, then `Θ̄_l = z̄_{l+1} [a_l; 1]ᵀ` (weight and bias gradient in
 //!   one GEMM, inner dimension `m`) and `z̄_l = σ'_{l-1} ⊙ (W_lᵀ z̄_{l+1})`.
 //!
-//! Block products run `k` tangents side by side: the `W_l` GEMMs are `k·m` wide.
+//! The jvp keeps `ȧ_l` in the rows below `[a_l; 1]`, so that its two terms are one GEMM
+//! `[Ẇ_l | ḃ_l | W_l] · [a_l; 1; ȧ_l]` (inner dimension `2 n_l + 1`), and applies `σ'`
+//! in the same pass that writes `ȧ_{l+1}` there. Block products run column by column:
+//! every GEMM is already `m` wide.
 
-use super::pointwise::{activate, gemm, mul_by};
+use super::pointwise::{activate, gemm, mul_by, mul_into};
 use super::Mlp;
-use crate::model::Linearization;
-use crate::model::Model;
+use crate::model::{col_slice_mut, Linearization, Model};
+use faer::linalg::matmul::matmul;
 use faer::prelude::ReborrowMut;
-use faer::{Accum, MatMut, MatRef};
+use faer::{Accum, ColMut, ColRef, Mat, MatMut, MatRef, Par};
 
-/// A product on a few columns at once (`jvp_cols` or `vjp_cols`).
-type ColumnsProduct<'a> = fn(&mut MlpLinearization<'a>, &[&[f64]], &mut [&mut [f64]]);
+/// A single-vector product (`jvp` or `vjp`), applied column by column to a block.
+type ColumnProduct<'a> = fn(&mut MlpLinearization<'a>, &[f64], &mut [f64]);
 
-/// Floats per scratch block that a block product may use (chunks of tangents beyond).
-const BLOCK_FLOATS: usize = 1 << 22;
-
-/// [`Mlp`] linearised at θ: activations `a_l` (with their row of ones), `σ'(z_l)`, the
-/// outputs, and two scratch blocks. Products allocate nothing.
+/// [`Mlp`] linearised at θ: activations `a_l` (with their row of ones and room for the
+/// tangent `ȧ_l`), `σ'(z_l)`, the outputs, and scratch blocks. Products allocate nothing.
+///
+/// When `n·p` is at most the model's dense limit ([`Mlp::with_dense_limit`]) the
+/// linearisation also forms `J` (`n × p`, from `q` backward passes) and answers products
+/// as one faer matrix–vector product each: for tiny networks this beats the per-layer
+/// GEMMs, whose fixed cost dominates there. The memory is bounded by the limit.
 #[derive(Debug)]
 pub struct MlpLinearization<'a> {
     model: &'a Mlp,
     theta: Vec<f64>,
-    /// Hidden activations `a_1 … a_{L-1}`, each `(n_l + 1) × m` column-major.
+    /// Hidden layers `l = 1 … L-1`, each `(2 n_l + 1) × m` column-major with rows
+    /// `[a_l; 1; ȧ_l]`: the cached activation, its row of ones, and the jvp tangent (so a
+    /// jvp layer is the single GEMM `[Ẇ_l | ḃ_l | W_l] · [a_l; 1; ȧ_l]`).
     acts: Vec<Vec<f64>>,
     /// `σ'_l(z_{l+1})` for `l = 0 … L-1`, each `n_{l+1} × m` (empty for the identity).
     derivs: Vec<Vec<f64>>,
     outputs: Vec<f64>,
+    /// Two `max n_l × m` blocks (`z` of a jvp layer, `z̄` of a vjp layer).
     bufs: [Vec<f64>; 2],
-    /// Largest layer width `n_1 … n_L`.
-    nmax: usize,
+    /// `[Ẇ_l | ḃ_l | W_l]` of the widest layer, `n_{l+1} × (2 n_l + 1)`.
+    lhs: Vec<f64>,
+    /// `J` (`n × p`, column-major) when `n·p` is within the dense limit.
+    dense: Option<Vec<f64>>,
 }
 
 pub(super) fn view(v: &[f64], rows: usize, cols: usize) -> MatRef<'_, f64> {
@@ -46,12 +56,38 @@ pub(super) fn view_mut(v: &mut [f64], rows: usize, cols: usize) -> MatMut<'_, f6
     MatMut::from_column_major_slice_mut(&mut v[..rows * cols], rows, cols)
 }
 
-/// The input of layer `l`: `[a_l; 1]`, `(n_l + 1) × m`.
+/// The input of layer `l`: `[a_l; 1]`, `(n_l + 1) × m` (column stride `2 n_l + 1` for
+/// the hidden layers).
 pub(super) fn layer_input<'s>(model: &'s Mlp, acts: &'s [Vec<f64>], l: usize) -> MatRef<'s, f64> {
     if l == 0 {
         model.inputs.as_ref()
     } else {
-        view(&acts[l - 1], model.widths[l] + 1, model.n_samples())
+        let (n, m) = (model.widths[l], model.n_samples());
+        MatRef::from_column_major_slice_with_stride(&acts[l - 1], n + 1, m, 2 * n + 1)
+    }
+}
+
+/// One step of back-propagation below layer `l ≥ 1`: `y ← σ'_{l-1} ⊙ (W_lᵀ z̄_{l+1})`,
+/// the `n_l × m` cotangent `z̄_l` (the derivative multiply skipped for the identity).
+pub(super) fn back_through(
+    model: &Mlp,
+    theta: &[f64],
+    derivs: &[Vec<f64>],
+    l: usize,
+    zbar: MatRef<'_, f64>,
+    y: &mut [f64],
+) {
+    let (n_in, m, par) = (model.widths[l], model.n_samples(), model.par);
+    let wl = model.layer(theta, l).subcols(0, n_in);
+    gemm(
+        view_mut(y, n_in, m),
+        Accum::Replace,
+        wl.transpose(),
+        zbar,
+        par,
+    );
+    if !model.activations[l - 1].is_identity() {
+        mul_by(&mut y[..n_in * m], &derivs[l - 1], par);
     }
 }
 
@@ -61,10 +97,10 @@ impl<'a> MlpLinearization<'a> {
         let (m, w, nl) = (model.n_samples(), &model.widths, model.n_layers());
         let mut acts: Vec<Vec<f64>> = (1..nl)
             .map(|l| {
-                let mut a = vec![0.0; (w[l] + 1) * m];
+                let mut a = vec![0.0; (2 * w[l] + 1) * m];
                 a.iter_mut()
                     .skip(w[l])
-                    .step_by(w[l] + 1)
+                    .step_by(2 * w[l] + 1)
                     .for_each(|x| *x = 1.0);
                 a
             })
@@ -80,149 +116,158 @@ impl<'a> MlpLinearization<'a> {
             let n_out = w[l + 1];
             let (done, rest) = acts.split_at_mut(l);
             let (target, ld) = match rest.first_mut() {
-                Some(a) => (a.as_mut_slice(), n_out + 1),
+                Some(a) => (a.as_mut_slice(), 2 * n_out + 1),
                 None => (outputs.as_mut_slice(), n_out),
             };
             let z = MatMut::from_column_major_slice_with_stride_mut(target, n_out, m, ld);
             let input = layer_input(model, done, l);
             gemm(z, Accum::Replace, model.layer(theta, l), input, model.par);
-            activate(
-                model.activations[l],
-                target,
-                ld,
-                n_out,
-                &mut derivs[l],
-                model.par,
-            );
+            let act = model.activations[l];
+            activate(act, target, ld, n_out, Some(&mut derivs[l]), model.par);
         }
         let nmax = w[1..].iter().copied().max().unwrap_or(1);
-        Self {
+        let lhs_len = (1..nl).map(|l| w[l + 1] * (2 * w[l] + 1)).max();
+        let mut lin = Self {
             model,
             theta: theta.to_vec(),
             acts,
             derivs,
             outputs,
             bufs: [vec![0.0; nmax * m], vec![0.0; nmax * m]],
-            nmax,
+            lhs: vec![0.0; lhs_len.unwrap_or(0)],
+            dense: None,
+        };
+        let np = model.n_outputs() * model.n_params();
+        if np <= model.dense_limit {
+            let mut jac = vec![0.0; np];
+            super::jacobian::dense_jacobian(&mut lin, &mut jac);
+            lin.dense = Some(jac);
         }
+        lin
     }
 
-    /// Tangents a scratch block holds at once.
-    fn block_width(&self) -> usize {
-        (BLOCK_FLOATS / (self.nmax * self.model.n_samples())).max(1)
-    }
-
-    fn reserve(&mut self, k: usize) {
-        let need = self.nmax * self.model.n_samples() * k;
-        for b in &mut self.bufs {
-            if b.len() < need {
-                b.resize(need, 0.0);
-            }
-        }
-    }
-
-    /// `outs[j] = J ts[j]` for a few tangents at once.
-    fn jvp_cols(&mut self, ts: &[&[f64]], outs: &mut [&mut [f64]]) {
-        let k = ts.len();
-        self.reserve(k);
-        let (model, theta, acts, derivs, bufs) = self.parts();
-        let (m, par) = (model.n_samples(), model.par);
-        let [x, y] = bufs;
-        let (mut x, mut y) = (x, y);
-        for (l, dl) in derivs.iter().enumerate() {
+    /// `out = J t` by layers: per layer one GEMM and one fused derivative multiply.
+    fn jvp_layers(&mut self, t: &[f64], out: &mut [f64]) {
+        let model = self.model;
+        let (m, par, nl) = (model.n_samples(), model.par, model.n_layers());
+        let z = &mut self.bufs[0];
+        for l in 0..nl {
             let (n_in, n_out) = (model.widths[l], model.widths[l + 1]);
-            let input = layer_input(model, acts, l);
-            let mut z = view_mut(y, n_out, m * k);
-            for (j, t) in ts.iter().enumerate() {
-                let tl = model.layer(t, l);
+            let last = l + 1 == nl;
+            let target: &mut [f64] = if last { out } else { z };
+            let zl = view_mut(target, n_out, m);
+            if l == 0 {
                 gemm(
-                    z.rb_mut().subcols_mut(j * m, m),
+                    zl,
                     Accum::Replace,
-                    tl,
-                    input,
+                    model.layer(t, 0),
+                    model.inputs.as_ref(),
                     par,
                 );
+            } else {
+                // [Ẇ_l | ḃ_l | W_l] · [a_l; 1; ȧ_l]: tangent and weight term in one GEMM.
+                let k = 2 * n_in + 1;
+                let lhs = &mut self.lhs[..n_out * k];
+                let split = n_out * (n_in + 1);
+                lhs[..split].copy_from_slice(&t[model.layer_range(l)]);
+                lhs[split..].copy_from_slice(&self.theta[model.layer_range(l)][..n_out * n_in]);
+                let rhs = view(&self.acts[l - 1], k, m);
+                gemm(zl, Accum::Replace, view(lhs, n_out, k), rhs, par);
             }
-            if l > 0 {
-                let wl = model.layer(theta, l).subcols(0, n_in);
-                gemm(z, Accum::Add, wl, view(x, n_in, m * k), par);
+            let d = &self.derivs[l];
+            let d = (!model.activations[l].is_identity()).then_some(d.as_slice());
+            if last {
+                if let Some(d) = d {
+                    mul_by(&mut out[..n_out * m], d, par);
+                }
+            } else {
+                // ȧ_{l+1} = σ' ⊙ ż_{l+1}, straight into the rows the next GEMM reads.
+                let dst = &mut self.acts[l][n_out + 1..];
+                mul_into(dst, 2 * n_out + 1, &z[..n_out * m], d, n_out, par);
             }
-            if !model.activations[l].is_identity() {
-                mul_by(&mut y[..n_out * m * k], dl, par);
-            }
-            std::mem::swap(&mut x, &mut y);
-        }
-        let n = model.n_outputs();
-        for (j, out) in outs.iter_mut().enumerate() {
-            out.copy_from_slice(&x[j * n..(j + 1) * n]);
         }
     }
 
-    /// `outs[j] = Jᵀ ss[j]` for a few cotangents at once.
-    fn vjp_cols(&mut self, ss: &[&[f64]], outs: &mut [&mut [f64]]) {
-        let k = ss.len();
-        self.reserve(k);
-        let (model, theta, acts, derivs, bufs) = self.parts();
-        let (m, n, par, nl) = (
-            model.n_samples(),
-            model.n_outputs(),
-            model.par,
-            model.n_layers(),
-        );
-        let [x, y] = bufs;
+    /// `out = Jᵀ s` by layers: per layer the gradient GEMM `z̄ [a; 1]ᵀ`, and below the top
+    /// the GEMM `Wᵀ z̄` and the derivative multiply.
+    fn vjp_layers(&mut self, s: &[f64], out: &mut [f64]) {
+        let model = self.model;
+        let (m, par, nl) = (model.n_samples(), model.par, model.n_layers());
+        let [x, y] = &mut self.bufs;
         let (mut x, mut y) = (x, y);
-        for (j, s) in ss.iter().enumerate() {
-            x[j * n..(j + 1) * n].copy_from_slice(s);
-        }
-        if !model.activations[nl - 1].is_identity() {
-            mul_by(&mut x[..n * k], &derivs[nl - 1], par);
+        let q = model.widths[nl];
+        // z̄_L = σ' ⊙ s, or s itself for the identity (no copy).
+        let mut in_s = model.activations[nl - 1].is_identity();
+        if !in_s {
+            mul_into(x, q, s, Some(&self.derivs[nl - 1]), q, par);
         }
         for l in (0..nl).rev() {
             let (n_in, n_out) = (model.widths[l], model.widths[l + 1]);
-            let input = layer_input(model, acts, l);
-            let zbar = view(x, n_out, m * k);
-            for (j, out) in outs.iter_mut().enumerate() {
-                let g = view_mut(&mut out[model.layer_range(l)], n_out, n_in + 1);
-                let zj = zbar.subcols(j * m, m);
-                gemm(g, Accum::Replace, zj, input.transpose(), par);
-            }
+            let input = layer_input(model, &self.acts, l);
+            let zbar = if in_s {
+                view(s, n_out, m)
+            } else {
+                view(x, n_out, m)
+            };
+            let g = view_mut(&mut out[model.layer_range(l)], n_out, n_in + 1);
+            gemm(g, Accum::Replace, zbar, input.transpose(), par);
             if l > 0 {
-                let wl = model.layer(theta, l).subcols(0, n_in);
-                let abar = view_mut(y, n_in, m * k);
-                gemm(abar, Accum::Replace, wl.transpose(), zbar, par);
-                if !model.activations[l - 1].is_identity() {
-                    mul_by(&mut y[..n_in * m * k], &derivs[l - 1], par);
-                }
+                back_through(model, &self.theta, &self.derivs, l, zbar, y);
                 std::mem::swap(&mut x, &mut y);
+                in_s = false;
             }
         }
     }
 
-    /// Runs `f` on chunks of the columns of `t` (copied into slices, once per block call)
-    /// and of `out` (which must be column-major).
-    fn by_columns(&mut self, t: MatRef<'_, f64>, mut out: MatMut<'_, f64>, f: ColumnsProduct<'a>) {
-        let kc = self.block_width();
-        let mut j0 = 0;
-        while j0 < t.ncols() {
-            let j1 = (j0 + kc).min(t.ncols());
-            let owned: Vec<Vec<f64>> = (j0..j1)
-                .map(|j| t.col(j).iter().copied().collect())
-                .collect();
-            let ins: Vec<&[f64]> = owned.iter().map(|v| v.as_slice()).collect();
-            let mut outs: Vec<&mut [f64]> = out
-                .rb_mut()
-                .subcols_mut(j0, j1 - j0)
-                .col_iter_mut()
-                .map(|c| {
-                    c.try_as_col_major_mut()
-                        .expect("natgrad: column-major output block required")
-                        .as_slice_mut()
-                })
-                .collect();
-            f(self, &ins, &mut outs);
-            j0 = j1;
+    /// Applies `f` to each column of `t` into the same column of `out` (which must be
+    /// column-major); a strided input column is copied first.
+    fn by_columns(&mut self, t: MatRef<'_, f64>, mut out: MatMut<'_, f64>, f: ColumnProduct<'a>) {
+        let mut tmp = Vec::new();
+        for j in 0..t.ncols() {
+            let col = t.col(j);
+            let tj: &[f64] = match col.try_as_col_major() {
+                Some(c) => c.as_slice(),
+                None => {
+                    tmp.clear();
+                    tmp.extend(col.iter().copied());
+                    &tmp
+                }
+            };
+            f(self, tj, col_slice_mut(out.rb_mut(), j));
         }
     }
+
+    /// `J` as a matrix, when held.
+    fn dense(&self) -> Option<MatRef<'_, f64>> {
+        let (n, p) = (self.outputs.len(), self.theta.len());
+        self.dense.as_deref().map(|j| view(j, n, p))
+    }
+
+    fn jvp_one(&mut self, t: &[f64], out: &mut [f64]) {
+        match self.dense() {
+            Some(j) => dense_product(j, t, out),
+            None => self.jvp_layers(t, out),
+        }
+    }
+
+    fn vjp_one(&mut self, s: &[f64], out: &mut [f64]) {
+        match self.dense() {
+            Some(j) => dense_product(j.transpose(), s, out),
+            None => self.vjp_layers(s, out),
+        }
+    }
+}
+
+/// `out = a v` for the dense path (sequential: the dense path is only taken when tiny).
+fn dense_product(a: MatRef<'_, f64>, v: &[f64], out: &mut [f64]) {
+    matmul(
+        ColMut::from_slice_mut(out).as_mat_mut(),
+        Accum::Replace,
+        a,
+        ColRef::from_slice(v).as_mat(),
+        1.0,
+        Par::Seq,
+    );
 }
 
 impl Linearization for MlpLinearization<'_> {
@@ -236,7 +281,7 @@ impl Linearization for MlpLinearization<'_> {
 
     fn jvp(&mut self, t: &[f64], out: &mut [f64]) {
         assert_eq!(t.len(), self.theta.len(), "natgrad: Mlp jvp tangent length");
-        self.jvp_cols(&[t], &mut [out]);
+        self.jvp_one(t, out);
     }
 
     fn vjp(&mut self, s: &[f64], out: &mut [f64]) {
@@ -245,15 +290,21 @@ impl Linearization for MlpLinearization<'_> {
             self.outputs.len(),
             "natgrad: Mlp vjp cotangent length"
         );
-        self.vjp_cols(&[s], &mut [out]);
+        self.vjp_one(s, out);
     }
 
     fn jvp_block(&mut self, t: MatRef<'_, f64>, out: MatMut<'_, f64>) {
-        self.by_columns(t, out, Self::jvp_cols);
+        match self.dense() {
+            Some(j) => matmul(out, Accum::Replace, j, t, 1.0, Par::Seq),
+            None => self.by_columns(t, out, Self::jvp_layers),
+        }
     }
 
     fn vjp_block(&mut self, s: MatRef<'_, f64>, out: MatMut<'_, f64>) {
-        self.by_columns(s, out, Self::vjp_cols);
+        match self.dense() {
+            Some(j) => matmul(out, Accum::Replace, j.transpose(), s, 1.0, Par::Seq),
+            None => self.by_columns(s, out, Self::vjp_layers),
+        }
     }
 
     /// Supported for any output width `q` and diagonal metric `w`: one backward pass per
@@ -265,10 +316,16 @@ impl Linearization for MlpLinearization<'_> {
         true
     }
 
-    /// From `q` backward passes, `O(q·m·p)` (see `mlp/jacobian.rs`).
-    fn dense_jacobian(&mut self) -> Option<faer::Mat<f64>> {
-        self.reserve(1);
-        Some(super::jacobian::dense_jacobian(self))
+    /// From `q` backward passes, `O(q·m·p)` (see `mlp/jacobian.rs`); a copy when the
+    /// linearisation already holds `J`.
+    fn dense_jacobian(&mut self) -> Option<Mat<f64>> {
+        if let Some(j) = self.dense() {
+            return Some(j.to_owned());
+        }
+        let (n, p) = (self.outputs.len(), self.theta.len());
+        let mut jac = vec![0.0; n * p];
+        super::jacobian::dense_jacobian(self, &mut jac);
+        Some(view(&jac, n, p).to_owned())
     }
 }
 

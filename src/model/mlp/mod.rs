@@ -31,8 +31,11 @@
 //!
 //! # Memory
 //!
-//! A linearisation holds `a_l` and `σ'(z_l)` for every layer (`≈ 2·m·Σ n_l` floats), a copy
-//! of θ, and two `m · max n_l` scratch blocks — never an `n × p` Jacobian.
+//! A linearisation holds `a_l`, room for the tangent `ȧ_l` and `σ'(z_l)` for every layer
+//! (`≈ 3·m·Σ n_l` floats), a copy of θ, two `m · max n_l` scratch blocks and one
+//! `max n_{l+1}(2 n_l + 1)` block for the jvp's left factor — never an `n × p` Jacobian,
+//! except below the small dense limit of [`Mlp::with_dense_limit`] (`n·p ≤ 2¹⁶` floats by
+//! default), where forming `J` is cheaper than the per-layer products.
 
 mod gram_diag;
 mod jacobian;
@@ -44,7 +47,7 @@ pub use linearization::MlpLinearization;
 use super::activation::{Activation, Scalar};
 use super::Model;
 use crate::error::{check_finite, check_len, Error, Result};
-use faer::{Mat, MatRef, Par};
+use faer::{Accum, Mat, MatMut, MatRef, Par};
 use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
 use rand_xoshiro::Xoshiro256PlusPlus;
@@ -60,7 +63,12 @@ pub struct Mlp {
     /// Offset of layer `l`'s parameter block in θ (length `L + 1`, last = `p`).
     offsets: Vec<usize>,
     par: Par,
+    /// Largest `n·p` for which a linearisation forms `J` and uses it for products.
+    dense_limit: usize,
 }
+
+/// Default of [`Mlp::with_dense_limit`]: `2¹⁶` floats (512 KiB).
+pub const DENSE_LIMIT: usize = 1 << 16;
 
 impl Mlp {
     /// A network with the given widths `[d, n_1, …, q]`, one activation per layer
@@ -104,6 +112,7 @@ impl Mlp {
             inputs,
             offsets,
             par: Par::rayon(0),
+            dense_limit: DENSE_LIMIT,
         })
     }
 
@@ -122,6 +131,17 @@ impl Mlp {
     #[must_use]
     pub fn with_parallelism(mut self, par: Par) -> Self {
         self.par = par;
+        self
+    }
+
+    /// Form the dense Jacobian at each linearisation, and answer jvp and vjp as one
+    /// matrix–vector product each, when `n·p ≤ floats` (default [`DENSE_LIMIT`]; `0` never
+    /// does). For tiny networks (the S benchmark: `n·p = 30 500`) that is several times
+    /// cheaper than the per-layer GEMMs; the memory is bounded by `floats`, so large
+    /// networks stay matrix-free.
+    #[must_use]
+    pub fn with_dense_limit(mut self, floats: usize) -> Self {
+        self.dense_limit = floats;
         self
     }
 
@@ -214,6 +234,44 @@ impl Model for Mlp {
 
     fn n_samples(&self) -> usize {
         self.inputs.ncols()
+    }
+
+    /// A forward pass without derivatives or caches: per layer one GEMM and one pass of
+    /// σ over two ping-pong blocks (what line searches call).
+    fn forward(&self, theta: &[f64], out: &mut [f64]) -> Result<()> {
+        check_len("theta vs model parameters", self.n_params(), theta.len())?;
+        check_len(
+            "forward output buffer vs model outputs",
+            self.n_outputs(),
+            out.len(),
+        )?;
+        let (m, nl, w) = (self.n_samples(), self.n_layers(), &self.widths);
+        let hidden = w[1..nl].iter().map(|n| (n + 1) * m).max().unwrap_or(0);
+        let mut bufs = [vec![0.0; hidden], vec![0.0; hidden]];
+        for l in 0..nl {
+            let (n_in, n_out) = (w[l], w[l + 1]);
+            let [prev, next] = &mut bufs;
+            let input = match l {
+                0 => self.inputs.as_ref(),
+                _ => linearization::view(prev, n_in + 1, m),
+            };
+            let (target, ld) = match l + 1 == nl {
+                true => (&mut *out, n_out),
+                false => (&mut next[..(n_out + 1) * m], n_out + 1),
+            };
+            let z = MatMut::from_column_major_slice_with_stride_mut(target, n_out, m, ld);
+            pointwise::gemm(z, Accum::Replace, self.layer(theta, l), input, self.par);
+            pointwise::activate(self.activations[l], target, ld, n_out, None, self.par);
+            if ld > n_out {
+                target
+                    .iter_mut()
+                    .skip(n_out)
+                    .step_by(ld)
+                    .for_each(|v| *v = 1.0);
+            }
+            bufs.swap(0, 1);
+        }
+        Ok(())
     }
 
     fn linearize(&self, theta: &[f64]) -> Result<MlpLinearization<'_>> {

@@ -43,34 +43,92 @@ fn pointwise_par(len: usize, par: Par) -> Par {
 
 /// For each of the `m` columns of a `rows × m` block stored with column stride `ld` in
 /// `z`: `z ← σ(z)` and, column by column into the contiguous `rows × m` block `d`,
-/// `d ← σ'(z)`. The identity is a no-op (`d` is then empty).
+/// `d ← σ'(z)`; with `d = None` only `z ← σ(z)` (a forward pass without derivatives). The
+/// identity is a no-op (`d` is then empty).
 pub(super) fn activate(
     act: Activation,
     z: &mut [f64],
     ld: usize,
     rows: usize,
-    d: &mut [f64],
+    d: Option<&mut [f64]>,
     par: Par,
 ) {
     if act.is_identity() {
         return;
     }
-    let body = |(zc, dc): (&mut [f64], &mut [f64])| {
-        for (zcol, dcol) in zc.chunks_mut(ld).zip(dc.chunks_mut(rows)) {
-            for (z, d) in zcol[..rows].iter_mut().zip(dcol) {
-                let (a, da) = act.value_and_derivative(*z);
-                *z = a;
-                *d = da;
+    let cz = ld * CHUNK_SAMPLES;
+    let seq = pointwise_par(z.len(), par) == Par::Seq;
+    match d {
+        Some(d) => {
+            let body = |(zc, dc): (&mut [f64], &mut [f64])| {
+                for (zcol, dcol) in zc.chunks_mut(ld).zip(dc.chunks_mut(rows)) {
+                    act.value_and_derivative_slice(&mut zcol[..rows], dcol);
+                }
+            };
+            let cd = rows * CHUNK_SAMPLES;
+            match seq {
+                true => z.chunks_mut(cz).zip(d.chunks_mut(cd)).for_each(body),
+                false => z
+                    .par_chunks_mut(cz)
+                    .zip(d.par_chunks_mut(cd))
+                    .for_each(body),
+            }
+        }
+        None => {
+            let body = |zc: &mut [f64]| {
+                zc.chunks_mut(ld)
+                    .for_each(|zcol| act.value_slice(&mut zcol[..rows]))
+            };
+            match seq {
+                true => z.chunks_mut(cz).for_each(body),
+                false => z.par_chunks_mut(cz).for_each(body),
+            }
+        }
+    }
+}
+
+/// `dst ← src ⊙ d` (or `dst ← src` for `d = None`) for a `rows × m` block: `src` and `d`
+/// contiguous, `dst` with column stride `ld` (its first column at `dst[0]`). One pass, the
+/// derivative multiply of a product fused with the copy into where the next GEMM reads.
+pub(super) fn mul_into(
+    dst: &mut [f64],
+    ld: usize,
+    src: &[f64],
+    d: Option<&[f64]>,
+    rows: usize,
+    par: Par,
+) {
+    let cols = |dc: &mut [f64], sc: &[f64], wc: Option<&[f64]>| {
+        for (i, (o, s)) in dc.chunks_mut(ld).zip(sc.chunks(rows)).enumerate() {
+            let o = &mut o[..rows];
+            match wc {
+                None => o.copy_from_slice(s),
+                Some(w) => o
+                    .iter_mut()
+                    .zip(s.iter().zip(&w[i * rows..(i + 1) * rows]))
+                    .for_each(|(o, (s, w))| *o = s * w),
             }
         }
     };
-    let (cz, cd) = (ld * CHUNK_SAMPLES, rows * CHUNK_SAMPLES);
-    match pointwise_par(z.len(), par) {
-        Par::Seq => z.chunks_mut(cz).zip(d.chunks_mut(cd)).for_each(body),
-        _ => z
-            .par_chunks_mut(cz)
-            .zip(d.par_chunks_mut(cd))
-            .for_each(body),
+    let (cdst, csrc) = (ld * CHUNK_SAMPLES, rows * CHUNK_SAMPLES);
+    let seq = pointwise_par(src.len(), par) == Par::Seq;
+    match (seq, d) {
+        (true, None) => dst
+            .chunks_mut(cdst)
+            .zip(src.chunks(csrc))
+            .for_each(|(o, s)| cols(o, s, None)),
+        (true, Some(d)) => dst
+            .chunks_mut(cdst)
+            .zip(src.chunks(csrc).zip(d.chunks(csrc)))
+            .for_each(|(o, (s, w))| cols(o, s, Some(w))),
+        (false, None) => dst
+            .par_chunks_mut(cdst)
+            .zip(src.par_chunks(csrc))
+            .for_each(|(o, s)| cols(o, s, None)),
+        (false, Some(d)) => dst
+            .par_chunks_mut(cdst)
+            .zip(src.par_chunks(csrc).zip(d.par_chunks(csrc)))
+            .for_each(|(o, (s, w))| cols(o, s, Some(w))),
     }
 }
 
