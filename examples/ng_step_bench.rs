@@ -10,6 +10,9 @@
 //! cargo run --release --example ng_step_bench -- --size S|M|L|XL [--json] [--reps 5]
 //! ```
 //!
+//! `--steps-only` times the natural-gradient steps and nothing else (for a profiler, e.g.
+//! `valgrind --tool=callgrind … --size S --steps-only`).
+//!
 //! `--json` prints one line with the keys of the issue (`size, widths, m, p, cg_iters,
 //! ng_step_s, jvp_vjp_pair_s, cholesky_step_s, fwd_gflop, gemm_gflops`) followed by
 //! `cg_phase_s` (the 20-iteration solve alone, right-hand side vjp included),
@@ -86,6 +89,8 @@ struct Args {
     size: String,
     json: bool,
     reps: usize,
+    /// Only the natural-gradient steps (for profilers: `--steps-only`).
+    steps_only: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -93,12 +98,14 @@ fn parse_args() -> Result<Args, String> {
         size: "M".into(),
         json: false,
         reps: 5,
+        steps_only: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
             "--size" => args.size = it.next().ok_or("--size needs S|M|L|XL")?,
             "--json" => args.json = true,
+            "--steps-only" => args.steps_only = true,
             "--reps" => {
                 let v = it.next().ok_or("--reps needs a number")?;
                 args.reps = v.parse().map_err(|_| format!("bad --reps {v}"))?;
@@ -128,6 +135,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut cg_phase = cg_phases[1..].to_vec();
     cg_phase.sort_by(f64::total_cmp);
     let cg_phase_s = cg_phase[cg_phase.len() / 2];
+    if args.steps_only {
+        println!("ng step {ng_step_s:.6e} s, CG phase {cg_phase_s:.6e} s");
+        return Ok(());
+    }
 
     // One jvp + vjp at a fresh θ, linearisation included.
     let model = problem.model();
