@@ -37,6 +37,11 @@ pub struct MlpLinearization<'a> {
     /// `[a_l; 1; ȧ_l]`: the cached activation, its row of ones, and the jvp tangent (so a
     /// jvp layer is the single GEMM `[Ẇ_l | ḃ_l | W_l] · [a_l; 1; ȧ_l]`).
     acts: Vec<Vec<f64>>,
+    /// `[a_l; 1]ᵀ` for `l = 0 … L-1`, each `m × (n_l + 1)` column-major (sample-major):
+    /// the right factor of the vjp's weight gradient `z̄_{l+1} [a_l; 1]ᵀ`, in the layout
+    /// that GEMM (inner dimension `m`) runs fastest with — ≈ 1.4× the strided transpose of
+    /// `acts`. Empty on the dense path.
+    acts_t: Vec<Vec<f64>>,
     /// `σ'_l(z_{l+1})` for `l = 0 … L-1`, each `n_{l+1} × m` (empty for the identity).
     derivs: Vec<Vec<f64>>,
     outputs: Vec<f64>,
@@ -131,6 +136,7 @@ impl<'a> MlpLinearization<'a> {
             model,
             theta: theta.to_vec(),
             acts,
+            acts_t: Vec::new(),
             derivs,
             outputs,
             bufs: [vec![0.0; nmax * m], vec![0.0; nmax * m]],
@@ -142,6 +148,15 @@ impl<'a> MlpLinearization<'a> {
             let mut jac = vec![0.0; np];
             super::jacobian::dense_jacobian(&mut lin, &mut jac);
             lin.dense = Some(jac);
+        } else {
+            lin.acts_t = (0..nl)
+                .map(|l| {
+                    let mut t = vec![0.0; m * (w[l] + 1)];
+                    let input = layer_input(model, &lin.acts, l);
+                    view_mut(&mut t, m, w[l] + 1).copy_from(input.transpose());
+                    t
+                })
+                .collect();
         }
         lin
     }
