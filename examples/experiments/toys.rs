@@ -129,13 +129,21 @@ pub fn run(out: &Path, budget: Budget) -> Result<(Vec<Row>, Value), Box<dyn std:
         "problem,rule,iter,theta(;-separated)",
         csv,
     )?;
-    println!("\n## Toys ({iters} steps)\n");
-    println!("| problem / rule | settings | final loss |\n|---|---|---|");
-    for r in &rows {
-        println!(
-            "| {} | {} | {:.3e} |",
-            r.optimiser, r.settings, r.train.median
-        );
+    // one line per problem, one column per rule
+    let names: Vec<&str> = rules("").iter().map(|r| r.0).collect();
+    println!("\n## Toys: final loss after {iters} steps\n");
+    println!(
+        "| problem | {} |\n|---|{}",
+        names.join(" | "),
+        "---|".repeat(names.len())
+    );
+    for chunk in rows.chunks(names.len()) {
+        let problem = chunk[0].optimiser.split(" / ").next().unwrap_or_default();
+        let cells: Vec<String> = chunk
+            .iter()
+            .map(|r| format!("{:.2e}", r.train.median))
+            .collect();
+        println!("| {problem} | {} |", cells.join(" | "));
     }
     Ok((rows, Value::Object(table)))
 }

@@ -160,7 +160,7 @@ fn boundary(
     label: &str,
     data: &Xor,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let g = 120;
+    let g = 60;
     let pts: Vec<f64> = (0..g * g)
         .flat_map(|j| {
             [
