@@ -20,7 +20,7 @@
 //! then `b_l` (`n_{l+1}`). The last layer is affine (no activation), scalar output.
 
 use crate::error::{check_finite, Error, Result};
-use faer::linalg::matmul::matmul;
+use crate::linalg::matmul_then_scalar as matmul;
 use faer::{Accum, Mat, MatMut, MatRef, Par};
 
 /// The architecture of a tanh MLP `R^d → R` used in Taylor mode.
@@ -158,7 +158,8 @@ impl TaylorMlp {
 struct HiddenLayer {
     /// Pre-activations, `n × (C·m)`.
     a: Mat<f64>,
-    /// `σ'(a₀)`, `σ''(a₀)`, `σ'''(a₀)` and `S = Σ_k a_k²`, each `n × m`.
+    /// `σ(a₀)`, `σ'(a₀)`, `σ''(a₀)`, `σ'''(a₀)` and `S = Σ_k a_k²`, each `n × m`.
+    h0: Mat<f64>,
     s1: Mat<f64>,
     s2: Mat<f64>,
     s3: Mat<f64>,
@@ -168,7 +169,8 @@ struct HiddenLayer {
 impl HiddenLayer {
     fn new(a: Mat<f64>, d: usize, m: usize) -> Self {
         let n = a.nrows();
-        let (mut s1, mut s2, mut s3, mut sq) = (
+        let (mut h0, mut s1, mut s2, mut s3, mut sq) = (
+            Mat::zeros(n, m),
             Mat::zeros(n, m),
             Mat::zeros(n, m),
             Mat::zeros(n, m),
@@ -178,13 +180,22 @@ impl HiddenLayer {
             for u in 0..n {
                 let t = a[(u, i)].tanh();
                 let d1 = 1.0 - t * t;
+                h0[(u, i)] = t;
+                h0[(u, i)] = t;
                 s1[(u, i)] = d1;
                 s2[(u, i)] = -2.0 * t * d1;
                 s3[(u, i)] = -2.0 * d1 * d1 + 4.0 * t * t * d1;
                 sq[(u, i)] = (1..=d).map(|k| a[(u, k * m + i)].powi(2)).sum();
             }
         }
-        Self { a, s1, s2, s3, sq }
+        Self {
+            a,
+            h0,
+            s1,
+            s2,
+            s3,
+            sq,
+        }
     }
 
     /// `h₀ = σ(a₀)`, `h_k = s₁ a_k`, `h_Δ = s₂ S + s₁ a_Δ`.
@@ -193,7 +204,7 @@ impl HiddenLayer {
         Mat::from_fn(a.nrows(), a.ncols(), |u, col| {
             let (ch, i) = (col / m, col % m);
             match ch {
-                0 => a[(u, i)].tanh(),
+                0 => self.h0[(u, i)],
                 k if k <= d => self.s1[(u, i)] * a[(u, col)],
                 _ => self.s2[(u, i)] * self.sq[(u, i)] + self.s1[(u, i)] * a[(u, col)],
             }
