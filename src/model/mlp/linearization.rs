@@ -275,7 +275,7 @@ impl<'a> MlpLinearization<'a> {
 
 /// `out = a v` for the dense path (sequential: the dense path is only taken when tiny).
 fn dense_product(a: MatRef<'_, f64>, v: &[f64], out: &mut [f64]) {
-    matmul(
+    crate::linalg::matmul_then_scalar(
         ColMut::from_slice_mut(out).as_mat_mut(),
         Accum::Replace,
         a,

@@ -4,7 +4,6 @@
 //! reductions, so the result is the same bitwise whatever rayon does with the chunks.
 
 use crate::model::activation::Activation;
-use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
 use rayon::prelude::*;
 
@@ -29,7 +28,9 @@ pub(super) fn gemm(
 ) {
     let flops = 2 * c.nrows() * c.ncols() * a.ncols();
     let par = if flops < PAR_MIN_FLOPS { Par::Seq } else { par };
-    matmul(c, accum, a, b, 1.0, par);
+    // followed by elementwise passes (libm's exp/ln for sigmoid and softplus): clear the
+    // upper SIMD state faer's kernels may leave dirty
+    crate::linalg::matmul_then_scalar(c, accum, a, b, 1.0, par);
 }
 
 /// `par`, or `Par::Seq` for a pointwise pass over `len` floats.
