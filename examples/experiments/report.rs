@@ -111,11 +111,16 @@ impl Row {
 pub fn print_table(title: &str, train_name: &str, test_name: &str, rows: &[Row]) {
     println!("\n## {title}\n");
     let iters = rows.first().map_or(0, |r| r.iters);
+    let at = if rows.iter().all(|r| r.iters == iters) {
+        format!("@{iters} it")
+    } else {
+        "final".to_string()
+    };
     let mut head = vec![
         "optimiser".to_string(),
         "settings".into(),
-        format!("{train_name} @{iters} it (median [q1, q3])"),
-        format!("{test_name} @{iters} it (median [q1, q3])"),
+        format!("{train_name} {at} (median [q1, q3])"),
+        format!("{test_name} {at} (median [q1, q3])"),
     ];
     if let Some((name, _)) = rows.iter().find_map(|r| r.extra.as_ref()) {
         head.push(format!("{name} (median)"));
@@ -137,8 +142,12 @@ pub fn print_table(title: &str, train_name: &str, test_name: &str, rows: &[Row])
             q(&r.train),
             q(&r.test),
         ];
-        if let Some((_, e)) = &r.extra {
-            cells.push(format!("{:.4}", e.median));
+        if let Some((name, e)) = &r.extra {
+            cells.push(if name.contains("accuracy") {
+                format!("{:.4}", e.median)
+            } else {
+                format!("{:.2e}", e.median)
+            });
         }
         if let Some((_, t)) = &r.at_time {
             cells.push(q(t));
