@@ -6,7 +6,7 @@
 //! ```text
 //! cargo run --release --example precond_bench -- [cases...] [--ranks 50,100,200]
 //!     [--spaces param,sample] [--max-iters 5000] [--refresh 10] [--no-direct]
-//!     [--rhs gradient|random] [--train-steps K] [--lambda 1e-3]
+//!     [--rhs gradient|random] [--train-steps K] [--lambda 1e-3] [--run-steps K]
 //! ```
 //!
 //! Cases: `pinn` (advection–diffusion PINN, p > n), `M` (tanh MLP 2-64-64-1, m = 2048) and
@@ -21,6 +21,12 @@
 //! With `--train-steps K` the direction is solved at the θ reached by `K` natural-gradient
 //! steps (α = 1, same λ, `LinearSolver::Auto`) from the initial θ, where the residual has
 //! lost its smooth part and CG needs more iterations (`train_loss` reports the loss there).
+//!
+//! With `--run-steps K` (default off) the single solves are replaced by `K`-step runs of
+//! `NaturalGradient` from that θ, plain CG against Nyström-PCG at each rank, the sketch
+//! refreshed every `--refresh` solves (see `run.rs` for the fields): the sketch's cost
+//! amortised over a run in which it goes stale, instead of `r / refresh` added to one solve
+//! on a fresh sketch.
 //!
 //! Fields: `gram_products` = Jacobian-product pairs of the CG iterations (sketch excluded);
 //! `sketch_products` = the Nyström sketch's `r`; `amortised_products` = `gram_products +
@@ -40,6 +46,7 @@ use natgrad::Problem;
 use std::time::Instant;
 
 mod cases;
+mod run;
 
 struct Opts {
     ranks: Vec<usize>,
@@ -50,6 +57,38 @@ struct Opts {
     random_rhs: bool,
     train_steps: u64,
     lambda: Option<f64>,
+    run_steps: u64,
+}
+
+impl Opts {
+    /// CG to relative residual 1e-8, cold start (truncation accepted, at `max_iters`).
+    fn cg(&self, preconditioner: Preconditioner) -> CgSettings {
+        CgSettings {
+            rel_tol: 1e-8,
+            max_iters: self.max_iters,
+            preconditioner,
+            warm_start: false,
+            accept_truncated: true,
+            ..CgSettings::default()
+        }
+    }
+
+    /// Nyström of rank `rank`, refreshed every `--refresh` solves, seed 1.
+    fn nystrom(&self, rank: usize) -> Preconditioner {
+        Preconditioner::Nystrom {
+            rank,
+            refresh_every: self.refresh,
+            seed: 1,
+        }
+    }
+}
+
+/// CG in the named space (`"sample"`, else parameter space).
+fn in_space(space: &str, s: CgSettings) -> LinearSolver {
+    match space {
+        "sample" => LinearSolver::SampleCg(s),
+        _ => LinearSolver::Cg(s),
+    }
 }
 
 fn main() {
@@ -63,6 +102,7 @@ fn main() {
         random_rhs: false,
         train_steps: 0,
         lambda: None,
+        run_steps: 0,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -76,6 +116,7 @@ fn main() {
             "--rhs" => o.random_rhs = val() == "random",
             "--lambda" => o.lambda = val().parse().ok(),
             "--train-steps" => o.train_steps = val().parse().unwrap_or(0),
+            "--run-steps" => o.run_steps = val().parse().unwrap_or(0),
             _ => cases.push(a),
         }
     }
@@ -110,33 +151,20 @@ pub(crate) fn bench<Mo: Model, Lo: Loss, Me: Metric>(
         theta
     };
     let train_loss = pb.loss_at(theta).unwrap_or(f64::NAN);
-    let cg = |pc: Preconditioner| CgSettings {
-        rel_tol: 1e-8,
-        max_iters: o.max_iters,
-        preconditioner: pc,
-        warm_start: false,
-        accept_truncated: true,
-        ..CgSettings::default()
-    };
+    if o.run_steps > 0 {
+        return run::runs(case, pb, theta, lambda, train_loss, o);
+    }
     let mut runs: Vec<(String, LinearSolver)> = Vec::new();
     for space in &o.spaces {
-        let wrap = |s: CgSettings| match space.as_str() {
-            "sample" => LinearSolver::SampleCg(s),
-            _ => LinearSolver::Cg(s),
-        };
-        runs.push((space.clone(), wrap(cg(Preconditioner::None))));
-        runs.push((space.clone(), wrap(cg(Preconditioner::Jacobi))));
+        let wrap = |s| in_space(space, s);
+        runs.push((space.clone(), wrap(o.cg(Preconditioner::None))));
+        runs.push((space.clone(), wrap(o.cg(Preconditioner::Jacobi))));
         for &rank in &o.ranks {
-            let pc = Preconditioner::Nystrom {
-                rank,
-                refresh_every: o.refresh,
-                seed: 1,
-            };
-            runs.push((space.clone(), wrap(cg(pc))));
+            runs.push((space.clone(), wrap(o.cg(o.nystrom(rank)))));
         }
     }
     let auto = AutoSettings {
-        cg: cg(Preconditioner::None),
+        cg: o.cg(Preconditioner::None),
         ..AutoSettings::default()
     };
     if o.direct {
