@@ -24,10 +24,12 @@
 pub mod auto;
 mod cg;
 mod cholesky;
+mod least_squares;
 pub mod nystrom;
 mod sample_space;
 
 pub use auto::{AutoSettings, Path};
+pub use least_squares::MAX_JACOBIAN_ENTRIES;
 pub use nystrom::{NystromPrecond, NystromSketch};
 
 use crate::error::Error;
@@ -64,6 +66,20 @@ pub enum LinearSolver {
     /// (on a sharded problem: from the global `n`, in parameter space only).
     /// The choice is reported in [`SolveInfo::method`] as `"auto:<path>"`.
     Auto(AutoSettings),
+    /// Parameter space, dense: a truncated (optionally damped) pseudo-inverse, the
+    /// minimum-norm least-squares direction `d = argmin ‖W^{1/2}(J d) − W^{-1/2} r‖` for a
+    /// diagonal metric `W` and `λ = 0`, from a thin SVD of `W^{1/2}J` (faer) with singular
+    /// values `σ ≤ rcond·σ_max` dropped; with `λ > 0` the kept ones are filtered by
+    /// `σ/(σ² + λ)`, so that `rcond = 0` gives the Cholesky direction. With a
+    /// parameter-space right-hand side or a non-diagonal metric the Gram matrix is
+    /// diagonalised instead (eigenvalues `μ ≤ rcond²·μ_max` dropped). This is the
+    /// "least-squares solve of the Gram system" of energy natural gradient, for small
+    /// dense problems: it refuses a Jacobian of more than [`MAX_JACOBIAN_ENTRIES`] entries
+    /// and a sharded problem. Cost `O(n p min(n, p))`, memory `O(n p)`.
+    LeastSquares {
+        /// Relative singular-value cut-off in `[0, 1)` (e.g. `1e-12`).
+        rcond: f64,
+    },
 }
 
 impl LinearSolver {
@@ -73,6 +89,15 @@ impl LinearSolver {
             LinearSolver::Cg(s) | LinearSolver::SampleCg(s) => s.validate(),
             LinearSolver::Auto(a) => a.cg.validate(),
             LinearSolver::Cholesky | LinearSolver::SampleCholesky => Ok(()),
+            LinearSolver::LeastSquares { rcond } => {
+                if (0.0..1.0).contains(rcond) {
+                    Ok(())
+                } else {
+                    Err(Error::InvalidSetting(format!(
+                        "least-squares cut-off rcond must be in [0, 1), got {rcond}"
+                    )))
+                }
+            }
         }
     }
 }
@@ -195,7 +220,7 @@ impl CgSettings {
 /// What a successful solve did.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SolveInfo {
-    /// `"cg"`, `"cholesky"`, `"sample-cg"` or `"sample-cholesky"`; prefixed `"auto:"` when
+    /// `"cg"`, `"cholesky"`, `"sample-cg"`, `"sample-cholesky"` or `"least-squares"`; prefixed `"auto:"` when
     /// [`LinearSolver::Auto`] chose it (e.g. `"auto:sample-cg"`).
     pub method: &'static str,
     /// CG iterations (0 for Cholesky).
@@ -372,6 +397,28 @@ pub fn solve_direction<Mo: Model, Lo: Loss, Me: Metric>(
             run_path(lin, Path::SampleCholesky, rhs, x, damping, &s, cache, par)?
         }
         LinearSolver::Auto(a) => auto::solve(lin, a, rhs, x, damping, cache, par)?,
+        LinearSolver::LeastSquares { rcond } => {
+            let (r, owned);
+            let b: &[f64] = match rhs {
+                Rhs::Params(b) => {
+                    r = None;
+                    b
+                }
+                Rhs::Cotangent { r: rr, jt_r } => {
+                    r = Some(rr);
+                    match jt_r {
+                        Some(b) => b,
+                        None => {
+                            let mut jtr = vec![0.0; x.len()];
+                            lin.vjp(rr, &mut jtr);
+                            owned = jtr;
+                            &owned
+                        }
+                    }
+                }
+            };
+            least_squares::solve(lin, r, b, x, damping, *rcond, par)?
+        }
     };
     if let Some(index) = first_non_finite(x) {
         return Err(SolveFailure::NonFinite {

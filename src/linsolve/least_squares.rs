@@ -1,0 +1,183 @@
+//! The dense least-squares direction ([`LinearSolver::LeastSquares`](super::LinearSolver)):
+//! a truncated, optionally damped pseudo-inverse.
+//!
+//! With a diagonal metric `M = W` and an output-space right-hand side `b = Jᵀ r`, the
+//! weighted Jacobian `A = W^{1/2} J` (`n×p`) is factored by a thin SVD `A = U Σ Vᵀ` and
+//!
+//! ```text
+//!   d = V f(Σ) Uᵀ c,   c = W^{-1/2} r,   f(σ) = σ / (σ² + λ) if σ > rcond·σ_max, else 0.
+//! ```
+//!
+//! For `λ = 0` this is `d = A⁺ c`, the minimum-norm minimiser of `‖A d − c‖`, i.e. the
+//! minimum-norm solution of the normal equations `JᵀWJ d = Jᵀ r` on the singular
+//! directions kept; for `λ > 0` and `rcond = 0` it is `(JᵀWJ + λI)⁻¹ Jᵀ r` exactly (the
+//! Cholesky direction), from the better-conditioned factor `A` rather than `AᵀA`.
+//!
+//! Otherwise (a right-hand side given in parameter space, or a non-diagonal metric) the
+//! Gram matrix `G = JᵀMJ` is formed and diagonalised, `G = Q diag(μ) Qᵀ`, and
+//! `d = Q diag(g(μ)) Qᵀ b` with `g(μ) = 1/(μ + λ)` if `μ > rcond²·μ_max`, else 0 (the same
+//! cut-off, since `μ = σ²`); with `rcond = 0` and `λ > 0` nothing is dropped, so that a
+//! right-hand side outside the range of `G` gives `(G + λI)⁻¹ b` too.
+
+use super::{cholesky, SolveFailure, SolveInfo};
+use crate::error::Error;
+use crate::gram::dense_gram;
+use crate::linalg::{gemv, norm};
+use crate::loss::Loss;
+use crate::metric::Metric;
+use crate::model::Model;
+use crate::problem::Linearized;
+use faer::{Mat, Par, Side};
+
+/// The largest Jacobian (`n·p` entries) the least-squares path forms: 2²⁶ values, 512 MiB.
+pub const MAX_JACOBIAN_ENTRIES: usize = 1 << 26;
+
+/// Solves for the least-squares direction; `r` is the output-space right-hand side when
+/// the caller has it, `b = Jᵀ r` (or the parameter-space right-hand side) always.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn solve<Mo: Model, Lo: Loss, Me: Metric>(
+    lin: &mut Linearized<'_, Mo, Lo, Me>,
+    r: Option<&[f64]>,
+    b: &[f64],
+    d: &mut [f64],
+    damping: f64,
+    rcond: f64,
+    par: Par,
+) -> Result<SolveInfo, SolveFailure> {
+    if lin.problem().model().is_sharded() {
+        return Err(SolveFailure::Direct(Error::Unsupported(
+            "`LinearSolver::LeastSquares` on a sample-sharded problem: it factors the whole \
+             Jacobian; use `LinearSolver::Cholesky`, `Cg` or `Auto`"
+                .into(),
+        )));
+    }
+    let n = lin.outputs().len();
+    let p = b.len();
+    if n.saturating_mul(p) > MAX_JACOBIAN_ENTRIES {
+        return Err(SolveFailure::Direct(Error::Unsupported(format!(
+            "`LinearSolver::LeastSquares` forms the dense {n}×{p} Jacobian, more than \
+             {MAX_JACOBIAN_ENTRIES} entries; use `LinearSolver::Cg` or `SampleCg`"
+        ))));
+    }
+    let mut w = vec![0.0; n];
+    let diagonal = lin.problem().metric().diagonal(&lin.point(), &mut w)
+        && w.iter().all(|&x| x > 0.0 && x.is_finite());
+    let jac = cholesky::counted_jacobian(lin);
+    match r {
+        Some(r) if diagonal => by_svd(jac, &w, r, b, d, damping, rcond, par),
+        _ => {
+            let g = dense_gram(jac.as_ref(), lin.problem().metric(), &lin.point(), 0.0, par);
+            by_eigen(g, b, d, damping, rcond, par)
+        }
+    }
+}
+
+/// `d = V f(Σ) Uᵀ W^{-1/2} r` from the thin SVD of `W^{1/2} J`.
+#[allow(clippy::too_many_arguments)]
+fn by_svd(
+    mut jac: Mat<f64>,
+    w: &[f64],
+    r: &[f64],
+    b: &[f64],
+    d: &mut [f64],
+    damping: f64,
+    rcond: f64,
+    par: Par,
+) -> Result<SolveInfo, SolveFailure> {
+    let (n, p) = (jac.nrows(), jac.ncols());
+    let sw: Vec<f64> = w.iter().map(|w| w.sqrt()).collect();
+    for j in 0..p {
+        for (i, s) in sw.iter().enumerate() {
+            jac[(i, j)] *= s;
+        }
+    }
+    let c: Vec<f64> = r.iter().zip(&sw).map(|(r, s)| r / s).collect();
+    let svd = jac
+        .thin_svd()
+        .map_err(|_| no_convergence("SVD of W^{1/2}J"))?;
+    let s = svd.S().column_vector();
+    let k = s.nrows();
+    let cut = rcond * if k > 0 { s[0] } else { 0.0 };
+    // Uᵀ c, filtered, then V (·).
+    let mut utc = vec![0.0; k];
+    gemv(&mut utc, svd.U().transpose(), &c, par);
+    let mut kept = 0;
+    for (i, u) in utc.iter_mut().enumerate() {
+        let sigma = s[i];
+        if sigma > cut && sigma > 0.0 {
+            *u *= sigma / (sigma * sigma + damping);
+            kept += 1;
+        } else {
+            *u = 0.0;
+        }
+    }
+    gemv(d, svd.V(), &utc, par);
+    // Residual of the normal equations (AᵀA + λI) d = Aᵀc = b.
+    let mut ad = vec![0.0; n];
+    gemv(&mut ad, jac.as_ref(), d, par);
+    let mut atad = vec![0.0; p];
+    gemv(&mut atad, jac.transpose(), &ad, par);
+    Ok(info(&atad, d, b, damping, kept))
+}
+
+/// `d = Q g(μ) Qᵀ b` from the eigendecomposition of `G`.
+fn by_eigen(
+    g: Mat<f64>,
+    b: &[f64],
+    d: &mut [f64],
+    damping: f64,
+    rcond: f64,
+    par: Par,
+) -> Result<SolveInfo, SolveFailure> {
+    let evd = g
+        .self_adjoint_eigen(Side::Lower)
+        .map_err(|_| no_convergence("eigendecomposition of G"))?;
+    let mu = evd.S().column_vector();
+    let k = mu.nrows();
+    // Eigenvalues in nondecreasing order.
+    let top = if k > 0 { mu[k - 1].max(0.0) } else { 0.0 };
+    let cut = rcond * rcond * top;
+    let mut qtb = vec![0.0; k];
+    gemv(&mut qtb, evd.U().transpose(), b, par);
+    let mut kept = 0;
+    for (i, q) in qtb.iter_mut().enumerate() {
+        let m = mu[i];
+        // With no cut-off and λ > 0, nothing is dropped: (G + λI)⁻¹ b exactly.
+        if (m > cut && m > 0.0) || (rcond == 0.0 && damping > 0.0) {
+            *q /= m.max(0.0) + damping;
+            kept += 1;
+        } else {
+            *q = 0.0;
+        }
+    }
+    gemv(d, evd.U(), &qtb, par);
+    let mut gd = vec![0.0; b.len()];
+    gemv(&mut gd, g.as_ref(), d, par);
+    Ok(info(&gd, d, b, damping, kept))
+}
+
+fn no_convergence(what: &str) -> SolveFailure {
+    SolveFailure::Direct(Error::Unsupported(format!(
+        "{what} did not converge (faer) — the Jacobian may hold huge or non-finite values; \
+         add damping or use `LinearSolver::Cholesky`"
+    )))
+}
+
+/// The solve info, with the relative residual `‖G d + λ d − b‖ / ‖b‖` from `gd = G d`.
+fn info(gd: &[f64], d: &[f64], b: &[f64], damping: f64, _kept: usize) -> SolveInfo {
+    let res: Vec<f64> = gd
+        .iter()
+        .zip(d)
+        .zip(b)
+        .map(|((g, d), b)| g + damping * d - b)
+        .collect();
+    let bn = norm(b);
+    SolveInfo {
+        method: "least-squares",
+        iters: 0,
+        rel_residual: if bn > 0.0 { norm(&res) / bn } else { 0.0 },
+        preconditioner: "none",
+        sketch_products: 0,
+        truncated: false,
+    }
+}
