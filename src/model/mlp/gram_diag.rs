@@ -8,7 +8,7 @@
 //! layer for each output component.
 
 use super::linearization::{back_through, layer_input, view, view_mut, MlpLinearization};
-use super::pointwise::{gemm, mul_by};
+use super::pointwise::{gemm, seed_output_unit};
 use crate::model::Model;
 use faer::Accum;
 
@@ -25,15 +25,7 @@ pub(super) fn gram_diagonal(lin: &mut MlpLinearization<'_>, w: &[f64], out: &mut
     let [x, y] = bufs;
     for j in 0..q {
         let (mut x, mut y) = (&mut *x, &mut *y);
-        x[..q * m].fill(0.0);
-        x[..q * m]
-            .iter_mut()
-            .skip(j)
-            .step_by(q)
-            .for_each(|v| *v = 1.0);
-        if !model.activations[nl - 1].is_identity() {
-            mul_by(&mut x[..q * m], &derivs[nl - 1], par);
-        }
+        seed_output_unit(model, derivs, j, &mut x[..q * m]);
         for l in (0..nl).rev() {
             let (n_in, n_out) = (widths[l], widths[l + 1]);
             let input = layer_input(model, acts, l);

@@ -9,13 +9,13 @@
 //! (each a full forward-like pass) for the generic construction.
 
 use super::linearization::{back_through, layer_input, view, view_mut, MlpLinearization};
-use super::pointwise::mul_by;
+use super::pointwise::seed_output_unit;
 use crate::model::Model;
 
 /// `J` (`n × p`, column-major) into `jac`, which has `n·p` entries.
 pub(super) fn dense_jacobian(lin: &mut MlpLinearization<'_>, jac: &mut [f64]) {
     let (model, theta, acts, derivs, bufs) = lin.parts();
-    let (m, nl, par) = (model.n_samples(), model.n_layers(), model.par);
+    let (m, nl) = (model.n_samples(), model.n_layers());
     let q = model.widths[nl];
     let wmax = model.widths.iter().copied().max().unwrap_or(1);
     let n = m * q;
@@ -24,16 +24,7 @@ pub(super) fn dense_jacobian(lin: &mut MlpLinearization<'_>, jac: &mut [f64]) {
     let [x, y] = bufs;
     for j in 0..q {
         let (mut x, mut y) = (&mut *x, &mut *y);
-        // z̄_L: 1 on component j of every sample, times σ'.
-        x[..q * m].fill(0.0);
-        x[..q * m]
-            .iter_mut()
-            .skip(j)
-            .step_by(q)
-            .for_each(|v| *v = 1.0);
-        if !model.activations[nl - 1].is_identity() {
-            mul_by(&mut x[..q * m], &derivs[nl - 1], par);
-        }
+        seed_output_unit(model, derivs, j, &mut x[..q * m]);
         for l in (0..nl).rev() {
             let (n_in, n_out) = (model.widths[l], model.widths[l + 1]);
             let zbar = view(x, n_out, m);

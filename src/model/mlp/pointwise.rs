@@ -147,3 +147,16 @@ pub(super) fn mul_by(x: &mut [f64], d: &[f64], par: Par) {
         }
     }
 }
+
+/// The backward pass's seed for output component `j`: `x = σ'_L ⊙ e_j` on every sample
+/// (`x` is `q × m`, sample-major columns), as the dense Jacobian and the Gram diagonal
+/// both need it.
+pub(super) fn seed_output_unit(model: &super::Mlp, derivs: &[Vec<f64>], j: usize, x: &mut [f64]) {
+    let nl = model.n_layers();
+    let q = model.widths[nl];
+    x.fill(0.0);
+    x.iter_mut().skip(j).step_by(q).for_each(|v| *v = 1.0);
+    if !model.activations[nl - 1].is_identity() {
+        mul_by(x, &derivs[nl - 1], model.par);
+    }
+}
