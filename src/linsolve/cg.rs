@@ -119,7 +119,12 @@ pub(super) fn solve_cg<Mo: Model, Lo: Loss, Me: Metric>(
         initial_guess,
         ..CgParams::default()
     };
-    let mut mem = MemBuffer::new(conjugate_gradient_scratch(&precond, &op, 1, par));
+    // faer's own vector work (dots, updates, the k×k algebra of its block CG) runs
+    // sequentially: with one right-hand side each is a single memory-bound pass, and
+    // `Par::rayon` made it 3× slower (110 against 34 ms per iteration at p = 2.1 M, the XL
+    // size of `ng_step_bench`). The operator parallelises its own products.
+    let cg_par = Par::Seq;
+    let mut mem = MemBuffer::new(conjugate_gradient_scratch(&precond, &op, 1, cg_par));
     let mut iters = 0usize;
     let result = conjugate_gradient(
         ColMut::from_slice_mut(x).as_mat_mut(),
@@ -128,7 +133,7 @@ pub(super) fn solve_cg<Mo: Model, Lo: Loss, Me: Metric>(
         ColRef::from_slice(rhs).as_mat(),
         params,
         |_| iters += 1,
-        par,
+        cg_par,
         MemStack::new(&mut mem),
     );
     if op.metric_failed() {

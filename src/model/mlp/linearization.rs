@@ -218,14 +218,14 @@ impl<'a> MlpLinearization<'a> {
         }
         for l in (0..nl).rev() {
             let (n_in, n_out) = (model.widths[l], model.widths[l + 1]);
-            let input = layer_input(model, &self.acts, l);
+            let input_t = view(&self.acts_t[l], m, n_in + 1);
             let zbar = if in_s {
                 view(s, n_out, m)
             } else {
                 view(x, n_out, m)
             };
             let g = view_mut(&mut out[model.layer_range(l)], n_out, n_in + 1);
-            gemm(g, Accum::Replace, zbar, input.transpose(), par);
+            gemm(g, Accum::Replace, zbar, input_t, par);
             if l > 0 {
                 back_through(model, &self.theta, &self.derivs, l, zbar, y);
                 std::mem::swap(&mut x, &mut y);
