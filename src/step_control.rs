@@ -210,7 +210,9 @@ fn armijo<Mo: Model, Lo: Loss, Me: Metric>(
 /// The predicted decrease is that of the Gauss–Newton quadratic model in the metric,
 /// `m_k(δ) = L(θ_k) + g_kᵀδ + ½ ‖J_kδ‖²_M` (exact for a model linear in θ and the loss
 /// `½‖u − y‖²_M`; it leaves out the damping term). A step that increases the loss (or
-/// makes it non-finite) is rejected: `θ_{k+1} = θ_k` and λ grows. When the model predicts
+/// makes it non-finite) is rejected: `θ_{k+1} = θ_k`, λ grows, and the momentum memory is
+/// dropped (a restart, KV `momentum_restart`), so that the next step is plain natural
+/// gradient from `θ_k` rather than the same momentum term again. When the model predicts
 /// no decrease (a momentum step need not be a descent step), ρ carries no information and
 /// λ changes only if the loss increased.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -168,3 +168,29 @@ fn step_norm_cap_bounds_every_step() {
     assert!(capped > 0, "the cap was never active");
     assert!(loss < 1e-20, "capped run converges: loss {loss:e}");
 }
+
+#[test]
+fn a_rejected_momentum_step_restarts_the_momentum() {
+    // Heavy ball (β = 0.3) with Levenberg–Marquardt damping and Armijo on the ε = 0.02
+    // advection–diffusion PINN, m = 100. After the first (plain) step the transported
+    // momentum term dominates, the step is no descent direction and is rejected. Were the
+    // momentum memory kept, θ_k and the momentum term would be proposed again with only a
+    // larger λ — which scales every term alike — and every later step would be rejected
+    // too. With the restart the next step is plain natural gradient from θ_k.
+    let case = natgrad::problems::pinn::advection_diffusion(0.02, 100, &[32, 32], 1.0).unwrap();
+    let theta0 = case.problem.model().net().init(0);
+    let e0 = case.errors(&theta0).unwrap().rel_l2;
+    let solver = NaturalGradient::new()
+        .with_momentum(Momentum::HeavyBall { beta: 0.3 })
+        .and_then(|s| s.with_linear_solver(LinearSolver::SampleCholesky))
+        .and_then(|s| s.with_damping(1e-3))
+        .and_then(|s| s.with_adaptive_damping(1e-9, 1e2))
+        .and_then(|s| s.with_step_control(StepControl::armijo()))
+        .unwrap();
+    let (its, last, reason) = trajectory(case.problem.clone(), solver, &theta0, 60);
+    let moved = its.windows(2).filter(|w| w[0] != w[1]).count();
+    let e = case.errors(&last).unwrap().rel_l2;
+    println!("relative L² error {e0:e} → {e:e}, {moved} of 59 steps moved, {reason}");
+    assert!(moved >= 30, "only {moved} of 59 steps moved θ");
+    assert!(e < 0.1 * e0, "error {e0:e} → {e:e}");
+}

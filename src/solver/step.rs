@@ -111,8 +111,14 @@ impl NaturalGradient {
             }
         };
         let outcome = match outcome {
-            Ok(Step::Rejected(kv)) => {
-                self.memory.previous = previous;
+            Ok(Step::Rejected(mut kv)) => {
+                // Restart: θ_k stays, so keeping the momentum memory would propose the same
+                // momentum term again with only λ larger — and once λ dominates `G` every
+                // term of the step scales like 1/λ, so a step that was no descent
+                // direction never becomes one. Without the memory the next step is a
+                // plain natural-gradient step from θ_k, a descent direction.
+                let restarted = previous.is_some() && self.momentum != Momentum::Plain;
+                kv.insert("momentum_restart", restarted.into());
                 Ok(Step::Rejected(kv))
             }
             Ok(step) => Ok(step),
