@@ -138,7 +138,8 @@ fn configs(budget: Budget, explicit: bool) -> Vec<Config> {
             build: || advection_diffusion(0.02, 1000, &[32, 32], 1.0),
             tuned: ad_lm,
             linear: LinearSolver::SampleCholesky,
-            records: (600, 2000),
+            // The tuned setting falls below 1e-7 after about 1 000 steps (seeds 0–2).
+            records: (1500, 2000),
         },
         Config {
             name: "poisson2d",
