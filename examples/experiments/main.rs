@@ -3,7 +3,11 @@
 //!
 //! ```text
 //! cargo run --release --example experiments -- [all|toys|mackey_glass|xor|pinn] [--out DIR] [--quick]
+//!     [--only CONFIG]
 //! ```
+//!
+//! `--only CONFIG` runs one PINN configuration (`ad_eps0.1_m100`, `ad_eps0.02_m100`,
+//! `ad_eps0.1_m1000`, `ad_eps0.02_m1000`, `poisson2d`) with the budget it would get.
 //!
 //! Prints a summary table per experiment (markdown) on stdout, shows a progress bar per
 //! experiment on stderr, and writes `DIR/summary.json`, one CSV of curves and one SVG
@@ -36,6 +40,8 @@ struct Args {
     which: Vec<String>,
     /// `pinn` named on its own: the full accuracy-record budget.
     pinn_full: bool,
+    /// `--only CONFIG`: one PINN configuration.
+    only: Option<String>,
     out: PathBuf,
     budget: Budget,
 }
@@ -44,16 +50,19 @@ fn parse_args() -> Result<Args, String> {
     let mut which = Vec::new();
     let mut out = PathBuf::from("results");
     let mut quick = false;
+    let mut only = None;
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
             "--quick" => quick = true,
+            "--only" => only = Some(it.next().ok_or("--only needs a PINN configuration")?),
             "--out" => out = PathBuf::from(it.next().ok_or("--out needs a directory")?),
             s if s.starts_with("--out=") => out = PathBuf::from(&s[6..]),
             "all" | "toys" | "mackey_glass" | "xor" | "pinn" => which.push(a),
             "-h" | "--help" => {
                 return Err(
-                    "usage: experiments [all|toys|mackey_glass|xor|pinn] [--out DIR] [--quick]"
+                    "usage: experiments [all|toys|mackey_glass|xor|pinn] [--out DIR] [--quick] \
+                     [--only CONFIG]"
                         .into(),
                 )
             }
@@ -69,6 +78,7 @@ fn parse_args() -> Result<Args, String> {
     Ok(Args {
         which,
         pinn_full,
+        only,
         out,
         budget: Budget { quick },
     })
@@ -93,12 +103,13 @@ fn run_one(
     out: &Path,
     budget: Budget,
     pinn_full: bool,
+    only: Option<&str>,
 ) -> Result<(Vec<report::Row>, Value), Box<dyn std::error::Error>> {
     match name {
         "toys" => toys::run(out, budget),
         "mackey_glass" => mackey_glass::run(out, budget),
         "xor" => xor::run(out, budget),
-        "pinn" => pinn::run(out, budget, pinn_full),
+        "pinn" => pinn::run(out, budget, pinn_full, only),
         _ => unreachable!("parsed"),
     }
 }
@@ -120,7 +131,13 @@ fn main() {
     let mut problems = Vec::new();
     for name in &args.which {
         let t = Instant::now();
-        match run_one(name, &args.out, args.budget, args.pinn_full) {
+        match run_one(
+            name,
+            &args.out,
+            args.budget,
+            args.pinn_full,
+            args.only.as_deref(),
+        ) {
             Ok((rows, extra)) => {
                 problems.extend(check_summary(name, &rows));
                 summary.insert(

@@ -241,13 +241,20 @@ fn records(r: &Run, rms_per_rel: f64) -> Value {
 
 /// Runs the PINN experiment; `explicit` (the `pinn` command on its own) is the full
 /// accuracy-record budget with the m = 1 000 cases, otherwise (inside `all`) the m = 100
-/// cases and Poisson with a reduced budget.
+/// cases and Poisson with a reduced budget. `only` keeps one configuration (by name).
 pub fn run(
     out: &Path,
     budget: Budget,
     explicit: bool,
+    only: Option<&str>,
 ) -> Result<(Vec<Row>, Value), Box<dyn std::error::Error>> {
-    let cfgs = configs(budget, explicit);
+    let cfgs: Vec<Config> = configs(budget, explicit)
+        .into_iter()
+        .filter(|c| only.is_none_or(|o| o == c.name))
+        .collect();
+    if cfgs.is_empty() {
+        return Err(format!("no PINN configuration named {only:?} in this run").into());
+    }
     let bar = ProgressBar::new((cfgs.len() * 6) as u64);
     bar.set_style(ProgressStyle::with_template("pinn         {bar:40} {pos}/{len} {msg}").unwrap());
     let mut rows = Vec::new();
