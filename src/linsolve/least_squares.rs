@@ -86,38 +86,29 @@ fn by_svd(
 ) -> Result<SolveInfo, SolveFailure> {
     let (n, p) = (jac.nrows(), jac.ncols());
     let sw: Vec<f64> = w.iter().map(|w| w.sqrt()).collect();
-    for j in 0..p {
-        for (i, s) in sw.iter().enumerate() {
-            jac[(i, j)] *= s;
-        }
+    for col in jac.col_iter_mut() {
+        col.iter_mut().zip(&sw).for_each(|(a, s)| *a *= s);
     }
     let c: Vec<f64> = r.iter().zip(&sw).map(|(r, s)| r / s).collect();
     let svd = jac
         .thin_svd()
         .map_err(|_| no_convergence("SVD of W^{1/2}J"))?;
     let s = svd.S().column_vector();
-    let k = s.nrows();
-    let cut = rcond * if k > 0 { s[0] } else { 0.0 };
-    // Uᵀ c, filtered, then V (·).
-    let mut utc = vec![0.0; k];
-    gemv(&mut utc, svd.U().transpose(), &c, par);
-    let mut kept = 0;
-    for (i, u) in utc.iter_mut().enumerate() {
-        let sigma = s[i];
-        if sigma > cut && sigma > 0.0 {
-            *u *= sigma / (sigma * sigma + damping);
-            kept += 1;
-        } else {
-            *u = 0.0;
-        }
-    }
-    gemv(d, svd.V(), &utc, par);
+    let cut = rcond * if s.nrows() > 0 { s[0] } else { 0.0 };
+    let filter: Vec<f64> = s
+        .iter()
+        .map(|&sigma| match sigma > cut && sigma > 0.0 {
+            true => sigma / (sigma * sigma + damping),
+            false => 0.0,
+        })
+        .collect();
+    filtered_apply(svd.U(), svd.V(), &filter, &c, d, par);
     // Residual of the normal equations (AᵀA + λI) d = Aᵀc = b.
     let mut ad = vec![0.0; n];
     gemv(&mut ad, jac.as_ref(), d, par);
     let mut atad = vec![0.0; p];
     gemv(&mut atad, jac.transpose(), &ad, par);
-    Ok(info(&atad, d, b, damping, kept))
+    Ok(info(&atad, d, b, damping))
 }
 
 /// `d = Q g(μ) Qᵀ b` from the eigendecomposition of `G`.
@@ -133,27 +124,42 @@ fn by_eigen(
         .self_adjoint_eigen(Side::Lower)
         .map_err(|_| no_convergence("eigendecomposition of G"))?;
     let mu = evd.S().column_vector();
-    let k = mu.nrows();
     // Eigenvalues in nondecreasing order.
-    let top = if k > 0 { mu[k - 1].max(0.0) } else { 0.0 };
+    let top = if mu.nrows() > 0 {
+        mu[mu.nrows() - 1].max(0.0)
+    } else {
+        0.0
+    };
     let cut = rcond * rcond * top;
-    let mut qtb = vec![0.0; k];
-    gemv(&mut qtb, evd.U().transpose(), b, par);
-    let mut kept = 0;
-    for (i, q) in qtb.iter_mut().enumerate() {
-        let m = mu[i];
-        // With no cut-off and λ > 0, nothing is dropped: (G + λI)⁻¹ b exactly.
-        if (m > cut && m > 0.0) || (rcond == 0.0 && damping > 0.0) {
-            *q /= m.max(0.0) + damping;
-            kept += 1;
-        } else {
-            *q = 0.0;
-        }
-    }
-    gemv(d, evd.U(), &qtb, par);
+    // With no cut-off and λ > 0, nothing is dropped: (G + λI)⁻¹ b exactly.
+    let keep_all = rcond == 0.0 && damping > 0.0;
+    let filter: Vec<f64> = mu
+        .iter()
+        .map(|&m| match (m > cut && m > 0.0) || keep_all {
+            true => 1.0 / (m.max(0.0) + damping),
+            false => 0.0,
+        })
+        .collect();
+    filtered_apply(evd.U(), evd.U(), &filter, b, d, par);
     let mut gd = vec![0.0; b.len()];
     gemv(&mut gd, g.as_ref(), d, par);
-    Ok(info(&gd, d, b, damping, kept))
+    Ok(info(&gd, d, b, damping))
+}
+
+/// `out = R diag(f) Lᵀ x`: the spectral filter `f` applied in the singular or eigen basis
+/// (`L = U, R = V` for the SVD, `L = R = Q` for the eigendecomposition).
+fn filtered_apply(
+    left: faer::MatRef<'_, f64>,
+    right: faer::MatRef<'_, f64>,
+    filter: &[f64],
+    x: &[f64],
+    out: &mut [f64],
+    par: Par,
+) {
+    let mut coeffs = vec![0.0; filter.len()];
+    gemv(&mut coeffs, left.transpose(), x, par);
+    coeffs.iter_mut().zip(filter).for_each(|(c, f)| *c *= f);
+    gemv(out, right, &coeffs, par);
 }
 
 fn no_convergence(what: &str) -> SolveFailure {
@@ -164,7 +170,7 @@ fn no_convergence(what: &str) -> SolveFailure {
 }
 
 /// The solve info, with the relative residual `‖G d + λ d − b‖ / ‖b‖` from `gd = G d`.
-fn info(gd: &[f64], d: &[f64], b: &[f64], damping: f64, _kept: usize) -> SolveInfo {
+fn info(gd: &[f64], d: &[f64], b: &[f64], damping: f64) -> SolveInfo {
     let res: Vec<f64> = gd
         .iter()
         .zip(d)
