@@ -50,17 +50,9 @@ fn worst_error<Mo: Model, Lo: Loss, Me: Metric>(
     for r in &rs {
         let expected = common::dense_solve(&g, &matvec(&jt, r));
         for solver in &solvers {
-            let mut d = vec![0.0; p];
-            let info = solve_direction(
-                &mut lin,
-                Rhs::Cotangent { r, jt_r: None },
-                &mut d,
-                lambda,
-                solver,
-                &mut SolveCache::default(),
-                Par::Seq,
-            )
-            .unwrap_or_else(|e| panic!("{solver:?}: {e}"));
+            let (d, info) =
+                common::solve_fresh(&mut lin, Rhs::Cotangent { r, jt_r: None }, lambda, solver)
+                    .unwrap_or_else(|e| panic!("{solver:?}: {e}"));
             let e = rel_diff(&d, &expected);
             assert!(e <= 1e-8, "{} (n={n}, p={p}): {e:e}", info.method);
             worst = worst.max(e);

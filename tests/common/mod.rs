@@ -116,3 +116,28 @@ pub fn dense_solve(a: &Mat<f64>, b: &[f64]) -> Vec<f64> {
     x
 }
 pub mod runs;
+
+/// One direction solve on a fresh `SolveCache`, sequential: the direction and its info.
+pub fn solve_fresh<Mo, Lo, Me>(
+    lin: &mut natgrad::problem::Linearized<'_, Mo, Lo, Me>,
+    rhs: natgrad::linsolve::Rhs<'_>,
+    lambda: f64,
+    solver: &natgrad::LinearSolver,
+) -> Result<(Vec<f64>, natgrad::linsolve::SolveInfo), natgrad::linsolve::SolveFailure>
+where
+    Mo: natgrad::Model,
+    Lo: natgrad::Loss,
+    Me: natgrad::Metric,
+{
+    let mut d = vec![0.0; lin.problem().n_params()];
+    let info = natgrad::linsolve::solve_direction(
+        lin,
+        rhs,
+        &mut d,
+        lambda,
+        solver,
+        &mut natgrad::linsolve::SolveCache::default(),
+        faer::Par::Seq,
+    )?;
+    Ok((d, info))
+}
