@@ -21,6 +21,7 @@
 
 use crate::error::{check_finite, Error, Result};
 use crate::linalg::matmul_then_scalar as matmul;
+use crate::model::activation::Activation;
 use faer::{Accum, Mat, MatMut, MatRef, Par};
 
 /// The architecture of a tanh MLP `R^d → R` used in Taylor mode.
@@ -177,12 +178,12 @@ impl HiddenLayer {
             Mat::zeros(n, m),
         );
         for i in 0..m {
+            // σ and σ' by the crate's vectorised tanh (channel 0 is the first m columns).
+            let (t, d1) = (h0.col_as_slice_mut(i), s1.col_as_slice_mut(i));
+            t.copy_from_slice(a.col_as_slice(i));
+            Activation::Tanh.value_and_derivative_slice(t, d1);
             for u in 0..n {
-                let t = a[(u, i)].tanh();
-                let d1 = 1.0 - t * t;
-                h0[(u, i)] = t;
-                h0[(u, i)] = t;
-                s1[(u, i)] = d1;
+                let (t, d1) = (h0[(u, i)], s1[(u, i)]);
                 s2[(u, i)] = -2.0 * t * d1;
                 s3[(u, i)] = -2.0 * d1 * d1 + 4.0 * t * t * d1;
                 sq[(u, i)] = (1..=d).map(|k| a[(u, k * m + i)].powi(2)).sum();
