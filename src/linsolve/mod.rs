@@ -398,26 +398,12 @@ pub fn solve_direction<Mo: Model, Lo: Loss, Me: Metric>(
         }
         LinearSolver::Auto(a) => auto::solve(lin, a, rhs, x, damping, cache, par)?,
         LinearSolver::LeastSquares { rcond } => {
-            let (r, owned);
-            let b: &[f64] = match rhs {
-                Rhs::Params(b) => {
-                    r = None;
-                    b
-                }
-                Rhs::Cotangent { r: rr, jt_r } => {
-                    r = Some(rr);
-                    match jt_r {
-                        Some(b) => b,
-                        None => {
-                            let mut jtr = vec![0.0; x.len()];
-                            lin.vjp(rr, &mut jtr);
-                            owned = jtr;
-                            &owned
-                        }
-                    }
-                }
+            let r = match rhs {
+                Rhs::Cotangent { r, .. } => Some(r),
+                Rhs::Params(_) => None,
             };
-            least_squares::solve(lin, r, b, x, damping, *rcond, par)?
+            let b = param_rhs(lin, rhs);
+            least_squares::solve(lin, r, &b, x, damping, *rcond, par)?
         }
     };
     if let Some(index) = first_non_finite(x) {
@@ -441,6 +427,22 @@ pub(crate) fn sharded_sample_space() -> Error {
     )
 }
 
+/// The parameter-space right-hand side `b`: given, or `Jᵀ r` (one vjp) when only the
+/// cotangent `r` is.
+fn param_rhs<'a, Mo: Model, Lo: Loss, Me: Metric>(
+    lin: &mut Linearized<'_, Mo, Lo, Me>,
+    rhs: Rhs<'a>,
+) -> std::borrow::Cow<'a, [f64]> {
+    match rhs {
+        Rhs::Params(b) | Rhs::Cotangent { jt_r: Some(b), .. } => b.into(),
+        Rhs::Cotangent { r, jt_r: None } => {
+            let mut jtr = vec![0.0; lin.problem().n_params()];
+            lin.vjp(r, &mut jtr);
+            jtr.into()
+        }
+    }
+}
+
 /// Solves by one of the four paths; `cg` is used by the CG paths.
 #[allow(clippy::too_many_arguments)]
 fn run_path<Mo: Model, Lo: Loss, Me: Metric>(
@@ -455,20 +457,11 @@ fn run_path<Mo: Model, Lo: Loss, Me: Metric>(
 ) -> Result<SolveInfo, SolveFailure> {
     match path {
         Path::ParamCg | Path::ParamCholesky => {
-            let owned;
-            let b: &[f64] = match rhs {
-                Rhs::Params(b) | Rhs::Cotangent { jt_r: Some(b), .. } => b,
-                Rhs::Cotangent { r, jt_r: None } => {
-                    let mut jtr = vec![0.0; x.len()];
-                    lin.vjp(r, &mut jtr);
-                    owned = jtr;
-                    &owned
-                }
-            };
+            let b = param_rhs(lin, rhs);
             if path == Path::ParamCg {
-                cg::solve_cg(lin, Space::Params, b, x, damping, cg, cache, par)
+                cg::solve_cg(lin, Space::Params, &b, x, damping, cg, cache, par)
             } else {
-                cholesky::solve_cholesky(lin, b, x, damping, par)
+                cholesky::solve_cholesky(lin, &b, x, damping, par)
             }
         }
         Path::SampleCg | Path::SampleCholesky => {
