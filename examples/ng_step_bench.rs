@@ -148,8 +148,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fwd_gflop = problem.model().forward_flops() / 1e9;
     let cg = LinearSolver::Cg(CgSettings::fixed_iterations(CG_ITERS));
 
-    // The roofline GEMM runs once before every step (interleaved, so that both see the
-    // same machine state) and its median is the reference rate.
+    // The roofline GEMM runs before every step (interleaved, so that both see the same
+    // machine state); the median over the steps is the reference rate.
     let mut reference = RefGemm::new(&widths, m);
     reference.gflops_once();
     let mut theta = theta0.clone();

@@ -117,7 +117,8 @@ impl NaturalGradient {
                 // term of the step scales like 1/λ, so a step that was no descent
                 // direction never becomes one. Without the memory the next step is a
                 // plain natural-gradient step from θ_k, a descent direction.
-                let restarted = previous.is_some() && self.momentum != Momentum::Plain;
+                let restarted = previous.is_some()
+                    && !matches!(self.momentum, Momentum::Plain | Momentum::GradientDescent);
                 kv.insert("momentum_restart", restarted.into());
                 Ok(Step::Rejected(kv))
             }
