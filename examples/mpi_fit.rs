@@ -95,7 +95,7 @@ struct Progress {
 impl Observe<NgState> for Progress {
     fn observe_iter(&mut self, state: &NgState, kv: &KV) -> Result<(), ArgminError> {
         let k = state.get_iter();
-        if k % self.every == 0 {
+        if k.is_multiple_of(self.every) {
             let cg = kv
                 .get("cg_iters")
                 .map(|v| v.to_string())

@@ -130,7 +130,7 @@ fn local_checks<Lo: Loss, Me: Metric>(
     loss: &Lo,
     metric: &Me,
 ) -> Result<()> {
-    if m == 0 || n % m != 0 {
+    if m == 0 || !n.is_multiple_of(m) {
         return Err(Error::InvalidSetting(format!(
             "sharded problem: this rank has {m} samples and {n} outputs; every rank needs \
              at least one sample and the same number of outputs per sample"

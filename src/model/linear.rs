@@ -76,7 +76,7 @@ impl LinearModel {
 
     /// Declares `q` outputs per sample point (rows `i·q..(i+1)·q` belong to sample `i`).
     pub fn with_outputs_per_sample(mut self, q: usize) -> Result<Self> {
-        if q == 0 || self.design.nrows() % q != 0 {
+        if q == 0 || !self.design.nrows().is_multiple_of(q) {
             return Err(Error::InvalidSetting(format!(
                 "LinearModel: outputs per sample q = {q} must divide n = {}",
                 self.design.nrows()
