@@ -355,3 +355,38 @@ fn dense_jacobian_matches_complex_step() {
         assert!(e <= 1e-12, "seed {seed}: {e:e}");
     }
 }
+
+/// A model reuses a dropped linearisation's buffers (`mlp/workspace.rs`): its outputs and
+/// products at a new θ must be bitwise those of a fresh clone, whose pool is empty — also
+/// while an older linearisation is still alive (the momentum rules hold two).
+#[test]
+fn reused_buffers_give_the_products_of_fresh_ones() {
+    for (seed, model) in cases() {
+        let (t1, t2, t3) = (
+            theta_for(&model, seed),
+            theta_for(&model, seed + 1),
+            theta_for(&model, seed + 2),
+        );
+        let (n, p) = (model.n_outputs(), model.n_params());
+        let mut r = rng(seed + 3);
+        let (t, s) = (vec(&mut r, p), vec(&mut r, n));
+        let products = |lin: &mut <Mlp as Model>::Linearization<'_>| {
+            let (mut jt, mut jts) = (vec![0.0; n], vec![0.0; p]);
+            lin.jvp(&t, &mut jt);
+            lin.vjp(&s, &mut jts);
+            [lin.outputs().to_vec(), jt, jts].concat()
+        };
+        let fresh = |th: &[f64]| products(&mut model.clone().linearize(th).unwrap());
+        drop(model.linearize(&t1).unwrap());
+        let reused = products(&mut model.linearize(&t2).unwrap());
+        assert_eq!(reused, fresh(&t2), "seed {seed}: reused buffers");
+        let mut held = model.linearize(&t3).unwrap();
+        let beside = products(&mut model.linearize(&t1).unwrap());
+        assert_eq!(
+            beside,
+            fresh(&t1),
+            "seed {seed}: beside a live linearisation"
+        );
+        assert_eq!(products(&mut held), fresh(&t3), "seed {seed}: the live one");
+    }
+}

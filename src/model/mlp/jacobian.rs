@@ -10,15 +10,16 @@
 
 use super::linearization::{back_through, layer_input, view, view_mut, MlpLinearization};
 use super::pointwise::seed_output_unit;
-use crate::model::Model;
+use crate::model::{col_slice_mut, Model};
+use faer::prelude::ReborrowMut;
+use faer::MatMut;
 
-/// `J` (`n × p`, column-major) into `jac`, which has `n·p` entries.
-pub(super) fn dense_jacobian(lin: &mut MlpLinearization<'_>, jac: &mut [f64]) {
+/// `J` (`n × p`) into `jac`, whose columns must be contiguous.
+pub(super) fn dense_jacobian(lin: &mut MlpLinearization<'_>, mut jac: MatMut<'_, f64>) {
     let (model, theta, acts, derivs, bufs) = lin.parts();
     let (m, nl) = (model.n_samples(), model.n_layers());
     let q = model.widths[nl];
     let wmax = model.widths.iter().copied().max().unwrap_or(1);
-    let n = m * q;
     // Sample-major copies of z̄ and [a; 1]: column u of `zt` is row u of z̄.
     let (mut zt, mut at) = (vec![0.0; m * wmax], vec![0.0; m * (wmax + 1)]);
     let [x, y] = bufs;
@@ -36,7 +37,7 @@ pub(super) fn dense_jacobian(lin: &mut MlpLinearization<'_>, jac: &mut [f64]) {
                 for u in 0..n_out {
                     let z = &zt[u * m..(u + 1) * m];
                     let k = off + c * n_out + u;
-                    let col = &mut jac[k * n..(k + 1) * n];
+                    let col = col_slice_mut(jac.rb_mut(), k);
                     let prods = a.iter().zip(z).map(|(a, z)| a * z);
                     match q {
                         1 => col.iter_mut().zip(prods).for_each(|(o, v)| *o = v),

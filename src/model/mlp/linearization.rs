@@ -13,6 +13,7 @@
 //! every GEMM is already `m` wide.
 
 use super::pointwise::{activate, gemm, mul_by, mul_into};
+use super::workspace::Workspace;
 use super::Mlp;
 use crate::model::{col_slice_mut, Linearization, Model};
 use faer::linalg::matmul::matmul;
@@ -32,25 +33,14 @@ type ColumnProduct<'a> = fn(&mut MlpLinearization<'a>, &[f64], &mut [f64]);
 #[derive(Debug)]
 pub struct MlpLinearization<'a> {
     model: &'a Mlp,
-    theta: Vec<f64>,
-    /// Hidden layers `l = 1 … L-1`, each `(2 n_l + 1) × m` column-major with rows
-    /// `[a_l; 1; ȧ_l]`: the cached activation, its row of ones, and the jvp tangent (so a
-    /// jvp layer is the single GEMM `[Ẇ_l | ḃ_l | W_l] · [a_l; 1; ȧ_l]`).
-    acts: Vec<Vec<f64>>,
-    /// `[a_l; 1]ᵀ` for `l = 0 … L-1`, each `m × (n_l + 1)` column-major (sample-major):
-    /// the right factor of the vjp's weight gradient `z̄_{l+1} [a_l; 1]ᵀ`, in the layout
-    /// that GEMM (inner dimension `m`) runs fastest with — ≈ 1.4× the strided transpose of
-    /// `acts`. Empty on the dense path.
-    acts_t: Vec<Vec<f64>>,
-    /// `σ'_l(z_{l+1})` for `l = 0 … L-1`, each `n_{l+1} × m` (empty for the identity).
-    derivs: Vec<Vec<f64>>,
-    outputs: Vec<f64>,
-    /// Two `max n_l × m` blocks (`z` of a jvp layer, `z̄` of a vjp layer).
-    bufs: [Vec<f64>; 2],
-    /// `[Ẇ_l | ḃ_l | W_l]` of the widest layer, `n_{l+1} × (2 n_l + 1)`.
-    lhs: Vec<f64>,
-    /// `J` (`n × p`, column-major) when `n·p` is within the dense limit.
-    dense: Option<Vec<f64>>,
+    /// θ, the cached forward pass, scratch and (when small) `J`: see [`Workspace`]. The
+    /// hidden activations are stored `(2 n_l + 1) × m` with rows `[a_l; 1; ȧ_l]` (the
+    /// cached activation, its row of ones, and the jvp tangent), so a jvp layer is the
+    /// single GEMM `[Ẇ_l | ḃ_l | W_l] · [a_l; 1; ȧ_l]`; the sample-major copies `[a_l; 1]ᵀ`
+    /// are the right factor of the vjp's weight gradient `z̄_{l+1} [a_l; 1]ᵀ`, in the layout
+    /// that GEMM (inner dimension `m`) runs fastest with — ≈ 1.4× the strided transpose.
+    /// Returned to the model's pool on drop.
+    ws: Workspace,
 }
 
 pub(super) fn view(v: &[f64], rows: usize, cols: usize) -> MatRef<'_, f64> {
@@ -100,63 +90,29 @@ impl<'a> MlpLinearization<'a> {
     /// One forward pass at θ (length already checked), caching what the products need.
     pub(super) fn new(model: &'a Mlp, theta: &[f64]) -> Self {
         let (m, w, nl) = (model.n_samples(), &model.widths, model.n_layers());
-        let mut acts: Vec<Vec<f64>> = (1..nl)
-            .map(|l| {
-                let mut a = vec![0.0; (2 * w[l] + 1) * m];
-                a.iter_mut()
-                    .skip(w[l])
-                    .step_by(2 * w[l] + 1)
-                    .for_each(|x| *x = 1.0);
-                a
-            })
-            .collect();
-        let mut derivs: Vec<Vec<f64>> = (0..nl)
-            .map(|l| match model.activations[l].is_identity() {
-                true => Vec::new(),
-                false => vec![0.0; w[l + 1] * m],
-            })
-            .collect();
-        let mut outputs = vec![0.0; model.n_outputs()];
+        let mut ws = model.workspace.take(model);
+        ws.theta.copy_from_slice(theta);
         for l in 0..nl {
             let n_out = w[l + 1];
-            let (done, rest) = acts.split_at_mut(l);
+            let (done, rest) = ws.acts.split_at_mut(l);
             let (target, ld) = match rest.first_mut() {
                 Some(a) => (a.as_mut_slice(), 2 * n_out + 1),
-                None => (outputs.as_mut_slice(), n_out),
+                None => (ws.outputs.as_mut_slice(), n_out),
             };
             let z = MatMut::from_column_major_slice_with_stride_mut(target, n_out, m, ld);
             let input = layer_input(model, done, l);
             gemm(z, Accum::Replace, model.layer(theta, l), input, model.par);
             let act = model.activations[l];
-            activate(act, target, ld, n_out, Some(&mut derivs[l]), model.par);
+            activate(act, target, ld, n_out, Some(&mut ws.derivs[l]), model.par);
         }
-        let nmax = w[1..].iter().copied().max().unwrap_or(1);
-        let lhs_len = (1..nl).map(|l| w[l + 1] * (2 * w[l] + 1)).max();
-        let mut lin = Self {
-            model,
-            theta: theta.to_vec(),
-            acts,
-            acts_t: Vec::new(),
-            derivs,
-            outputs,
-            bufs: [vec![0.0; nmax * m], vec![0.0; nmax * m]],
-            lhs: vec![0.0; lhs_len.unwrap_or(0)],
-            dense: None,
-        };
-        let np = model.n_outputs() * model.n_params();
-        if np <= model.dense_limit {
-            let mut jac = vec![0.0; np];
-            super::jacobian::dense_jacobian(&mut lin, &mut jac);
-            lin.dense = Some(jac);
-        } else {
-            lin.acts_t = (0..nl)
-                .map(|l| {
-                    let mut t = vec![0.0; m * (w[l] + 1)];
-                    let input = layer_input(model, &lin.acts, l);
-                    view_mut(&mut t, m, w[l] + 1).copy_from(input.transpose());
-                    t
-                })
-                .collect();
+        for (l, t) in ws.acts_t.iter_mut().enumerate() {
+            let input = layer_input(model, &ws.acts, l);
+            view_mut(t, m, w[l] + 1).copy_from(input.transpose());
+        }
+        let mut lin = Self { model, ws };
+        if let Some(mut jac) = lin.ws.dense.take() {
+            super::jacobian::dense_jacobian(&mut lin, jac.as_mut());
+            lin.ws.dense = Some(jac);
         }
         lin
     }
@@ -165,7 +121,7 @@ impl<'a> MlpLinearization<'a> {
     fn jvp_layers(&mut self, t: &[f64], out: &mut [f64]) {
         let model = self.model;
         let (m, par, nl) = (model.n_samples(), model.par, model.n_layers());
-        let z = &mut self.bufs[0];
+        let z = &mut self.ws.bufs[0];
         for l in 0..nl {
             let (n_in, n_out) = (model.widths[l], model.widths[l + 1]);
             let last = l + 1 == nl;
@@ -182,14 +138,14 @@ impl<'a> MlpLinearization<'a> {
             } else {
                 // [Ẇ_l | ḃ_l | W_l] · [a_l; 1; ȧ_l]: tangent and weight term in one GEMM.
                 let k = 2 * n_in + 1;
-                let lhs = &mut self.lhs[..n_out * k];
+                let lhs = &mut self.ws.lhs[..n_out * k];
                 let split = n_out * (n_in + 1);
                 lhs[..split].copy_from_slice(&t[model.layer_range(l)]);
-                lhs[split..].copy_from_slice(&self.theta[model.layer_range(l)][..n_out * n_in]);
-                let rhs = view(&self.acts[l - 1], k, m);
+                lhs[split..].copy_from_slice(&self.ws.theta[model.layer_range(l)][..n_out * n_in]);
+                let rhs = view(&self.ws.acts[l - 1], k, m);
                 gemm(zl, Accum::Replace, view(lhs, n_out, k), rhs, par);
             }
-            let d = &self.derivs[l];
+            let d = &self.ws.derivs[l];
             let d = (!model.activations[l].is_identity()).then_some(d.as_slice());
             if last {
                 if let Some(d) = d {
@@ -197,7 +153,7 @@ impl<'a> MlpLinearization<'a> {
                 }
             } else {
                 // ȧ_{l+1} = σ' ⊙ ż_{l+1}, straight into the rows the next GEMM reads.
-                let dst = &mut self.acts[l][n_out + 1..];
+                let dst = &mut self.ws.acts[l][n_out + 1..];
                 mul_into(dst, 2 * n_out + 1, &z[..n_out * m], d, n_out, par);
             }
         }
@@ -208,17 +164,17 @@ impl<'a> MlpLinearization<'a> {
     fn vjp_layers(&mut self, s: &[f64], out: &mut [f64]) {
         let model = self.model;
         let (m, par, nl) = (model.n_samples(), model.par, model.n_layers());
-        let [x, y] = &mut self.bufs;
+        let [x, y] = &mut self.ws.bufs;
         let (mut x, mut y) = (x, y);
         let q = model.widths[nl];
         // z̄_L = σ' ⊙ s, or s itself for the identity (no copy).
         let mut in_s = model.activations[nl - 1].is_identity();
         if !in_s {
-            mul_into(x, q, s, Some(&self.derivs[nl - 1]), q, par);
+            mul_into(x, q, s, Some(&self.ws.derivs[nl - 1]), q, par);
         }
         for l in (0..nl).rev() {
             let (n_in, n_out) = (model.widths[l], model.widths[l + 1]);
-            let input_t = view(&self.acts_t[l], m, n_in + 1);
+            let input_t = view(&self.ws.acts_t[l], m, n_in + 1);
             let zbar = if in_s {
                 view(s, n_out, m)
             } else {
@@ -227,7 +183,7 @@ impl<'a> MlpLinearization<'a> {
             let g = view_mut(&mut out[model.layer_range(l)], n_out, n_in + 1);
             gemm(g, Accum::Replace, zbar, input_t, par);
             if l > 0 {
-                back_through(model, &self.theta, &self.derivs, l, zbar, y);
+                back_through(model, &self.ws.theta, &self.ws.derivs, l, zbar, y);
                 std::mem::swap(&mut x, &mut y);
                 in_s = false;
             }
@@ -254,8 +210,7 @@ impl<'a> MlpLinearization<'a> {
 
     /// `J` as a matrix, when held.
     fn dense(&self) -> Option<MatRef<'_, f64>> {
-        let (n, p) = (self.outputs.len(), self.theta.len());
-        self.dense.as_deref().map(|j| view(j, n, p))
+        self.ws.dense.as_ref().map(Mat::as_ref)
     }
 
     fn jvp_one(&mut self, t: &[f64], out: &mut [f64]) {
@@ -287,22 +242,26 @@ fn dense_product(a: MatRef<'_, f64>, v: &[f64], out: &mut [f64]) {
 
 impl Linearization for MlpLinearization<'_> {
     fn n_params(&self) -> usize {
-        self.theta.len()
+        self.ws.theta.len()
     }
 
     fn outputs(&self) -> &[f64] {
-        &self.outputs
+        &self.ws.outputs
     }
 
     fn jvp(&mut self, t: &[f64], out: &mut [f64]) {
-        assert_eq!(t.len(), self.theta.len(), "natgrad: Mlp jvp tangent length");
+        assert_eq!(
+            t.len(),
+            self.ws.theta.len(),
+            "natgrad: Mlp jvp tangent length"
+        );
         self.jvp_one(t, out);
     }
 
     fn vjp(&mut self, s: &[f64], out: &mut [f64]) {
         assert_eq!(
             s.len(),
-            self.outputs.len(),
+            self.ws.outputs.len(),
             "natgrad: Mlp vjp cotangent length"
         );
         self.vjp_one(s, out);
@@ -337,10 +296,16 @@ impl Linearization for MlpLinearization<'_> {
         if let Some(j) = self.dense() {
             return Some(j.to_owned());
         }
-        let (n, p) = (self.outputs.len(), self.theta.len());
-        let mut jac = vec![0.0; n * p];
-        super::jacobian::dense_jacobian(self, &mut jac);
-        Some(view(&jac, n, p).to_owned())
+        let mut jac = Mat::zeros(self.ws.outputs.len(), self.ws.theta.len());
+        super::jacobian::dense_jacobian(self, jac.as_mut());
+        Some(jac)
+    }
+}
+
+impl Drop for MlpLinearization<'_> {
+    /// Hands the buffers to the model for its next linearisation.
+    fn drop(&mut self) {
+        self.model.workspace.put(std::mem::take(&mut self.ws));
     }
 }
 
@@ -358,10 +323,10 @@ impl<'a> MlpLinearization<'a> {
     ) {
         (
             self.model,
-            &self.theta,
-            &self.acts,
-            &self.derivs,
-            &mut self.bufs,
+            &self.ws.theta,
+            &self.ws.acts,
+            &self.ws.derivs,
+            &mut self.ws.bufs,
         )
     }
 }

@@ -36,11 +36,16 @@
 //! `max n_{l+1}(2 n_l + 1)` block for the jvp's left factor — never an `n × p` Jacobian,
 //! except below the small dense limit of [`Mlp::with_dense_limit`] (`n·p ≤ 2¹⁶` floats by
 //! default), where forming `J` is cheaper than the per-layer products.
+//!
+//! A dropped linearisation hands its buffers back to the model, and the next one reuses
+//! them (one set is kept; a clone starts without): a run that linearises every step
+//! allocates once. The model therefore holds one linearisation's memory between steps.
 
 mod gram_diag;
 mod jacobian;
 mod linearization;
 mod pointwise;
+mod workspace;
 
 pub use linearization::MlpLinearization;
 
@@ -65,6 +70,8 @@ pub struct Mlp {
     par: Par,
     /// Largest `n·p` for which a linearisation forms `J` and uses it for products.
     dense_limit: usize,
+    /// The buffers of the last dropped linearisation, reused by the next.
+    workspace: workspace::WorkspacePool,
 }
 
 /// Default of [`Mlp::with_dense_limit`]: `2¹⁶` floats (512 KiB).
@@ -113,6 +120,7 @@ impl Mlp {
             offsets,
             par: Par::rayon(0),
             dense_limit: DENSE_LIMIT,
+            workspace: Default::default(),
         })
     }
 
@@ -142,6 +150,7 @@ impl Mlp {
     #[must_use]
     pub fn with_dense_limit(mut self, floats: usize) -> Self {
         self.dense_limit = floats;
+        self.workspace = Default::default();
         self
     }
 
