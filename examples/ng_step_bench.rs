@@ -19,10 +19,20 @@
 //! `cg_gflops = 20·4·fwd_gflop / cg_phase_s`, `gemm_fraction = cg_gflops / gemm_gflops`
 //! (the reference GEMM runs three times before each timed step; `gemm_gflops` is the
 //! median of the per-step medians),
-//! `threads` and `peak_rss_mb` (the process's `VmHWM`).
+//! `threads` and `peak_rss_mb` (the process's `VmHWM`), and three keys that bound the
+//! fraction: `product_pair_s` (one jvp + vjp on a live linearisation),
+//! `faer_cg_own_s` (faer's `conjugate_gradient` alone — 20 iterations with natgrad's
+//! settings on a diagonal operator of dimension `p`, so its own vector work) and
+//! `faer_cg_cap = t / (t + faer_cg_own_s / 20)` with `t = 4·fwd_gflop / gemm_gflops`: the
+//! fraction the CG phase would reach if the products ran at the GEMM rate.
 
+use faer::dyn_stack::{MemBuffer, MemStack, StackReq};
 use faer::linalg::matmul::matmul;
-use faer::{Accum, Mat, Par};
+use faer::matrix_free::conjugate_gradient::{
+    conjugate_gradient, conjugate_gradient_scratch, CgParams,
+};
+use faer::matrix_free::{IdentityPrecond, InitialGuessStatus, LinOp};
+use faer::{Accum, Mat, MatMut, MatRef, Par};
 use natgrad::model::Model;
 use natgrad::{CgSettings, LinearSolver, Linearization};
 use std::time::Instant;
@@ -97,6 +107,66 @@ impl RefGemm {
         t.sort_by(f64::total_cmp);
         2.0 * (self.a.nrows() * self.a.ncols() * self.b.ncols()) as f64 / t[1] / 1e9
     }
+}
+
+/// The operator `diag(1, 2, …, 100, 1, 2, …)`: one pass over two vectors per product.
+#[derive(Debug)]
+struct Diagonal(usize);
+
+impl LinOp<f64> for Diagonal {
+    fn apply_scratch(&self, _: usize, _: Par) -> StackReq {
+        StackReq::EMPTY
+    }
+    fn nrows(&self) -> usize {
+        self.0
+    }
+    fn ncols(&self) -> usize {
+        self.0
+    }
+    fn apply(&self, out: MatMut<'_, f64>, rhs: MatRef<'_, f64>, _: Par, _: &mut MemStack) {
+        let (mut out, rhs) = (out, rhs);
+        for j in 0..rhs.ncols() {
+            out.as_mut()
+                .col_mut(j)
+                .iter_mut()
+                .zip(rhs.col(j).iter())
+                .enumerate()
+                .for_each(|(i, (o, r))| *o = (1 + i % 100) as f64 * r);
+        }
+    }
+    fn conj_apply(&self, out: MatMut<'_, f64>, rhs: MatRef<'_, f64>, par: Par, st: &mut MemStack) {
+        self.apply(out, rhs, par, st)
+    }
+}
+
+/// faer's `conjugate_gradient` alone: `CG_ITERS` iterations on [`Diagonal`] of dimension
+/// `p`, with natgrad's settings (identity preconditioner, sequential vector work).
+fn faer_cg_own(p: usize, reps: usize) -> f64 {
+    let (op, precond) = (Diagonal(p), IdentityPrecond { dim: p });
+    let b = Mat::from_fn(p, 1, |i, _| (i % 13) as f64 - 6.0);
+    let mut x = Mat::zeros(p, 1);
+    let mut mem = MemBuffer::new(conjugate_gradient_scratch(&precond, &op, 1, Par::Seq));
+    let params = CgParams::<f64> {
+        rel_tolerance: 0.0,
+        abs_tolerance: 0.0,
+        max_iters: CG_ITERS,
+        initial_guess: InitialGuessStatus::MaybeNonZero,
+        ..CgParams::default()
+    };
+    median_time(reps, || {
+        x.fill(0.0);
+        // NoConvergence after exactly CG_ITERS iterations is the intended outcome.
+        let _ = conjugate_gradient(
+            x.as_mut(),
+            &precond,
+            &op,
+            b.as_ref(),
+            params,
+            |_| {},
+            Par::Seq,
+            MemStack::new(&mut mem),
+        );
+    })
 }
 
 fn peak_rss_mb() -> Option<f64> {
@@ -178,6 +248,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         lin.vjp(&jt, &mut jts);
     });
 
+    // One jvp + vjp on a live linearisation: the products of one CG iteration.
+    let mut lin = model.linearize(&theta0).expect("linearise");
+    let product_pair_s = median_time(args.reps, || {
+        lin.jvp(&theta0, &mut jt);
+        lin.vjp(&jt, &mut jts);
+    });
+    drop(lin);
+    let faer_cg_own_s = faer_cg_own(p, args.reps);
+
     let cholesky_step_s = (p <= CHOLESKY_MAX_P).then(|| {
         let mut theta = theta0.clone();
         median_time(args.reps, || {
@@ -188,6 +267,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     gemm_rates.sort_by(f64::total_cmp);
     let gemm = gemm_rates[gemm_rates.len() / 2];
     let cg_gflops = CG_ITERS as f64 * 4.0 * fwd_gflop / cg_phase_s;
+    let t_gemm = 4.0 * fwd_gflop / gemm;
+    let faer_cg_cap = t_gemm / (t_gemm + faer_cg_own_s / CG_ITERS as f64);
     let rss = peak_rss_mb().unwrap_or(f64::NAN);
     let threads = rayon::current_num_threads();
     let chol = cholesky_step_s.map_or("null".to_string(), |t| format!("{t:.6e}"));
@@ -197,7 +278,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
              \"ng_step_s\":{ng_step_s:.6e},\"jvp_vjp_pair_s\":{jvp_vjp_pair_s:.6e},\
              \"cholesky_step_s\":{chol},\"fwd_gflop\":{fwd_gflop:.6e},\"gemm_gflops\":{gemm:.3},\
              \"cg_phase_s\":{cg_phase_s:.6e},\"cg_gflops\":{cg_gflops:.3},\
-             \"gemm_fraction\":{:.4},\"threads\":{threads},\"peak_rss_mb\":{rss:.1}}}",
+             \"gemm_fraction\":{:.4},\"threads\":{threads},\"peak_rss_mb\":{rss:.1},\
+             \"product_pair_s\":{product_pair_s:.6e},\"faer_cg_own_s\":{faer_cg_own_s:.6e},\
+             \"faer_cg_cap\":{faer_cg_cap:.4}}}",
             args.size,
             widths,
             cg_gflops / gemm
@@ -223,6 +306,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!(
             "  CG rate {cg_gflops:.1} GFLOP/s = {:.1} % of faer GEMM {gemm:.1} GFLOP/s",
             100.0 * cg_gflops / gemm
+        );
+        println!(
+            "  jvp + vjp, live             {:>10.3} ms ({:.1} % of the GEMM rate)",
+            product_pair_s * 1e3,
+            100.0 * t_gemm / product_pair_s
+        );
+        println!(
+            "  faer CG alone, 20 it.       {:>10.3} ms (caps the fraction at {:.1} %)",
+            faer_cg_own_s * 1e3,
+            100.0 * faer_cg_cap
         );
         println!("  peak RSS {rss:.1} MB");
     }
