@@ -43,6 +43,13 @@ fn cases() -> Vec<(u64, Mlp)> {
             out.push((seed, model));
         }
     }
+    // Surely the thin paths (`pointwise::thin_product`): a first layer with `d + 1 ≤ 4`
+    // and a scalar output below a softplus layer.
+    let x: Vec<f64> = (0..3 * 5).map(|i| (i as f64 * 0.37).sin()).collect();
+    let acts = [Activation::Tanh, Activation::Softplus, Activation::Sigmoid];
+    let thin = Mlp::new(&[3, 5, 4, 1], &acts, &x).unwrap();
+    out.push((seed + 1, thin.clone().with_dense_limit(0)));
+    out.push((seed + 1, thin));
     out
 }
 

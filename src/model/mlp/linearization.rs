@@ -12,7 +12,7 @@
 //! in the same pass that writes `ȧ_{l+1}` there. Block products run column by column:
 //! every GEMM is already `m` wide.
 
-use super::pointwise::{activate, gemm, mul_by, mul_into};
+use super::pointwise::{activate, gemm, mul_by, mul_into, thin_product};
 use super::workspace::Workspace;
 use super::Mlp;
 use crate::model::{col_slice_mut, Linearization, Model};
@@ -74,6 +74,10 @@ pub(super) fn back_through(
 ) {
     let (n_in, m, par) = (model.widths[l], model.n_samples(), model.par);
     let wl = model.layer(theta, l).subcols(0, n_in);
+    let d = (!model.activations[l - 1].is_identity()).then(|| derivs[l - 1].as_slice());
+    if thin_product(&mut y[..n_in * m], n_in, wl.transpose(), zbar, d, par) {
+        return;
+    }
     gemm(
         view_mut(y, n_in, m),
         Accum::Replace,
@@ -125,7 +129,20 @@ impl<'a> MlpLinearization<'a> {
         for l in 0..nl {
             let (n_in, n_out) = (model.widths[l], model.widths[l + 1]);
             let last = l + 1 == nl;
-            let target: &mut [f64] = if last { out } else { z };
+            let d = &self.ws.derivs[l];
+            let d = (!model.activations[l].is_identity()).then_some(d.as_slice());
+            if l == 0 {
+                // A thin first layer: σ' ⊙ ([Ẇ_0|ḃ_0]·[x; 1]) in one pass.
+                let (dst, ld) = match last {
+                    true => (&mut out[..], n_out),
+                    false => (&mut self.ws.acts[0][n_out + 1..], 2 * n_out + 1),
+                };
+                let (dt, x) = (model.layer(t, 0), model.inputs.as_ref());
+                if thin_product(dst, ld, dt, x, d, par) {
+                    continue;
+                }
+            }
+            let target: &mut [f64] = if last { &mut *out } else { &mut *z };
             let zl = view_mut(target, n_out, m);
             if l == 0 {
                 gemm(
@@ -145,8 +162,6 @@ impl<'a> MlpLinearization<'a> {
                 let rhs = view(&self.ws.acts[l - 1], k, m);
                 gemm(zl, Accum::Replace, view(lhs, n_out, k), rhs, par);
             }
-            let d = &self.ws.derivs[l];
-            let d = (!model.activations[l].is_identity()).then_some(d.as_slice());
             if last {
                 if let Some(d) = d {
                     mul_by(&mut out[..n_out * m], d, par);

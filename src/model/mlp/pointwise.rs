@@ -133,6 +133,70 @@ pub(super) fn mul_into(
     }
 }
 
+/// Largest inner dimension that [`thin_product`] takes.
+pub(super) const THIN_K: usize = 4;
+
+/// `dst[:, i] ← d[:, i] ⊙ (A b[:, i])` (or `A b[:, i]` for `d = None`) for a `rows × k`
+/// matrix `A` with contiguous columns and `k ≤ THIN_K`; `b` is `k × m`, `d` contiguous
+/// `rows × m`, `dst` has column stride `ld` (its first column at `dst[0]`). Returns `false`,
+/// touching nothing, when `A` does not qualify.
+///
+/// One pass that writes each output once, where a GEMM followed by a derivative multiply
+/// writes it, reads it back and writes it again: the jvp of a thin first layer
+/// (`[Ẇ_0|ḃ_0]·[x; 1]` with `d + 1 ≤ 4`) and the step below a scalar output
+/// (`σ' ⊙ (wᵀ z̄)`, rank one). Each entry sums `c = 0, 1, …, k−1` in that order, with
+/// no reduction across samples, so the result does not depend on the thread count.
+pub(super) fn thin_product(
+    dst: &mut [f64],
+    ld: usize,
+    a: MatRef<'_, f64>,
+    b: MatRef<'_, f64>,
+    d: Option<&[f64]>,
+    par: Par,
+) -> bool {
+    let (rows, k) = (a.nrows(), a.ncols());
+    if k == 0 || k > THIN_K {
+        return false;
+    }
+    let mut cols: [&[f64]; THIN_K] = [&[]; THIN_K];
+    for (c, col) in cols.iter_mut().enumerate().take(k) {
+        match a.col(c).try_as_col_major() {
+            Some(v) => *col = v.as_slice(),
+            None => return false,
+        }
+    }
+    let cols = &cols[..k];
+    let body = |chunk: usize, dc: &mut [f64], wc: Option<&[f64]>| {
+        for (i, o) in dc.chunks_mut(ld).enumerate() {
+            let s = chunk * CHUNK_SAMPLES + i;
+            let o = &mut o[..rows];
+            let b0 = b[(0, s)];
+            o.iter_mut().zip(cols[0]).for_each(|(o, a)| *o = a * b0);
+            for (c, col) in cols.iter().enumerate().skip(1) {
+                let bc = b[(c, s)];
+                o.iter_mut().zip(*col).for_each(|(o, a)| *o += a * bc);
+            }
+            if let Some(w) = wc {
+                let w = &w[i * rows..(i + 1) * rows];
+                o.iter_mut().zip(w).for_each(|(o, w)| *o *= w);
+            }
+        }
+    };
+    let (cdst, cd) = (ld * CHUNK_SAMPLES, rows * CHUNK_SAMPLES);
+    let d_chunk = |j: usize| d.map(|d| &d[j * cd..((j + 1) * cd).min(d.len())]);
+    match pointwise_par(rows * b.ncols(), par) {
+        Par::Seq => dst
+            .chunks_mut(cdst)
+            .enumerate()
+            .for_each(|(j, o)| body(j, o, d_chunk(j))),
+        _ => dst
+            .par_chunks_mut(cdst)
+            .enumerate()
+            .for_each(|(j, o)| body(j, o, d_chunk(j))),
+    }
+    true
+}
+
 /// `x ← x ⊙ d`, with `d` repeated over the blocks of `x` (`x.len()` a multiple of
 /// `d.len()`: one block per tangent of a block product).
 pub(super) fn mul_by(x: &mut [f64], d: &[f64], par: Par) {
