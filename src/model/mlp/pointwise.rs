@@ -88,6 +88,40 @@ pub(super) fn activate(
     }
 }
 
+/// Runs `body(j, dst_j, d_j)` over the fixed chunks (`CHUNK_SAMPLES` columns each, chunk
+/// `j` from column `j·CHUNK_SAMPLES`) of a `rows × m` block stored with column stride `ld`
+/// in `dst` (its first column at `dst[0]`), together with the same columns of the
+/// contiguous `rows × m` block `d` when given; in parallel when the block is large enough
+/// and `par` allows. The chunking does not depend on the thread count.
+fn by_sample_chunks<F>(
+    dst: &mut [f64],
+    ld: usize,
+    rows: usize,
+    m: usize,
+    d: Option<&[f64]>,
+    par: Par,
+    body: F,
+) where
+    F: Fn(usize, &mut [f64], Option<&[f64]>) + Sync + Send,
+{
+    if m == 0 {
+        return;
+    }
+    let dst = &mut dst[..(m - 1) * ld + rows];
+    let (cdst, cd) = (ld * CHUNK_SAMPLES, rows * CHUNK_SAMPLES);
+    let d_chunk = |j: usize| d.map(|d| &d[j * cd..((j + 1) * cd).min(rows * m)]);
+    match pointwise_par(rows * m, par) {
+        Par::Seq => dst
+            .chunks_mut(cdst)
+            .enumerate()
+            .for_each(|(j, o)| body(j, o, d_chunk(j))),
+        _ => dst
+            .par_chunks_mut(cdst)
+            .enumerate()
+            .for_each(|(j, o)| body(j, o, d_chunk(j))),
+    }
+}
+
 /// `dst ← src ⊙ d` (or `dst ← src` for `d = None`) for a `rows × m` block: `src` and `d`
 /// contiguous, `dst` with column stride `ld` (its first column at `dst[0]`). One pass, the
 /// derivative multiply of a product fused with the copy into where the next GEMM reads.
@@ -99,7 +133,9 @@ pub(super) fn mul_into(
     rows: usize,
     par: Par,
 ) {
-    let cols = |dc: &mut [f64], sc: &[f64], wc: Option<&[f64]>| {
+    let csrc = rows * CHUNK_SAMPLES;
+    let body = |j: usize, dc: &mut [f64], wc: Option<&[f64]>| {
+        let sc = &src[j * csrc..((j + 1) * csrc).min(src.len())];
         for (i, (o, s)) in dc.chunks_mut(ld).zip(sc.chunks(rows)).enumerate() {
             let o = &mut o[..rows];
             match wc {
@@ -111,26 +147,7 @@ pub(super) fn mul_into(
             }
         }
     };
-    let (cdst, csrc) = (ld * CHUNK_SAMPLES, rows * CHUNK_SAMPLES);
-    let seq = pointwise_par(src.len(), par) == Par::Seq;
-    match (seq, d) {
-        (true, None) => dst
-            .chunks_mut(cdst)
-            .zip(src.chunks(csrc))
-            .for_each(|(o, s)| cols(o, s, None)),
-        (true, Some(d)) => dst
-            .chunks_mut(cdst)
-            .zip(src.chunks(csrc).zip(d.chunks(csrc)))
-            .for_each(|(o, (s, w))| cols(o, s, Some(w))),
-        (false, None) => dst
-            .par_chunks_mut(cdst)
-            .zip(src.par_chunks(csrc))
-            .for_each(|(o, s)| cols(o, s, None)),
-        (false, Some(d)) => dst
-            .par_chunks_mut(cdst)
-            .zip(src.par_chunks(csrc).zip(d.par_chunks(csrc)))
-            .for_each(|(o, (s, w))| cols(o, s, Some(w))),
-    }
+    by_sample_chunks(dst, ld, rows, src.len() / rows, d, par, body);
 }
 
 /// Largest inner dimension that [`thin_product`] takes.
@@ -182,18 +199,7 @@ pub(super) fn thin_product(
             }
         }
     };
-    let (cdst, cd) = (ld * CHUNK_SAMPLES, rows * CHUNK_SAMPLES);
-    let d_chunk = |j: usize| d.map(|d| &d[j * cd..((j + 1) * cd).min(d.len())]);
-    match pointwise_par(rows * b.ncols(), par) {
-        Par::Seq => dst
-            .chunks_mut(cdst)
-            .enumerate()
-            .for_each(|(j, o)| body(j, o, d_chunk(j))),
-        _ => dst
-            .par_chunks_mut(cdst)
-            .enumerate()
-            .for_each(|(j, o)| body(j, o, d_chunk(j))),
-    }
+    by_sample_chunks(dst, ld, rows, b.ncols(), d, par, body);
     true
 }
 
