@@ -27,13 +27,13 @@
 //! `faer_cg_cap = t / (t + faer_cg_own_s / 20)` with `t = 4·fwd_gflop / gemm_gflops`: the
 //! fraction the CG phase would reach if the products ran at the GEMM rate.
 
-use faer::dyn_stack::{MemBuffer, MemStack, StackReq};
+use faer::dyn_stack::{MemBuffer, MemStack};
 use faer::linalg::matmul::matmul;
 use faer::matrix_free::conjugate_gradient::{
     conjugate_gradient, conjugate_gradient_scratch, CgParams,
 };
-use faer::matrix_free::{IdentityPrecond, InitialGuessStatus, LinOp};
-use faer::{Accum, Mat, MatMut, MatRef, Par};
+use faer::matrix_free::{IdentityPrecond, InitialGuessStatus};
+use faer::{Accum, Mat, Par};
 use natgrad::model::Model;
 use natgrad::{CgSettings, LinearSolver, Linearization};
 use std::time::Instant;
@@ -110,40 +110,12 @@ impl RefGemm {
     }
 }
 
-/// The operator `diag(1, 2, …, 100, 1, 2, …)`: one pass over two vectors per product.
-#[derive(Debug)]
-struct Diagonal(usize);
-
-impl LinOp<f64> for Diagonal {
-    fn apply_scratch(&self, _: usize, _: Par) -> StackReq {
-        StackReq::EMPTY
-    }
-    fn nrows(&self) -> usize {
-        self.0
-    }
-    fn ncols(&self) -> usize {
-        self.0
-    }
-    fn apply(&self, out: MatMut<'_, f64>, rhs: MatRef<'_, f64>, _: Par, _: &mut MemStack) {
-        let (mut out, rhs) = (out, rhs);
-        for j in 0..rhs.ncols() {
-            out.as_mut()
-                .col_mut(j)
-                .iter_mut()
-                .zip(rhs.col(j).iter())
-                .enumerate()
-                .for_each(|(i, (o, r))| *o = (1 + i % 100) as f64 * r);
-        }
-    }
-    fn conj_apply(&self, out: MatMut<'_, f64>, rhs: MatRef<'_, f64>, par: Par, st: &mut MemStack) {
-        self.apply(out, rhs, par, st)
-    }
-}
-
-/// faer's `conjugate_gradient` alone: `CG_ITERS` iterations on [`Diagonal`] of dimension
-/// `p`, with natgrad's settings (identity preconditioner, sequential vector work).
+/// faer's `conjugate_gradient` alone: `CG_ITERS` iterations on faer's diagonal operator
+/// `diag(1, 2, …, 100, 1, 2, …)` of dimension `p` (one pass over two vectors per product),
+/// with natgrad's settings (identity preconditioner, sequential vector work).
 fn faer_cg_own(p: usize, reps: usize) -> f64 {
-    let (op, precond) = (Diagonal(p), IdentityPrecond { dim: p });
+    let op = faer::Col::from_fn(p, |i| (1 + i % 100) as f64).into_diagonal();
+    let precond = IdentityPrecond { dim: p };
     let b = Mat::from_fn(p, 1, |i, _| (i % 13) as f64 - 6.0);
     let mut x = Mat::zeros(p, 1);
     let mut mem = MemBuffer::new(conjugate_gradient_scratch(&precond, &op, 1, Par::Seq));
