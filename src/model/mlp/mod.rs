@@ -154,6 +154,11 @@ impl Mlp {
         self
     }
 
+    /// Whether a linearisation forms `J` (`n·p` within the dense limit).
+    pub(super) fn forms_jacobian(&self) -> bool {
+        self.n_outputs() * self.n_params() <= self.dense_limit
+    }
+
     /// The widths `[d, n_1, …, q]`.
     pub fn widths(&self) -> &[usize] {
         &self.widths

@@ -58,8 +58,7 @@ impl Workspace {
             .collect();
         let nmax = w[1..].iter().copied().max().unwrap_or(1);
         let lhs_len = (1..nl).map(|l| w[l + 1] * (2 * w[l] + 1)).max();
-        let np = model.n_outputs() * model.n_params();
-        let dense = np <= model.dense_limit;
+        let dense = model.forms_jacobian();
         Self {
             theta: vec![0.0; model.n_params()],
             acts,
@@ -74,15 +73,12 @@ impl Workspace {
             dense: dense.then(|| Mat::zeros(model.n_outputs(), model.n_params())),
         }
     }
-}
 
-impl Workspace {
     /// Whether these buffers were made for a model of `model`'s shape.
     fn fits(&self, model: &Mlp) -> bool {
-        let np = model.n_outputs() * model.n_params();
         self.theta.len() == model.n_params()
             && self.outputs.len() == model.n_outputs()
-            && self.dense.is_some() == (np <= model.dense_limit)
+            && self.dense.is_some() == model.forms_jacobian()
     }
 }
 
