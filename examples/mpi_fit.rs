@@ -1,4 +1,4 @@
-//! Mackey–Glass fit (MATH.md §4) by natural gradient with the training samples sharded
+//! Mackey–Glass fit (docs/math.md §4) by natural gradient with the training samples sharded
 //! over MPI ranks (feature `mpi`).
 //!
 //! ```text

@@ -1,5 +1,5 @@
-//! The seed's toy problems (MATH.md §4) under every step rule of MATH.md §3, with a fixed
-//! step size, no damping and no line search — exactly the table of MATH.md §3.
+//! The seed's toy problems (docs/math.md §4) under every step rule of docs/math.md §3, with a fixed
+//! step size, no damping and no line search — exactly the table of docs/math.md §3.
 //!
 //! ```text
 //! cargo run --release --example toys -- [--problem P] [--variant V] [--alpha A]

@@ -1,4 +1,4 @@
-//! Mini-batches of sample points (MATH.md §3, stochastic setting): a seeded,
+//! Mini-batches of sample points (docs/math.md §3, stochastic setting): a seeded,
 //! serialisable random generator that draws the batch `I_k` of each step.
 
 use crate::error::{Error, Result};

@@ -1,8 +1,8 @@
-//! The Gram operator `G + λI = JᵀMJ + λI` (MATH.md §2), never formed: each product is
+//! The Gram operator `G + λI = JᵀMJ + λI` (docs/math.md §2), never formed: each product is
 //! one jvp, one metric product and one vjp on a single linearisation; its sample-space
 //! twin, the kernel operator `JJᵀ + λM⁻¹` on `Rⁿ` (one vjp, one jvp, one `M⁻¹` product),
 //! whose system gives the same direction by the Woodbury push-through; and the mixed Gram
-//! (transport) product `G_{k,k−1} = J_kᵀ M J_{k−1}` of MATH.md §3 on two linearisations
+//! (transport) product `G_{k,k−1} = J_kᵀ M J_{k−1}` of docs/math.md §3 on two linearisations
 //! ([`MixedGramOperator`]).
 //!
 //! [`GramOperator`] is a faer [`LinOp`], so faer's `conjugate_gradient` solves with it
@@ -38,7 +38,7 @@ struct Work<'a, L> {
 pub enum Space {
     /// `t ↦ (JᵀMJ + λI) t`, `t ∈ Rᵖ`.
     Params,
-    /// `s ↦ (JJᵀ + λM⁻¹) s`, `s ∈ Rⁿ` (the push-through system of MATH.md §2).
+    /// `s ↦ (JJᵀ + λM⁻¹) s`, `s ∈ Rⁿ` (the push-through system of docs/math.md §2).
     Samples,
 }
 
@@ -353,7 +353,7 @@ struct MixedWork<'a, 'p, Mo: Model + 'p, Lo, Me> {
 }
 
 /// The mixed Gram (transport) product `t ↦ G_{k,k−1} t = J_kᵀ M J_{k−1} t`
-/// (MATH.md §3): a jvp at the previous iterate, the metric at the current one, a vjp at
+/// (docs/math.md §3): a jvp at the previous iterate, the metric at the current one, a vjp at
 /// the current one. Never a matrix.
 ///
 /// It carries a tangent vector `t` at `θ_{k−1}` (a function `J_{k−1} t`) to the right-hand

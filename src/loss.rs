@@ -1,5 +1,5 @@
 //! Losses `ℓ(y)` on the model outputs, with their output-space gradient `∇_y ℓ`
-//! (MATH.md §1) and, when they have one, the Hessian used by the GGN metric.
+//! (docs/math.md §1) and, when they have one, the Hessian used by the GGN metric.
 
 use crate::error::{check_finite, check_len, Error, Result};
 use crate::metric::{FixedMetric, WeightedL2};
@@ -52,7 +52,7 @@ pub trait Loss: Send + Sync {
 /// `ℓ(y) = ½ (y − u)ᵀ K (y − u)`: squared error to a target `u` in a fixed metric `K`.
 ///
 /// With `K = diag(w)` (quadrature weights, default `1/m`) it is the discrete L² loss
-/// `1/(2m) Σ (u_i − y_i)²`; with a user `K` it is the toy loss `½‖u − v‖²_K` of MATH.md §4.
+/// `1/(2m) Σ (u_i − y_i)²`; with a user `K` it is the toy loss `½‖u − v‖²_K` of docs/math.md §4.
 /// Gradient `K (y − u)`, Hessian `K`.
 #[derive(Debug, Clone)]
 pub struct SquaredError<K = WeightedL2> {
@@ -140,10 +140,10 @@ impl<K: FixedMetric> Loss for SquaredError<K> {
 }
 
 /// Binary cross-entropy on probabilities `v ∈ (0, 1)`:
-/// `ℓ(v) = Σ w_i [−u_i log v_i − (1 − u_i) log(1 − v_i)]` (MATH.md §4, XOR).
+/// `ℓ(v) = Σ w_i [−u_i log v_i − (1 − u_i) log(1 − v_i)]` (docs/math.md §4, XOR).
 ///
 /// Gradient `w_i (v_i − u_i) / (v_i (1 − v_i))`. Its [`Loss::hessian_apply`] is the Fisher
-/// metric `diag(w_i / (v_i (1 − v_i)))` — the expected Hessian, as MATH.md §4 specifies for
+/// metric `diag(w_i / (v_i (1 − v_i)))` — the expected Hessian, as docs/math.md §4 specifies for
 /// the GGN metric of this loss (it equals the exact Hessian where `v = u`). Probabilities
 /// are clamped to `[1e-15, 1 − 1e-15]` so that a saturated sigmoid gives a finite loss.
 #[derive(Debug, Clone)]

@@ -1,4 +1,4 @@
-//! Metrics `M` on the output space: the geometry of the function space (MATH.md §1).
+//! Metrics `M` on the output space: the geometry of the function space (docs/math.md §1).
 //!
 //! * [`WeightedL2`] — `M = diag(w)`, quadrature weights (default `1/m`);
 //! * [`Euclidean`] — `M = I` on any number of outputs;
@@ -152,7 +152,7 @@ impl WeightedL2 {
         Ok(Self { weights })
     }
 
-    /// Uniform weights `1/n` (the Monte-Carlo quadrature of MATH.md §1).
+    /// Uniform weights `1/n` (the Monte-Carlo quadrature of docs/math.md §1).
     pub fn uniform(n: usize) -> Self {
         Self {
             weights: vec![1.0 / n.max(1) as f64; n],

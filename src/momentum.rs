@@ -1,4 +1,4 @@
-//! The step rules of MATH.md §3: natural gradient with momentum in function space.
+//! The step rules of docs/math.md §3: natural gradient with momentum in function space.
 //!
 //! Every single-solve rule solves `(G_k + λI) δ_k = J_kᵀ r` for an output-space vector
 //!
@@ -29,7 +29,7 @@ use crate::model::Model;
 use crate::problem::Linearized;
 use faer::Par;
 
-/// A step rule of MATH.md §3, with its momentum coefficient β (any finite real; the
+/// A step rule of docs/math.md §3, with its momentum coefficient β (any finite real; the
 /// lagged-gradient rule is also used with β < 0).
 ///
 /// At `k = 0` there is no previous iterate and every rule takes the `Plain` step. With
@@ -77,7 +77,7 @@ pub enum Momentum {
 }
 
 impl Momentum {
-    /// The name used in MATH.md, logs and the `toys` example (`heavy_ball`, ...).
+    /// The name used in docs/math.md, logs and the `toys` example (`heavy_ball`, ...).
     pub fn name(&self) -> &'static str {
         match self {
             Momentum::Plain => "plain",
@@ -107,7 +107,7 @@ impl Momentum {
         })
     }
 
-    /// Every rule's name, in the order of MATH.md §3.
+    /// Every rule's name, in the order of docs/math.md §3.
     pub const NAMES: [&'static str; 8] = [
         "gd",
         "plain",
@@ -207,7 +207,7 @@ pub struct Previous {
     pub samples: Option<Vec<usize>>,
 }
 
-/// The transport `G_k⁻¹ G_{k,k−1} v` (MATH.md §3) of a tangent vector `v` at `θ_{k−1}` to
+/// The transport `G_k⁻¹ G_{k,k−1} v` (docs/math.md §3) of a tangent vector `v` at `θ_{k−1}` to
 /// coefficients at `θ_k`: the M-orthogonal projection of the function `J_{k−1} v` onto
 /// the tangent space at `θ_k`. One jvp at `θ_{k−1}`, one metric product (at `θ_k`), and a
 /// solve by `G_k + λI` with right-hand side `J_kᵀ r`, `r = M J_{k−1} v` — the product of

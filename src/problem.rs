@@ -1,4 +1,4 @@
-//! The problem: model × loss × metric (MATH.md §1), and its linearisation at θ.
+//! The problem: model × loss × metric (docs/math.md §1), and its linearisation at θ.
 //!
 //! [`Problem`] implements argmin's [`CostFunction`] and [`Gradient`] on `Vec<f64>`, so the
 //! same value drives `natgrad`'s [`crate::NaturalGradient`] and argmin's own solvers
@@ -256,7 +256,7 @@ impl<'a, Mo: Model, Lo: Loss, Me: Metric> Linearized<'a, Mo, Lo, Me> {
     }
 
     /// `out = Jᵀ M h`: the right-hand side of the projection `P(h) = G⁻¹ Jᵀ M h` of an
-    /// output vector `h` onto the tangent space (MATH.md §3). One metric product, one vjp.
+    /// output vector `h` onto the tangent space (docs/math.md §3). One metric product, one vjp.
     pub fn project_rhs(&mut self, h: &[f64], out: &mut [f64]) {
         let mut mh = vec![0.0; h.len()];
         self.apply_metric(h, &mut mh);
@@ -278,7 +278,7 @@ impl<'a, Mo: Model, Lo: Loss, Me: Metric> Linearized<'a, Mo, Lo, Me> {
         )
     }
 
-    /// The sample-space operator `JJᵀ + λM⁻¹` on `Rⁿ` at this θ (MATH.md §2, Woodbury
+    /// The sample-space operator `JJᵀ + λM⁻¹` on `Rⁿ` at this θ (docs/math.md §2, Woodbury
     /// push-through), as a faer `LinOp`. `M⁻¹` comes from [`Metric::solve`].
     pub fn sample_gram(&mut self, damping: f64) -> GramOperator<'_, Mo::Linearization<'a>, Me> {
         self.gram_in(Space::Samples, damping)

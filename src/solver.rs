@@ -1,7 +1,7 @@
-//! [`NaturalGradient`]: natural gradient with momentum (MATH.md §2–3) as an argmin
+//! [`NaturalGradient`]: natural gradient with momentum (docs/math.md §2–3) as an argmin
 //! [`Solver`].
 //!
-//! One iteration (`step.rs`, which reads like the table of MATH.md §3):
+//! One iteration (`step.rs`, which reads like the table of docs/math.md §3):
 //!
 //! 1. draw the mini-batch `I_k` (if any) and bring the previous iterate's output vectors
 //!    to it;
@@ -79,7 +79,7 @@ struct Memory {
     warm_extrapolation: Option<Vec<f64>>,
 }
 
-/// Natural-gradient descent with momentum (MATH.md §2–3): each step solves
+/// Natural-gradient descent with momentum (docs/math.md §2–3): each step solves
 /// `(G_k + λI) δ_k = J_kᵀ r` for the rule's output-space `r` and moves
 /// `θ_{k+1} = θ_k + t δ_k`.
 ///
@@ -105,7 +105,7 @@ struct Memory {
 /// ```
 ///
 /// Transported heavy ball escapes the local minimum of the local-minima toy, where plain
-/// natural gradient stops (MATH.md §4):
+/// natural gradient stops (docs/math.md §4):
 ///
 /// ```
 /// use argmin::core::{Executor, State};
@@ -216,7 +216,7 @@ impl NaturalGradient {
         Ok(self)
     }
 
-    /// The step rule of MATH.md §3 (default [`Momentum::Plain`]). β must be finite.
+    /// The step rule of docs/math.md §3 (default [`Momentum::Plain`]). β must be finite.
     pub fn with_momentum(mut self, momentum: Momentum) -> ArgminResult<Self> {
         let beta = momentum.beta();
         if !beta.is_finite() {

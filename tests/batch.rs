@@ -1,4 +1,4 @@
-//! Mini-batches (MATH.md §3, stochastic setting; acceptance 7).
+//! Mini-batches (docs/math.md §3, stochastic setting; acceptance 7).
 
 mod common;
 

@@ -1,4 +1,4 @@
-//! The step rules of MATH.md §3 against dense twins written here from the table
+//! The step rules of docs/math.md §3 against dense twins written here from the table
 //! (explicit `G_k`, `G_{k,k−1}`, a dense solve), on the five toys (acceptance 1–4).
 
 mod common;
@@ -11,7 +11,7 @@ use natgrad::momentum::transport;
 use natgrad::problems::toys::{self, Toy};
 use natgrad::{CgSettings, LinearSolver, Loss, Momentum, NaturalGradient};
 
-/// The toys' metric `K`, from MATH.md §4.
+/// The toys' metric `K`, from docs/math.md §4.
 fn k_of(toy: &Toy) -> Mat<f64> {
     match toy.name {
         "linear_k" | "quadratic_k" => Mat::from_fn(2, 2, |i, j| match (i, j) {
@@ -56,7 +56,7 @@ fn dense_at(toy: &Toy, theta: &[f64]) -> Dense {
     Dense { y, j, gy, g, gram }
 }
 
-/// The dense twin of one step of MATH.md §3's table: `δ_k` from `θ_k` and, after the
+/// The dense twin of one step of docs/math.md §3's table: `δ_k` from `θ_k` and, after the
 /// first step, `(θ_{k−1}, δ_{k−1})`.
 fn twin_step(
     toy: &Toy,

@@ -474,7 +474,7 @@ const M_SMALL: usize = 9;
 
 /// With `n = 9 < p = 13`, the single-process Auto works in sample space; sharded, Auto
 /// must stay in parameter space (the sample-space unknown would be split across ranks).
-/// Both solve for the same direction (push-through, MATH.md §2), so the iterates agree up
+/// Both solve for the same direction (push-through, docs/math.md §2), so the iterates agree up
 /// to the rounding of two different solvers.
 fn auto_stays_in_parameter_space_when_sharded(shards: &Shards, report: &mut Report) {
     let solver = NaturalGradient::new()

@@ -1,4 +1,4 @@
-//! `NaturalGradient` as an argmin solver: MATH.md §2's one-step equivalence (acceptance 5)
+//! `NaturalGradient` as an argmin solver: docs/math.md §2's one-step equivalence (acceptance 5)
 //! and argmin interoperability (acceptance 6).
 
 mod common;
@@ -98,7 +98,7 @@ fn gradient_tolerance_ends_the_run_as_converged() {
 
 #[test]
 fn plain_ngd_stops_at_the_local_minimum() {
-    // Seed claim (MATH.md §4): plain NGD from θ₀ = −1.5 stops at the local minimum.
+    // Seed claim (docs/math.md §4): plain NGD from θ₀ = −1.5 stops at the local minimum.
     let toy = toys::local_minima();
     let ng = NaturalGradient::new()
         .with_step_size(0.5)

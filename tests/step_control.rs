@@ -18,7 +18,7 @@ fn plain(alpha: f64, lambda: f64) -> NaturalGradient {
 }
 
 /// Distance of the toy's coefficients `c(θ)` to the target `c_u`: the non-L² loss is zero
-/// exactly when `f(c) = f(c_u)`, i.e. at `c = c_u` (MATH.md §4).
+/// exactly when `f(c) = f(c_u)`, i.e. at `c = c_u` (docs/math.md §4).
 fn distance_to_target(theta: &[f64]) -> f64 {
     let mut c = [0.0; 2];
     toys::non_l2().problem.model().value_generic(theta, &mut c);

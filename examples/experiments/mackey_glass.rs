@@ -1,4 +1,4 @@
-//! Mackey–Glass one-step-ahead prediction (MATH.md §4): 4-10-1 tanh network, 61
+//! Mackey–Glass one-step-ahead prediction (docs/math.md §4): 4-10-1 tanh network, 61
 //! parameters, L² loss; 7 optimisers from the same 10 initialisations.
 
 use crate::plot::{bands, write_csv, Band};

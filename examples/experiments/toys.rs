@@ -1,4 +1,4 @@
-//! The toy problems of MATH.md §4 with every step rule: final losses, and trajectories in
+//! The toy problems of docs/math.md §4 with every step rule: final losses, and trajectories in
 //! parameter space (the seed's toy slides).
 
 use crate::plot::write_csv;
@@ -41,7 +41,7 @@ fn rules(problem: &str) -> Vec<(&'static str, Momentum, f64)> {
 
 /// The solver for one rule on one toy: no damping, except on the non-L² toy where fixed
 /// steps from θ₀ diverge for every rule and Levenberg–Marquardt damping (from λ = 1e-3)
-/// is what makes them converge (MATH.md §4, issue on step control).
+/// is what makes them converge (docs/math.md §4, issue on step control).
 fn solver(
     problem: &str,
     rule: Momentum,

@@ -1,4 +1,4 @@
-//! XOR classification (MATH.md §4): 1 800 noisy points, 2-8-1 network with tanh hidden
+//! XOR classification (docs/math.md §4): 1 800 noisy points, 2-8-1 network with tanh hidden
 //! layer and sigmoid output, cross-entropy loss, Fisher (GGN) metric.
 
 use crate::plot::{bands, write_csv, Band};

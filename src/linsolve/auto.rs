@@ -1,7 +1,7 @@
 //! [`LinearSolver::Auto`](super::LinearSolver::Auto): which space, direct or CG.
 //!
 //! **Space.** The parameter-space system is `p×p`, the sample-space one `n×n`; they give the
-//! same direction (push-through, MATH.md §2) and have the same non-zero spectrum
+//! same direction (push-through, docs/math.md §2) and have the same non-zero spectrum
 //! (`JᵀMJ` and `M^{½}JJᵀM^{½}`), so CG needs about as many products in either, and a
 //! product costs one jvp and one vjp in both. The smaller system is cheaper for everything
 //! else: a direct factorisation (`k³/3` flops, `k²` memory for `k = min(n, p)`), CG's vector

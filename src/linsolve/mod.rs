@@ -2,7 +2,7 @@
 //! conjugate gradients (faer's `conjugate_gradient` on the matrix-free
 //! [`GramOperator`](crate::gram::GramOperator)) or by a dense Cholesky factorisation
 //! (faer's `llt`) of the same matrix — in parameter space (`p×p`), or in sample space
-//! (`n×n`) by the Woodbury push-through of MATH.md §2:
+//! (`n×n`) by the Woodbury push-through of docs/math.md §2:
 //!
 //! ```text
 //!   (JᵀMJ + λI)⁻¹ Jᵀ r = Jᵀ s,   (JJᵀ + λM⁻¹) s = M⁻¹ r.
@@ -11,7 +11,7 @@
 //! (Proof: `(JᵀMJ + λI) Jᵀ = Jᵀ (MJJᵀ + λI) = Jᵀ M (JJᵀ + λM⁻¹)`; multiply on the right by
 //! `(JJᵀ + λM⁻¹)⁻¹ M⁻¹ r = s` and on the left by `(JᵀMJ + λI)⁻¹`. For `λ > 0` both
 //! matrices are SPD, so it holds for any `r`, not only `r = ∇_y ℓ`: every step rule of
-//! MATH.md §3, whose right-hand sides are all `Jᵀ(·)`, can use it.)
+//! docs/math.md §3, whose right-hand sides are all `Jᵀ(·)`, can use it.)
 //!
 //! CG can be preconditioned by Jacobi or by a randomized Nyström approximation
 //! ([`nystrom`]); [`LinearSolver::Auto`] picks the space and the method ([`auto`]).
@@ -339,7 +339,7 @@ pub struct SolveCache {
 
 /// The right-hand side `b` of `(G + λI) d = b`.
 ///
-/// Every step rule of MATH.md §3 has a right-hand side of the form `b = Jᵀ r` for an
+/// Every step rule of docs/math.md §3 has a right-hand side of the form `b = Jᵀ r` for an
 /// output-space vector `r` (a cotangent): `r = ∇_y ℓ` for plain natural gradient,
 /// `r = β M J_{k−1}δ_{k−1} − α ∇_y ℓ` for transported heavy ball, and so on. Passing `r`
 /// rather than `b` lets sample-space solvers (which need `r`) and parameter-space solvers

@@ -1,4 +1,4 @@
-//! The sample-space direction (MATH.md §2, Woodbury push-through): `d = Jᵀ s` with
+//! The sample-space direction (docs/math.md §2, Woodbury push-through): `d = Jᵀ s` with
 //! `(JJᵀ + λM⁻¹) s = M⁻¹ r`, an `n×n` SPD system, by matrix-free CG or by a dense
 //! Cholesky factorisation of the kernel. See the [module docs](super) for the algebra.
 

@@ -33,7 +33,7 @@ impl Design {
 /// `y(θ) = A θ + b`: a linear model in θ with a fixed design matrix `A` and offset `b`.
 ///
 /// With features `Φ(x_i)` stacked as rows, `A = Φ Bᵀ`-style designs cover least squares,
-/// finite-element and spectral models, and the biased linear toy of MATH.md §4
+/// finite-element and spectral models, and the biased linear toy of docs/math.md §4
 /// (`A = Bᵀ`). Its Jacobian is `A` itself, so `jvp` and `vjp` are one (sparse) GEMV each.
 #[derive(Debug, Clone)]
 pub struct LinearModel {

@@ -1,4 +1,4 @@
-//! Models `y(θ) ∈ Rⁿ` with Jacobian–vector products (MATH.md §1).
+//! Models `y(θ) ∈ Rⁿ` with Jacobian–vector products (docs/math.md §1).
 //!
 //! A [`Model`] is linearised once at θ ([`Model::linearize`]); the returned
 //! [`Linearization`] caches whatever the forward pass produced (activations, a dense

@@ -1,4 +1,4 @@
-//! Physics-informed models: the outputs are PDE residuals of a tanh network (MATH.md §4).
+//! Physics-informed models: the outputs are PDE residuals of a tanh network (docs/math.md §4).
 //!
 //! For a linear differential operator of order ≤ 2 with constant coefficients
 //! `𝓛v = a Δv + b·∇v + c v`, interior collocation points `x_i` (source `f`) and boundary

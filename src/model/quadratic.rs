@@ -1,4 +1,4 @@
-//! The quadratic manifold `c_j(θ) = (Bᵀθ)_j + ½ θᵀ Q_j θ` of MATH.md §4.
+//! The quadratic manifold `c_j(θ) = (Bᵀθ)_j + ½ θᵀ Q_j θ` of docs/math.md §4.
 
 use super::{ClosureLinearization, Model};
 use crate::error::{check_finite, check_len, Error, Result};
@@ -8,7 +8,7 @@ use std::ops::{Add, Mul};
 
 /// `y_j(θ) = (Bᵀθ)_j + ½ θᵀ Q_j θ` for `j < n`, with `B` p×n and symmetric `Q_j` p×p.
 ///
-/// With all `Q_j = 0` it is the biased linear model; MATH.md §4's quadratic manifold and
+/// With all `Q_j = 0` it is the biased linear model; docs/math.md §4's quadratic manifold and
 /// local-minima curve (`p = 1`, `c(θ) = θ b + θ² b⊥`) are instances. The Jacobian
 /// `J_{j,i} = B_{i,j} + (Q_j θ)_i` is formed at each linearisation (n and p are small).
 #[derive(Debug, Clone)]

@@ -1,4 +1,4 @@
-//! The Mackey–Glass series and its prediction task (MATH.md §4; Park, Amari, Fukumizu
+//! The Mackey–Glass series and its prediction task (docs/math.md §4; Park, Amari, Fukumizu
 //! 2000).
 //!
 //! `z(t+1) = (1 − b) z(t) + a z(t−τ) / (1 + z(t−τ)¹⁰)` with `a = 0.2`, `b = 0.1`, `τ = 17`

@@ -1,4 +1,4 @@
-//! The seed talk's reference problems (MATH.md §4), ready to run.
+//! The seed talk's reference problems (docs/math.md §4), ready to run.
 
 pub mod mackey_glass;
 pub mod pinn;

@@ -1,4 +1,4 @@
-//! The PINN reference problems: 1D advection–diffusion (MATH.md §4) and 2D Poisson, with
+//! The PINN reference problems: 1D advection–diffusion (docs/math.md §4) and 2D Poisson, with
 //! their exact solutions and the error measures used to report accuracy.
 
 use crate::error::Result;

@@ -1,4 +1,4 @@
-//! The toy problems of MATH.md §4, in coefficient space: `Φ(x) = [1, √2 sin(2πx)]` is
+//! The toy problems of docs/math.md §4, in coefficient space: `Φ(x) = [1, √2 sin(2πx)]` is
 //! L²(0,1)-orthonormal, so a function `cᵀΦ` is its coefficients `c ∈ R²` and the model
 //! output is `y = c(θ)` (n = 2).
 //!
@@ -61,7 +61,7 @@ pub fn warp(c: &[f64]) -> [f64; 2] {
 }
 
 /// `ℓ(c) = ½‖f(c_u) − f(c)‖²` with the [`warp`] `f`: a loss that is not a squared norm in
-/// the geometry used by natural gradient (MATH.md §4, "non-L² loss").
+/// the geometry used by natural gradient (docs/math.md §4, "non-L² loss").
 #[derive(Debug, Clone)]
 pub struct WarpedSquaredError {
     warped_target: [f64; 2],
@@ -258,7 +258,7 @@ pub fn non_l2() -> Toy {
     .expect("natgrad: the toy constants are valid")
 }
 
-/// All five toys, in the order of MATH.md §4.
+/// All five toys, in the order of docs/math.md §4.
 pub fn all() -> Vec<Toy> {
     vec![
         biased_linear(ToyMetric::Isotropic),

@@ -1,4 +1,4 @@
-//! The noisy XOR classification data of MATH.md §4: points in R² around the four
+//! The noisy XOR classification data of docs/math.md §4: points in R² around the four
 //! corners `(±1, ±1)`, label 1 when the two coordinates of the corner have opposite sign.
 
 use faer::Mat;

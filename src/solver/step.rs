@@ -1,4 +1,4 @@
-//! One iteration of [`NaturalGradient`]: the table of MATH.md §3, top to bottom.
+//! One iteration of [`NaturalGradient`]: the table of docs/math.md §3, top to bottom.
 
 use super::{exit, NaturalGradient};
 use crate::linalg::{dot, norm};
@@ -161,7 +161,7 @@ impl NaturalGradient {
             return Ok(Step::Stop(TerminationReason::SolverConverged, kv));
         }
 
-        // The rule (MATH.md §3). `previous` is `None` at k = 0: the Plain step.
+        // The rule (docs/math.md §3). `previous` is `None` at k = 0: the Plain step.
         let alpha = self.step_size;
         let mut log = SolveLog::default();
         let mut delta = match (rule, previous) {
