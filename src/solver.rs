@@ -83,8 +83,8 @@ struct Memory {
 /// `(G_k + λI) δ_k = J_kᵀ r` for the rule's output-space `r` and moves
 /// `θ_{k+1} = θ_k + t δ_k`.
 ///
-/// Defaults: [`Momentum::Plain`] (`θ ← θ − α (G + λI)⁻¹ g`), α = 1, λ = 1e-8, CG with
-/// Jacobi preconditioning, fixed step, all samples.
+/// Defaults: [`Momentum::Plain`] (`θ ← θ − α (G + λI)⁻¹ g`), α = 1, λ = 1e-8, CG without
+/// preconditioner ([`crate::linsolve::Preconditioner`] says why), fixed step, all samples.
 ///
 /// ```
 /// use argmin::core::{Executor, State};
@@ -151,8 +151,8 @@ impl Default for NaturalGradient {
 }
 
 impl NaturalGradient {
-    /// Plain natural gradient: step size α = 1, damping λ = 1e-8, CG with Jacobi
-    /// preconditioning, fixed step, no gradient tolerance (runs until argmin's `max_iters`
+    /// Plain natural gradient: step size α = 1, damping λ = 1e-8, CG without
+    /// preconditioner, fixed step, no gradient tolerance (runs until argmin's `max_iters`
     /// or target cost), all samples in every step.
     pub fn new() -> Self {
         Self {

@@ -109,15 +109,23 @@ impl Default for LinearSolver {
 }
 
 /// Preconditioner for CG.
+///
+/// The default is [`Preconditioner::None`]. Jacobi (`diag(G) + λ`) was the default until
+/// it was measured on the crate's models (table in `docs/performance-solvers.md`,
+/// "Default preconditioner"): on networks, whose Gram matrix has a few large eigenvalues
+/// and a fast-decaying tail, it spreads the spectrum and multiplies CG's iterations by
+/// 6–35 (a 2-20-20-1 MLP with an H¹ metric: 701 against 20 iterations); it pays only on
+/// models whose Gram matrix is dominated by badly scaled columns (e.g. a linear model
+/// with columns of very different norms), where the user can ask for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Preconditioner {
-    /// No preconditioner.
+    /// No preconditioner (the default; see above).
+    #[default]
     None,
     /// Jacobi: `diag(G) + λ`, used when the metric is diagonal and the model provides
     /// [`gram_diagonal`](crate::model::Linearization::gram_diagonal); CG falls back to no
     /// preconditioner otherwise (and says so in the solve info).
-    #[default]
     Jacobi,
     /// Randomized Nyström preconditioner of rank `rank` ([`nystrom`]), sketched from
     /// `rank` Gram products with a Gaussian test matrix seeded by `seed` (plus the solve
@@ -154,7 +162,7 @@ pub struct CgSettings {
     pub abs_tol: f64,
     /// Iteration cap (default 1000).
     pub max_iters: usize,
-    /// Preconditioner (default Jacobi, where available).
+    /// Preconditioner (default [`Preconditioner::None`], see there why).
     pub preconditioner: Preconditioner,
     /// Start from the previous step's direction (default `true`).
     pub warm_start: bool,
@@ -169,7 +177,7 @@ impl Default for CgSettings {
             rel_tol: 1e-10,
             abs_tol: 0.0,
             max_iters: 1000,
-            preconditioner: Preconditioner::Jacobi,
+            preconditioner: Preconditioner::None,
             warm_start: true,
             accept_truncated: false,
         }
