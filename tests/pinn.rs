@@ -1,71 +1,20 @@
-//! Taylor-mode PINN model: derivatives in x against finite differences, θ-products
-//! against complex-step derivatives and dense twins (acceptance 1 of the PINN issue).
+//! The classic PINN model: θ-products against dual numbers and dense twins (acceptance 1
+//! of the PINN issue; the Taylor pass itself is checked in tests/taylor.rs).
 
 mod common;
 
+use common::taylor_ref::{channels_by_duals, reference, Act};
 use common::{rel_diff, rng, vec};
-use faer::{Mat, Par};
-use natgrad::check::{adjointness_error, complex_step_jvp, jacobian_by_jvps, max_rel_diff};
-use natgrad::model::{DiffOperator, Model, Pinn, TaylorMlp};
+use faer::Mat;
+use natgrad::check::{adjointness_error, jacobian_by_jvps, max_rel_diff};
+use natgrad::model::{ChannelSet, DiffOperator, Model, Pinn, Smooth, TaylorMlp};
 use natgrad::Linearization;
-use num_complex::Complex64;
+use num_dual::Dual64;
 use rand::Rng;
 
 fn points(seed: u64, d: usize, m: usize) -> Mat<f64> {
     let mut r = rng(seed);
     Mat::from_fn(d, m, |_, _| r.random_range(0.0..1.0))
-}
-
-#[test]
-fn batched_taylor_pass_matches_the_pointwise_reference() {
-    for widths in [vec![1, 7, 1], vec![2, 5, 4, 1], vec![3, 6, 5, 4, 1]] {
-        let net = TaylorMlp::new(widths.clone()).unwrap();
-        let theta = net.init(3);
-        let x = points(4, net.input_dim(), 9);
-        let pass = net.forward(&theta, x.as_ref(), Par::Seq).unwrap();
-        for i in 0..9 {
-            let xi: Vec<f64> = (0..net.input_dim()).map(|k| x[(k, i)]).collect();
-            let (v, g, l) = net.point_channels(&theta, &xi);
-            assert!((pass.value(i) - v).abs() <= 1e-13 * (1.0 + v.abs()));
-            for (k, gk) in g.iter().enumerate() {
-                assert!((pass.partial(i, k) - gk).abs() <= 1e-13 * (1.0 + gk.abs()));
-            }
-            assert!(
-                (pass.laplacian(i) - l).abs() <= 1e-12 * (1.0 + l.abs()),
-                "{widths:?}"
-            );
-        }
-    }
-}
-
-#[test]
-fn taylor_derivatives_match_finite_differences_in_x() {
-    let net = TaylorMlp::new(vec![2, 16, 16, 1]).unwrap();
-    let theta = net.init(5);
-    let x = points(6, 2, 12);
-    let pass = net.forward(&theta, x.as_ref(), Par::Seq).unwrap();
-    let v = |p: &[f64]| net.point_channels(&theta, p).0;
-    let (h1, h2) = (1e-5, 1e-4);
-    for i in 0..12 {
-        let xi = [x[(0, i)], x[(1, i)]];
-        let mut lap_fd = 0.0;
-        for k in 0..2 {
-            let (mut xp, mut xm) = (xi, xi);
-            xp[k] += h1;
-            xm[k] -= h1;
-            let d_fd = (v(&xp) - v(&xm)) / (2.0 * h1);
-            assert!((pass.partial(i, k) - d_fd).abs() <= 1e-6 * (1.0 + d_fd.abs()));
-            let (mut xp, mut xm) = (xi, xi);
-            xp[k] += h2;
-            xm[k] -= h2;
-            lap_fd += (v(&xp) - 2.0 * v(&xi) + v(&xm)) / (h2 * h2);
-        }
-        assert!(
-            (pass.laplacian(i) - lap_fd).abs() <= 1e-6 * (1.0 + lap_fd.abs()),
-            "Δv {} vs {lap_fd}",
-            pass.laplacian(i)
-        );
-    }
 }
 
 fn pinn(widths: Vec<usize>, m_int: usize, m_bnd: usize) -> Pinn {
@@ -83,40 +32,44 @@ fn pinn(widths: Vec<usize>, m_int: usize, m_bnd: usize) -> Pinn {
     Pinn::new(net, op, xi.as_ref(), f, xb.as_ref(), g, 2.5).unwrap()
 }
 
-/// The PINN outputs written from their definition over any scalar (complex-step twin).
-fn residuals_complex(
+/// The PINN outputs written from their definition over dual numbers (the network's
+/// channels by hyper-dual numbers in x): with θ seeded by a tangent `t`, the ε parts are
+/// `J t` exactly.
+fn residuals_dual(
     model: &Pinn,
-    theta: &[Complex64],
+    theta: &[Dual64],
     widths_d: usize,
     m_int: usize,
     m_bnd: usize,
-) -> Vec<Complex64> {
-    let net = model.net();
+) -> Vec<Dual64> {
+    let widths = model.net().widths().to_vec();
+    let act = Act::Builtin(Smooth::Tanh);
     let xi = points(7, widths_d, m_int);
     let xb = points(8, widths_d, m_bnd);
+    let set = ChannelSet::laplacian(widths_d);
     let mut out = Vec::new();
     for i in 0..m_int {
         let x: Vec<f64> = (0..widths_d).map(|k| xi[(k, i)]).collect();
-        let (v, g, l) = net.point_channels(theta, &x);
-        let adv = g
-            .iter()
-            .enumerate()
-            .fold(Complex64::new(0.0, 0.0), |a, (k, gk)| {
-                a + gk * (1.0 + k as f64)
-            });
-        let r = l * -0.3 + adv + v * 0.7 - (i as f64).sin();
+        let ch = channels_by_duals(&widths, act, theta, &x, &set);
+        let adv = (0..widths_d).fold(Dual64::from(0.0), |a, k| a + ch[1 + k] * (1.0 + k as f64));
+        let r = ch[widths_d + 1] * -0.3 + adv + ch[0] * 0.7 - (i as f64).sin();
         out.push(r / (m_int as f64).sqrt());
     }
     for j in 0..m_bnd {
         let x: Vec<f64> = (0..widths_d).map(|k| xb[(k, j)]).collect();
-        let (v, _, _) = net.point_channels(theta, &x);
+        let v = reference(
+            &widths,
+            act,
+            theta,
+            &x.iter().map(|&v| Dual64::from(v)).collect::<Vec<_>>(),
+        )[0];
         out.push((v - (j as f64).cos()) * (2.5 / m_bnd as f64).sqrt());
     }
     out
 }
 
 #[test]
-fn pinn_theta_jvp_matches_complex_step() {
+fn pinn_theta_jvp_matches_dual_numbers() {
     for (widths, mi, mb) in [(vec![1, 8, 1], 10, 2), (vec![2, 6, 5, 1], 12, 5)] {
         let d = widths[0];
         let model = pinn(widths, mi, mb);
@@ -124,8 +77,8 @@ fn pinn_theta_jvp_matches_complex_step() {
         let theta = vec(&mut r, model.n_params());
         let mut lin = model.linearize(&theta).unwrap();
         // outputs agree with the definition
-        let zc: Vec<Complex64> = theta.iter().map(|&t| Complex64::new(t, 0.0)).collect();
-        let y_ref: Vec<f64> = residuals_complex(&model, &zc, d, mi, mb)
+        let zc: Vec<Dual64> = theta.iter().map(|&t| Dual64::from(t)).collect();
+        let y_ref: Vec<f64> = residuals_dual(&model, &zc, d, mi, mb)
             .iter()
             .map(|c| c.re)
             .collect();
@@ -134,14 +87,17 @@ fn pinn_theta_jvp_matches_complex_step() {
             let t = vec(&mut r, model.n_params());
             let mut jt = vec![0.0; mi + mb];
             lin.jvp(&t, &mut jt);
-            let cs = complex_step_jvp(
-                |z, y| y.copy_from_slice(&residuals_complex(&model, z, d, mi, mb)),
-                &theta,
-                &t,
-                mi + mb,
-            );
+            let seeded: Vec<Dual64> = theta
+                .iter()
+                .zip(&t)
+                .map(|(&a, &b)| Dual64::new(a, b))
+                .collect();
+            let cs: Vec<f64> = residuals_dual(&model, &seeded, d, mi, mb)
+                .iter()
+                .map(|c| c.eps)
+                .collect();
             let e = rel_diff(&jt, &cs);
-            assert!(e <= 1e-10, "jvp vs complex step: {e:e}");
+            assert!(e <= 1e-10, "jvp vs dual numbers: {e:e}");
         }
     }
 }
@@ -214,7 +170,7 @@ fn pinn_rejects_bad_input() {
     )
     .unwrap_err();
     assert!(e.to_string().contains("index 1"), "{e}");
-    assert!(TaylorMlp::new(vec![2, 4, 2]).is_err());
+    assert!(TaylorMlp::new(vec![2, 0, 1]).is_err());
 }
 
 #[test]

@@ -23,7 +23,7 @@ pub use linear::{Design, LinearLinearization, LinearModel};
 pub use mlp::{Mlp, MlpLinearization};
 pub use pinn::{DiffOperator, Pinn, PinnLinearization};
 pub use quadratic::QuadraticModel;
-pub use taylor::TaylorMlp;
+pub use taylor::{ChannelSet, SecondOrder, Smooth, TaylorActivation, TaylorMlp};
 
 use crate::error::{check_finite, check_len, Result};
 use faer::{Mat, MatMut, MatRef};

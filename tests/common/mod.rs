@@ -1,6 +1,8 @@
 //! Shared helpers for the integration tests: seeded random data and dense twins.
 #![allow(dead_code)]
 
+pub mod taylor_ref;
+
 use faer::Mat;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
