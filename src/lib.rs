@@ -45,6 +45,7 @@ pub mod metric;
 pub mod model;
 pub mod momentum;
 pub mod observe;
+pub mod pde;
 pub mod problem;
 pub mod problems;
 pub mod solver;
