@@ -1,5 +1,6 @@
 //! Matrix-free preconditioned CG on the Gram operator (faer's `conjugate_gradient`).
 
+use super::kfac::KfacPrecond;
 use super::nystrom::{NystromPrecond, NystromSketch};
 use super::{CgSettings, Preconditioner, SolveCache, SolveFailure, SolveInfo};
 use crate::gram::Space;
@@ -21,6 +22,7 @@ enum CgPrecond<'a> {
     Identity(IdentityPrecond),
     Jacobi(Diag<f64>),
     Nystrom(NystromPrecond<'a>),
+    Kfac(KfacPrecond),
 }
 
 impl CgPrecond<'_> {
@@ -29,6 +31,7 @@ impl CgPrecond<'_> {
             CgPrecond::Identity(_) => "none",
             CgPrecond::Jacobi(_) => "jacobi",
             CgPrecond::Nystrom(_) => "nystrom",
+            CgPrecond::Kfac(_) => "kfac",
         }
     }
 }
@@ -39,6 +42,7 @@ impl LinOp<f64> for CgPrecond<'_> {
             CgPrecond::Identity(p) => LinOp::<f64>::apply_scratch(p, k, par),
             CgPrecond::Jacobi(d) => d.apply_scratch(k, par),
             CgPrecond::Nystrom(n) => n.apply_scratch(k, par),
+            CgPrecond::Kfac(n) => n.apply_scratch(k, par),
         }
     }
     fn nrows(&self) -> usize {
@@ -46,6 +50,7 @@ impl LinOp<f64> for CgPrecond<'_> {
             CgPrecond::Identity(p) => p.dim,
             CgPrecond::Jacobi(d) => d.dim(),
             CgPrecond::Nystrom(n) => n.nrows(),
+            CgPrecond::Kfac(n) => n.nrows(),
         }
     }
     fn ncols(&self) -> usize {
@@ -56,6 +61,7 @@ impl LinOp<f64> for CgPrecond<'_> {
             CgPrecond::Identity(p) => p.apply(out, rhs, par, st),
             CgPrecond::Jacobi(d) => d.apply(out, rhs, par, st),
             CgPrecond::Nystrom(n) => n.apply(out, rhs, par, st),
+            CgPrecond::Kfac(n) => n.apply(out, rhs, par, st),
         }
     }
     fn conj_apply(&self, out: MatMut<'_, f64>, rhs: MatRef<'_, f64>, par: Par, st: &mut MemStack) {
@@ -90,6 +96,15 @@ pub(super) fn solve_cg<Mo: Model, Lo: Loss, Me: Metric>(
         sketch_products =
             refresh_sketch(lin, space, damping, rank, refresh_every, seed, cache, par)?;
     }
+    if let Preconditioner::Kfac {
+        refresh_every,
+        decay,
+    } = s.preconditioner
+    {
+        if space == Space::Params {
+            super::kfac::refresh(lin, refresh_every, decay, cache)?;
+        }
+    }
     let precond = match s.preconditioner {
         Preconditioner::Jacobi if space == Space::Params => match lin.gram_diagonal(damping) {
             Some(d) if d.iter().all(|&v| v > 0.0 && v.is_finite()) => {
@@ -100,6 +115,10 @@ pub(super) fn solve_cg<Mo: Model, Lo: Loss, Me: Metric>(
         Preconditioner::Nystrom { .. } => match &cache.nystrom {
             Some(sk) => CgPrecond::Nystrom(sk.preconditioner(damping)),
             None => identity(),
+        },
+        Preconditioner::Kfac { .. } => match (&cache.kfac, space) {
+            (Some(st), Space::Params) => CgPrecond::Kfac(st.preconditioner(damping, par)?),
+            _ => identity(),
         },
         Preconditioner::Jacobi | Preconditioner::None => identity(),
     };

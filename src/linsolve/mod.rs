@@ -24,11 +24,13 @@
 pub mod auto;
 mod cg;
 mod cholesky;
+pub mod kfac;
 mod least_squares;
 pub mod nystrom;
 mod sample_space;
 
 pub use auto::{AutoSettings, Path};
+pub use kfac::{KfacPrecond, KfacState};
 pub use least_squares::MAX_JACOBIAN_ENTRIES;
 pub use nystrom::{NystromPrecond, NystromSketch};
 
@@ -80,6 +82,18 @@ pub enum LinearSolver {
         /// Relative singular-value cut-off in `[0, 1)` (e.g. `1e-12`).
         rcond: f64,
     },
+    /// Parameter space, no CG: the K-FAC direction `d = P⁻¹ b` with
+    /// `P⁻¹ = ⊕_l (A_l + π_l√λ I)⁻¹ ⊗ (B_l + √λ/π_l I)⁻¹` ([`kfac`], docs/math.md §5), the
+    /// update of K-FAC optimisers. Needs a diagonal metric and a model with layers
+    /// ([`Mlp`](crate::model::Mlp)). Cost per solve: two small GEMMs per layer, plus at
+    /// each refresh `q` backward passes, the factor GEMMs and their eigendecompositions.
+    Kfac {
+        /// Recompute the factors every this many solves (≥ 1).
+        refresh_every: usize,
+        /// Exponential average `A ← ρ A_old + (1 − ρ) A_new` at each refresh, `ρ ∈ [0, 1)`
+        /// (0: no averaging).
+        decay: f64,
+    },
 }
 
 impl LinearSolver {
@@ -89,6 +103,10 @@ impl LinearSolver {
             LinearSolver::Cg(s) | LinearSolver::SampleCg(s) => s.validate(),
             LinearSolver::Auto(a) => a.cg.validate(),
             LinearSolver::Cholesky | LinearSolver::SampleCholesky => Ok(()),
+            LinearSolver::Kfac {
+                refresh_every,
+                decay,
+            } => validate_kfac(*refresh_every, *decay),
             LinearSolver::LeastSquares { rcond } => {
                 if (0.0..1.0).contains(rcond) {
                     Ok(())
@@ -99,6 +117,17 @@ impl LinearSolver {
                 }
             }
         }
+    }
+}
+
+/// K-FAC settings: `refresh_every ≥ 1`, `decay ∈ [0, 1)`.
+fn validate_kfac(refresh_every: usize, decay: f64) -> crate::Result<()> {
+    if refresh_every >= 1 && (0.0..1.0).contains(&decay) {
+        Ok(())
+    } else {
+        Err(Error::InvalidSetting(format!(
+            "K-FAC needs refresh_every ≥ 1 and decay in [0, 1), got {refresh_every} and {decay}"
+        )))
     }
 }
 
@@ -117,7 +146,7 @@ impl Default for LinearSolver {
 /// 6–35 (a 2-20-20-1 MLP with an H¹ metric: 701 against 20 iterations); it pays only on
 /// models whose Gram matrix is dominated by badly scaled columns (e.g. a linear model
 /// with columns of very different norms), where the user can ask for it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Preconditioner {
     /// No preconditioner (the default; see above).
@@ -138,6 +167,17 @@ pub enum Preconditioner {
         refresh_every: usize,
         /// Seed of the Gaussian test matrix.
         seed: u64,
+    },
+    /// K-FAC ([`kfac`], docs/math.md §5): `P⁻¹ = ⊕_l (A_l + π_l√λ I)⁻¹ ⊗ (B_l + √λ/π_l I)⁻¹`
+    /// from the model's Kronecker factors, kept in the [`SolveCache`] and recomputed every
+    /// `refresh_every` direction solves. Parameter space only (CG falls back to no
+    /// preconditioner in sample space); needs a diagonal metric and a model with layers
+    /// ([`Mlp`](crate::model::Mlp)), a typed error otherwise.
+    Kfac {
+        /// Recompute the factors every this many solves (≥ 1).
+        refresh_every: usize,
+        /// Exponential average of the factors at each refresh, `ρ ∈ [0, 1)` (0: none).
+        decay: f64,
     },
 }
 
@@ -212,14 +252,18 @@ impl CgSettings {
                     refresh_every,
                     ..
                 } => rank > 0 && refresh_every > 0,
+                Preconditioner::Kfac {
+                    refresh_every,
+                    decay,
+                } => validate_kfac(refresh_every, decay).is_ok(),
                 _ => true,
             };
         if ok {
             Ok(())
         } else {
             Err(Error::InvalidSetting(format!(
-                "CG settings need finite tolerances ≥ 0, max_iters > 0 and a Nyström rank and \
-                 refresh period ≥ 1, got {self:?}"
+                "CG settings need finite tolerances ≥ 0, max_iters > 0 a Nyström rank and \
+                 refresh period ≥ 1, and a K-FAC refresh period ≥ 1 and decay in [0, 1), got {self:?}"
             )))
         }
     }
@@ -228,7 +272,7 @@ impl CgSettings {
 /// What a successful solve did.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SolveInfo {
-    /// `"cg"`, `"cholesky"`, `"sample-cg"`, `"sample-cholesky"` or `"least-squares"`; prefixed `"auto:"` when
+    /// `"cg"`, `"cholesky"`, `"sample-cg"`, `"sample-cholesky"`, `"least-squares"` or `"kfac"`; prefixed `"auto:"` when
     /// [`LinearSolver::Auto`] chose it (e.g. `"auto:sample-cg"`).
     pub method: &'static str,
     /// CG iterations (0 for Cholesky).
@@ -236,7 +280,7 @@ pub struct SolveInfo {
     /// Final relative residual `‖b − A x‖ / ‖b‖` (CG's recursive residual; exact for
     /// Cholesky).
     pub rel_residual: f64,
-    /// `"none"`, `"jacobi"` or `"nystrom"`.
+    /// `"none"`, `"jacobi"`, `"nystrom"` or `"kfac"`.
     pub preconditioner: &'static str,
     /// Gram products spent in this solve on (re)building the Nyström sketch (0 when the
     /// cached sketch was reused).
@@ -285,6 +329,11 @@ pub enum SolveFailure {
         /// What failed.
         reason: String,
     },
+    /// The K-FAC factors could not be formed or inverted.
+    Kfac {
+        /// What failed.
+        reason: String,
+    },
 }
 
 impl fmt::Display for SolveFailure {
@@ -317,6 +366,11 @@ impl fmt::Display for SolveFailure {
                  reduce the step size or add damping"
             ),
             SolveFailure::Direct(e) => write!(f, "{e}"),
+            SolveFailure::Kfac { reason } => write!(
+                f,
+                "K-FAC: {reason} — add damping, or use `Preconditioner::None` / \
+                 `LinearSolver::Cg`"
+            ),
             SolveFailure::Nystrom { reason } => write!(
                 f,
                 "Nyström preconditioner: {reason} — lower the rank, add damping, or use \
@@ -340,6 +394,8 @@ pub struct SolveCache {
     pub nystrom: Option<NystromSketch>,
     /// The last sample-space solution `s` (the warm start of [`LinearSolver::SampleCg`]).
     pub sample_guess: Option<Vec<f64>>,
+    /// The K-FAC factors of [`Preconditioner::Kfac`] / [`LinearSolver::Kfac`], if taken.
+    pub kfac: Option<KfacState>,
     /// [`LinearSolver::Auto`] found CG slower than the direct path (CG missed its budget)
     /// and now goes direct straight away.
     pub auto_direct: bool,
@@ -412,6 +468,14 @@ pub fn solve_direction<Mo: Model, Lo: Loss, Me: Metric>(
             };
             let b = param_rhs(lin, rhs);
             least_squares::solve(lin, r, &b, x, damping, *rcond, par)?
+        }
+        LinearSolver::Kfac {
+            refresh_every,
+            decay,
+        } => {
+            let b = param_rhs(lin, rhs);
+            let settings = (*refresh_every, *decay);
+            kfac::solve_direction(lin, &b, x, damping, settings, cache, par)?
         }
     };
     if let Some(index) = first_non_finite(x) {

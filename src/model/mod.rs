@@ -11,6 +11,7 @@
 
 pub mod activation;
 mod closure;
+mod kfac;
 mod linear;
 pub mod mlp;
 mod pinn;
@@ -19,6 +20,7 @@ pub mod taylor;
 
 pub use activation::Activation;
 pub use closure::{ClosureLinearization, ClosureModel};
+pub use kfac::KfacFactors;
 pub use linear::{Design, LinearLinearization, LinearModel};
 pub use mlp::{Mlp, MlpLinearization};
 pub use pinn::{DiffOperator, Pinn, PinnLinearization};
@@ -150,6 +152,15 @@ pub trait Linearization: Send {
     fn gram_diagonal(&mut self, metric_diagonal: &[f64], out: &mut [f64]) -> bool {
         let _ = (metric_diagonal, out);
         false
+    }
+
+    /// The K-FAC factors of every layer for a diagonal metric `w` (length `n`, entries
+    /// `≥ 0` with a positive sum; the caller checks), when the model has a layer structure
+    /// (docs/math.md §5). `None` (the default) when it has not. Used by the K-FAC
+    /// preconditioner and direction ([`crate::linsolve::kfac`]).
+    fn kfac_factors(&mut self, metric_diagonal: &[f64]) -> Option<Vec<KfacFactors>> {
+        let _ = metric_diagonal;
+        None
     }
 }
 

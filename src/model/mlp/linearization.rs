@@ -305,6 +305,12 @@ impl Linearization for MlpLinearization<'_> {
         true
     }
 
+    /// Exact Kronecker factors for a scalar output, a per-output sum for `q > 1`: one GEMM
+    /// per layer for `A`, `q` backward passes for `B` (see `mlp/kfac.rs`).
+    fn kfac_factors(&mut self, w: &[f64]) -> Option<Vec<crate::model::KfacFactors>> {
+        Some(super::kfac::kfac_factors(self, w))
+    }
+
     /// From `q` backward passes, `O(q·m·p)` (see `mlp/jacobian.rs`); a copy when the
     /// linearisation already holds `J`.
     fn dense_jacobian(&mut self) -> Option<Mat<f64>> {
@@ -324,7 +330,7 @@ impl Drop for MlpLinearization<'_> {
     }
 }
 
-/// The pieces [`super::gram_diag`] needs.
+/// The pieces [`super::gram_diag`] and [`super::kfac`] need.
 impl<'a> MlpLinearization<'a> {
     #[allow(clippy::type_complexity)]
     pub(super) fn parts(

@@ -43,6 +43,7 @@
 
 mod gram_diag;
 mod jacobian;
+mod kfac;
 mod linearization;
 mod pointwise;
 mod workspace;
