@@ -4,12 +4,11 @@
 mod common;
 
 use common::runs::trajectory;
+use common::twin::{check_mixed_gram_and_transport, tight_cg};
 use common::{dense_solve, gram_twin, matvec, rel_diff};
 use faer::Mat;
-use natgrad::gram::MixedGramOperator;
-use natgrad::momentum::transport;
 use natgrad::problems::toys::{self, Toy};
-use natgrad::{CgSettings, LinearSolver, Loss, Momentum, NaturalGradient};
+use natgrad::{LinearSolver, Loss, Momentum, NaturalGradient};
 
 /// The toys' metric `K`, from docs/math.md §4.
 fn k_of(toy: &Toy) -> Mat<f64> {
@@ -151,15 +150,6 @@ fn solver(rule: Momentum, alpha: f64, linear: LinearSolver) -> NaturalGradient {
         .unwrap()
 }
 
-fn tight_cg() -> LinearSolver {
-    LinearSolver::Cg(CgSettings {
-        rel_tol: 1e-15,
-        max_iters: 50,
-        accept_truncated: true,
-        ..CgSettings::default()
-    })
-}
-
 /// Step size of the whole-trajectory comparison (see there).
 const ALPHA_TRAJECTORY: f64 = 0.1;
 
@@ -297,20 +287,13 @@ fn mixed_gram_and_transport_match_dense_twins() {
     let expected_product = matvec(&mixed_twin, &v);
     let expected_transport = dense_solve(&dk.gram, &expected_product);
 
-    let mut cur = toy.problem.linearize(&theta).unwrap();
-    let mut prev = toy.problem.linearize(&theta_prev).unwrap();
-    let mut product = vec![0.0; 2];
-    MixedGramOperator::new(&mut cur, &mut prev)
-        .unwrap()
-        .apply_vec(&v, &mut product);
-    let e = rel_diff(&product, &expected_product);
-    assert!(e <= 1e-12, "mixed Gram product: {e:e}");
-    for linear in [LinearSolver::Cholesky, tight_cg()] {
-        let t = transport(&mut cur, &mut prev, &v, LAMBDA, &linear, faer::Par::Seq).unwrap();
-        let e = rel_diff(&t, &expected_transport);
-        println!("transport vs dense G_k⁻¹G_(k,k−1)v ({linear:?}): {e:e}");
-        assert!(e <= 1e-10, "transport {linear:?}: {e:e}");
-    }
+    check_mixed_gram_and_transport(
+        &toy.problem,
+        (&theta, &theta_prev),
+        &v,
+        LAMBDA,
+        (&expected_product, &expected_transport),
+    );
 }
 
 #[test]

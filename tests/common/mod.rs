@@ -118,6 +118,7 @@ pub fn dense_solve(a: &Mat<f64>, b: &[f64]) -> Vec<f64> {
     x
 }
 pub mod runs;
+pub mod twin;
 
 /// One direction solve on a fresh `SolveCache`, sequential: the direction and its info.
 pub fn solve_fresh<Mo, Lo, Me>(

@@ -1,0 +1,236 @@
+//! Levenberg–Marquardt's reduction ratio and damping against the dense Gauss–Newton model
+//! (docs/math.md §3, step control), and mini-batch steps at λ > 0 against a dense solve of
+//! the system rescaled by `m/b` — both by hand (`common::twin`), on the logistic (Fisher)
+//! and the linear least-squares problems.
+
+mod common;
+
+use argmin::core::observers::ObserverMode;
+use argmin::core::{Executor, KV};
+use common::rel_diff;
+use common::runs::trajectory;
+use common::twin::{
+    axpby, dot, gram, kv_float, mat_vec, rule_step, step_fraction, Design, Kind, LogisticModel,
+    Record,
+};
+use natgrad::batch::MiniBatch;
+use natgrad::model::LinearModel;
+use natgrad::{
+    CrossEntropy, Ggn, LinearSolver, Loss, Metric, Model, Momentum, NaturalGradient, Problem,
+    SquaredError, StepControl, WeightedL2,
+};
+
+fn logistic(d: &Design) -> Problem<LogisticModel, CrossEntropy, Ggn> {
+    let loss = CrossEntropy::weighted(d.u.clone(), d.w.clone()).unwrap();
+    Problem::new(d.logistic_model(), loss, Ggn).unwrap()
+}
+
+fn linear(d: &Design) -> Problem<LinearModel, SquaredError<WeightedL2>, WeightedL2> {
+    let w = WeightedL2::new(d.w.clone()).unwrap();
+    let loss = SquaredError::new(d.u.clone(), w.clone()).unwrap();
+    Problem::new(LinearModel::dense(d.a.clone()).unwrap(), loss, w).unwrap()
+}
+
+/// Runs `solver` and records `(θ_k, KV of step k)` for every step.
+fn recorded<Mo, Lo, Me>(
+    problem: Problem<Mo, Lo, Me>,
+    solver: NaturalGradient,
+    theta0: &[f64],
+    iters: u64,
+) -> Vec<(Vec<f64>, KV)>
+where
+    Mo: Model + 'static,
+    Lo: Loss + 'static,
+    Me: Metric + 'static,
+{
+    let record = Record::default();
+    Executor::new(problem, solver)
+        .configure(|s| s.param(theta0.to_vec()).max_iters(iters))
+        .add_observer(record.clone(), ObserverMode::Always)
+        .run()
+        .unwrap();
+    record.get()
+}
+
+fn lm_solver(rule: Momentum, alpha: f64, lambda: f64, control: StepControl) -> NaturalGradient {
+    NaturalGradient::new()
+        .with_step_size(alpha)
+        .and_then(|s| s.with_damping(lambda))
+        .and_then(|s| s.with_linear_solver(LinearSolver::Cholesky))
+        .and_then(|s| s.with_momentum(rule))
+        .and_then(|s| s.with_step_control(control))
+        .and_then(|s| s.with_adaptive_damping(1e-6, 1e3))
+        .unwrap()
+}
+
+#[test]
+fn lm_ratio_is_one_on_linear_least_squares_and_damping_shrinks_by_two_thirds() {
+    // y = Aθ, ℓ = ½‖y − u‖²_W, M = W: the Gauss–Newton model m(tδ) = L + t gᵀδ +
+    // ½t²‖Jδ‖²_M is the loss itself, so ρ = 1 for every step, whatever δ (momentum
+    // included), λ and t. α = 2.5 with Armijo takes t = 1/2 (t = 1 overshoots).
+    let d = Design::random(Kind::Linear, 20, 4, 5);
+    for rule in [Momentum::Plain, Momentum::HeavyBall { beta: 0.5 }] {
+        let s = lm_solver(rule, 2.5, 0.1, StepControl::armijo());
+        let steps = recorded(linear(&d), s, &[0.0; 4], 5);
+        assert_eq!(steps.len(), 5);
+        let mut lambda = 0.1;
+        for (k, (_, kv)) in steps.iter().enumerate() {
+            let rho = kv_float(kv, "lm_rho");
+            assert!((rho - 1.0).abs() <= 1e-9, "{rule:?} step {k}: ρ = {rho}");
+            let logged = kv_float(kv, "damping");
+            assert!(
+                (logged - lambda).abs() <= 1e-15 * lambda,
+                "step {k}: λ {logged}"
+            );
+            lambda *= 2.0 / 3.0;
+        }
+        let scales: Vec<f64> = steps
+            .iter()
+            .map(|(_, kv)| kv_float(kv, "step_scale"))
+            .collect();
+        assert!(scales.iter().any(|&t| t < 1.0), "{rule:?}: t = {scales:?}");
+    }
+}
+
+/// What the damping becomes after a step with ratio ρ (docs/math.md §3, step control).
+fn lm_update(lambda: f64, rho: f64, increased: bool) -> f64 {
+    let factor = if increased || rho < 0.25 {
+        1.5
+    } else if rho > 0.75 {
+        2.0 / 3.0
+    } else {
+        1.0
+    };
+    (lambda * factor).clamp(1e-6, 1e3)
+}
+
+#[test]
+fn lm_ratio_and_damping_follow_the_dense_gauss_newton_model_on_the_fisher_problem() {
+    // Each step k: δ_k by the dense twin at the logged λ_k, t_k by the twin line search,
+    // ρ_k = (L(θ_k) − L(θ_k + tδ)) / (−t gᵀδ − ½t² δᵀJᵀMJδ) with J, M = diag(w/(v(1−v)))
+    // at θ_k; then θ_{k+1} (θ_k on a loss increase) and λ_{k+1} from ρ_k.
+    let d = Design::random(Kind::Logistic, 8, 3, 11);
+    let theta0 = [2.0, -2.0, 1.5];
+    let (mut rejected, mut scaled, mut rhos) = (0, 0, vec![]);
+    for (alpha, control) in [(1.8, StepControl::Fixed), (2.0, StepControl::armijo())] {
+        let s = lm_solver(Momentum::Plain, alpha, 1e-2, control);
+        let steps = recorded(logistic(&d), s, &theta0, 10);
+        let mut theta = theta0.to_vec();
+        let mut lambda = 1e-2;
+        for (k, (next, kv)) in steps.iter().enumerate() {
+            assert_eq!(kv_float(kv, "damping"), lambda, "step {k}: λ_k");
+            let at = |t: &[f64]| d.at(t);
+            let delta = rule_step(&at, Momentum::Plain, alpha, lambda, &theta, None);
+            let pt = d.at(&theta);
+            let t = step_fraction(control, &|x| d.loss(x), &theta, &pt.g, &delta);
+            let jd = mat_vec(&pt.j, &delta);
+            let jd_m_sq: f64 = jd.iter().zip(&pt.m).map(|(j, m)| m * j * j).sum();
+            let predicted = -(t * dot(&pt.g, &delta) + 0.5 * t * t * jd_m_sq);
+            let proposed = axpby(1.0, &theta, t, &delta);
+            let actual = pt.loss - d.loss(&proposed);
+            let rho = actual / predicted;
+            let logged = kv_float(kv, "lm_rho");
+            assert!(
+                (logged - rho).abs() <= 1e-8 * rho.abs().max(1.0),
+                "step {k}: ρ {logged} vs dense model {rho}"
+            );
+            let expected = if actual < 0.0 { &theta } else { &proposed };
+            assert!(rel_diff(next, expected) <= 1e-10, "step {k}: θ_(k+1)");
+            rejected += usize::from(actual < 0.0);
+            scaled += usize::from(t < 1.0);
+            rhos.push(rho);
+            lambda = lm_update(lambda, rho, actual < 0.0);
+            theta = next.clone();
+        }
+    }
+    println!("ρ_k: {rhos:?}; {rejected} rejected, {scaled} with t < 1");
+    // Every branch of the update was exercised and t ≠ 1 occurred.
+    assert!(
+        rejected > 0 && scaled > 0,
+        "{rejected} rejected, {scaled} scaled"
+    );
+    assert!(rhos.iter().any(|&r| r > 0.75) && rhos.iter().any(|&r| (0.25..=0.75).contains(&r)));
+}
+
+#[test]
+fn mini_batch_steps_at_positive_damping_solve_the_rescaled_system() {
+    // With λ > 0 the scaling m/b of loss and metric on the batch does not cancel:
+    // ((m/b) J_IᵀW_IJ_I + λI) δ = −α (m/b) J_IᵀW_I∇… . Each step against the dense twin on
+    // the batch the solver drew (same seed), previous outputs re-evaluated on it.
+    let (m, b, seed, alpha, lambda) = (12, 4, 3, 0.5, 0.1);
+    for kind in [Kind::Logistic, Kind::Linear] {
+        let d = Design::random(kind, m, 3, 17);
+        let theta0 = [0.5, -1.0, 0.8];
+        for rule in [Momentum::Plain, Momentum::HeavyBall { beta: 0.5 }] {
+            let s = NaturalGradient::new()
+                .with_step_size(alpha)
+                .and_then(|s| s.with_damping(lambda))
+                .and_then(|s| s.with_linear_solver(LinearSolver::Cholesky))
+                .and_then(|s| s.with_momentum(rule))
+                .and_then(|s| s.with_batch_size(b))
+                .unwrap()
+                .with_seed(seed);
+            let got = match kind {
+                Kind::Logistic => trajectory(logistic(&d), s, &theta0, 6).0,
+                Kind::Linear => trajectory(linear(&d), s, &theta0, 6).0,
+            };
+            assert_eq!(got.len(), 6);
+            let mut batches = MiniBatch::new(b, seed).unwrap();
+            let mut all = vec![theta0.to_vec()];
+            all.extend(got.iter().cloned());
+            for k in 0..got.len() {
+                let on = d.select(&batches.draw(m).unwrap());
+                let at = |t: &[f64]| on.at(t);
+                let dp = (k > 0).then(|| axpby(1.0, &all[k], -1.0, &all[k - 1]));
+                let prev = dp.as_ref().map(|dp| (all[k - 1].as_slice(), dp.as_slice()));
+                let delta = rule_step(&at, rule, alpha, lambda, &all[k], prev);
+                let expected = axpby(1.0, &all[k], 1.0, &delta);
+                let e = rel_diff(&all[k + 1], &expected);
+                assert!(e <= 1e-10, "{kind:?} {rule:?} step {}: {e:e}", k + 1);
+                if k == 0 {
+                    // The test can fail: without the m/b the first step differs.
+                    let mut unscaled = on.clone();
+                    unscaled
+                        .w
+                        .iter_mut()
+                        .for_each(|w| *w *= b as f64 / m as f64);
+                    let pt = unscaled.at(&all[0]);
+                    let rhs: Vec<f64> = pt.g.iter().map(|g| -alpha * g).collect();
+                    let wrong = common::dense_solve(&gram(&pt, lambda), &rhs);
+                    assert!(
+                        rel_diff(&wrong, &delta) > 0.05,
+                        "{kind:?}: scaling invisible"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn step_norm_cap_scales_the_dense_step_onto_the_cap() {
+    // δ_k ← δ_k · min(1, c/‖δ_k‖₂) on plain natural gradient (Fisher metric): far from the
+    // minimiser the step is longer than the cap and lands on it, near it the step is free.
+    let d = Design::random(Kind::Logistic, 8, 3, 11);
+    let (theta0, cap, lambda) = ([2.0, -2.0, 1.5], 0.5, 1e-3);
+    let s = NaturalGradient::new()
+        .with_damping(lambda)
+        .and_then(|s| s.with_linear_solver(LinearSolver::Cholesky))
+        .and_then(|s| s.with_max_step_norm(cap))
+        .unwrap();
+    let (got, _, _) = trajectory(logistic(&d), s, &theta0, 8);
+    assert_eq!(got.len(), 8);
+    let (mut capped, mut free) = (0, 0);
+    let mut theta = theta0.to_vec();
+    for (k, next) in got.iter().enumerate() {
+        let delta = rule_step(&|t| d.at(t), Momentum::Plain, 1.0, lambda, &theta, None);
+        let len = dot(&delta, &delta).sqrt();
+        let scale = (cap / len).min(1.0);
+        let expected = axpby(1.0, &theta, scale, &delta);
+        assert!(rel_diff(next, &expected) <= 1e-12, "step {k}: ‖δ‖ = {len}");
+        capped += usize::from(scale < 1.0);
+        free += usize::from(scale == 1.0);
+        theta = next.clone();
+    }
+    assert!(capped > 0 && free > 0, "{capped} capped, {free} free steps");
+}
