@@ -41,22 +41,10 @@ use std::time::Instant;
 #[path = "../benches/common/mod.rs"]
 mod common;
 
+use common::median_time;
+
 const CG_ITERS: usize = 20;
 const CHOLESKY_MAX_P: usize = 5000;
-
-/// Median wall time of `reps` runs of `f` after one warm-up.
-fn median_time(reps: usize, mut f: impl FnMut()) -> f64 {
-    f();
-    let mut t: Vec<f64> = (0..reps)
-        .map(|_| {
-            let s = Instant::now();
-            f();
-            s.elapsed().as_secs_f64()
-        })
-        .collect();
-    t.sort_by(f64::total_cmp);
-    t[t.len() / 2]
-}
 
 /// One step: linearise, solve the direction, update θ. Returns the CG-phase time.
 fn ng_step(problem: &common::Bench, theta: &mut [f64], solver: &LinearSolver) -> f64 {

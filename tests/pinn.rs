@@ -212,3 +212,45 @@ fn pinn_dense_jacobian_matches_jvps() {
     let direct = lin.dense_jacobian().unwrap();
     assert!(max_rel_diff(&direct, &by_jvps) <= 1e-13);
 }
+
+#[test]
+fn new_reference_problems_are_consistent_and_their_exact_solutions_solve_them() {
+    use natgrad::problems::pinn::{
+        heat_1d, heat_exact, neumann_2d, neumann_exact, nonlinear_2d, poisson_exact,
+    };
+    let case = heat_1d(30, &[64]).unwrap();
+    assert_eq!(case.problem.n_outputs(), 900 + 3 * 30);
+    assert_eq!(case.grid.ncols(), 10_000);
+    let n2 = nonlinear_2d(30, 120, &[64]).unwrap();
+    assert_eq!(n2.problem.n_outputs(), 1020);
+    let nm = neumann_2d(30, 120, &[64]).unwrap();
+    assert_eq!(nm.problem.n_outputs(), 1020);
+    let pi = std::f64::consts::PI;
+    let h = 1e-4;
+    for (a, b) in [(0.2, 0.3), (0.7, 0.55), (0.45, 0.9)] {
+        // u_t − ¼u_xx = 0
+        let u = heat_exact;
+        let ut = (u(a + h, b) - u(a - h, b)) / (2.0 * h);
+        let uxx = (u(a, b + h) - 2.0 * u(a, b) + u(a, b - h)) / (h * h);
+        assert!((ut - 0.25 * uxx).abs() < 1e-6);
+        // −Δu + u = (2π² + 1) u for u = cos πx cos πy, and −Δu = 2π² u for sin sin.
+        for (u, c) in [
+            (neumann_exact as fn(f64, f64) -> f64, 2.0 * pi * pi),
+            (poisson_exact as fn(f64, f64) -> f64, 2.0 * pi * pi),
+        ] {
+            let lap =
+                (u(a + h, b) + u(a - h, b) + u(a, b + h) + u(a, b - h) - 4.0 * u(a, b)) / (h * h);
+            assert!((-lap - c * u(a, b)).abs() < 1e-5);
+        }
+    }
+    assert!((heat_exact(0.0, 0.3) - (pi * 0.3).sin()).abs() < 1e-15);
+    assert!(heat_exact(0.4, 0.0).abs() < 1e-15 && heat_exact(0.4, 1.0).abs() < 1e-15);
+    // ∂u/∂n = 0 on the square's edges for cos πx cos πy.
+    for t in [0.1, 0.6] {
+        let dx = |x: f64, y: f64| (neumann_exact(x + h, y) - neumann_exact(x - h, y)) / (2.0 * h);
+        assert!(dx(0.0, t).abs() < 1e-9 && dx(1.0, t).abs() < 1e-9);
+    }
+    // A zero network has relative error 1 everywhere.
+    let theta = vec![0.0; case.problem.n_params()];
+    assert!((case.errors(&theta).unwrap().rel_l2 - 1.0).abs() < 1e-14);
+}

@@ -9,6 +9,7 @@ use natgrad::model::{Activation, Mlp};
 use natgrad::{LinearSolver, Linearized, Problem, SquaredError, WeightedL2};
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
+use std::time::Instant;
 
 /// The benchmark problem type.
 pub type Bench = Problem<Mlp, SquaredError, WeightedL2>;
@@ -71,4 +72,18 @@ pub fn solve(
     let par = vector_par(d.len());
     solve_direction(lin, rhs, &mut d, 1e-3, solver, &mut cache, par).expect("direction solve");
     d
+}
+
+/// Median wall time of `reps` runs of `f` after one warm-up.
+pub fn median_time(reps: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    let mut t: Vec<f64> = (0..reps)
+        .map(|_| {
+            let s = Instant::now();
+            f();
+            s.elapsed().as_secs_f64()
+        })
+        .collect();
+    t.sort_by(f64::total_cmp);
+    t[t.len() / 2]
 }
