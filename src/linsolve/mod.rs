@@ -182,6 +182,18 @@ pub enum Preconditioner {
 }
 
 impl Preconditioner {
+    /// K-FAC with the factors recomputed at every solve and no averaging: a refresh costs
+    /// `q` backward passes plus small GEMMs and eigendecompositions, and on the M network
+    /// of `kfac_bench` (λ = 1e-6, 10-step runs) refreshing every 10 solves instead took
+    /// 1683 against 694 Gram products per solve from the trained θ (328 against 603 from
+    /// Glorot): stale factors are no cheaper overall (docs/performance-solvers.md, K-FAC).
+    pub fn kfac() -> Self {
+        Preconditioner::Kfac {
+            refresh_every: 1,
+            decay: 0.0,
+        }
+    }
+
     /// Nyström of rank `rank`, refreshed every 10 solves, seed 0.
     pub fn nystrom(rank: usize) -> Self {
         Preconditioner::Nystrom {
