@@ -6,6 +6,7 @@
 
 mod common;
 
+use argmin::core::State;
 use common::rel_diff;
 use common::runs::trajectory;
 use common::twin::{
@@ -189,4 +190,67 @@ fn logistic_model_jacobian_matches_central_differences() {
         let col: Vec<f64> = (0..8).map(|i| j[(i, k)]).collect();
         assert!(rel_diff(&col, &fd) <= 1e-8, "column {k}");
     }
+}
+
+#[test]
+fn every_rule_name_round_trips_with_its_coefficient() {
+    let beta = 0.3;
+    let expected = [
+        ("gd", Momentum::GradientDescent, 0.0),
+        ("plain", Momentum::Plain, 0.0),
+        ("heavy_ball", Momentum::HeavyBall { beta }, beta),
+        (
+            "finite_difference",
+            Momentum::FiniteDifference { beta },
+            beta,
+        ),
+        ("lagged_gradient", Momentum::LaggedGradient { beta }, beta),
+        ("nesterov", Momentum::Nesterov { beta }, beta),
+        ("param_heavy_ball", Momentum::ParamHeavyBall { beta }, beta),
+        ("param_nesterov", Momentum::ParamNesterov { beta }, beta),
+    ];
+    assert_eq!(Momentum::NAMES, expected.map(|(n, _, _)| n));
+    for (name, rule, b) in expected {
+        assert_eq!(Momentum::from_name(name, beta), Some(rule));
+        assert_eq!((rule.name(), rule.beta()), (name, b));
+    }
+    assert_eq!(Momentum::from_name("xyzzy", beta), None);
+}
+
+#[test]
+fn rules_cost_what_docs_math_says_under_mini_batches() {
+    // Relative to Plain (docs/math.md §3): parameter heavy ball costs nothing more; the
+    // output-space rules re-evaluate y_{k−1} on each new batch (one forward pass) and form
+    // J_kᵀh (one vjp) from step 1 on; heavy ball also carries J_kδ_k (one jvp per step)
+    // and re-evaluates it on a new batch (one more jvp).
+    let d = design();
+    let (b, seed, steps) = (4, 5, 6u64);
+    let mut batches = natgrad::batch::MiniBatch::new(b, seed).unwrap();
+    let drawn: Vec<Vec<usize>> = (0..steps).map(|_| batches.draw(8).unwrap()).collect();
+    let new_batches = drawn.windows(2).filter(|w| w[0] != w[1]).count() as u64;
+    let counts = |rule| {
+        let s = NaturalGradient::new()
+            .with_step_size(0.5)
+            .and_then(|s| s.with_damping(LAMBDA))
+            .and_then(|s| s.with_linear_solver(LinearSolver::Cholesky))
+            .and_then(|s| s.with_momentum(rule))
+            .and_then(|s| s.with_batch_size(b))
+            .unwrap()
+            .with_seed(seed);
+        let res = argmin::core::Executor::new(problem(&d), s)
+            .configure(|c| c.param(THETA0.to_vec()).max_iters(steps).counting(true))
+            .run()
+            .unwrap();
+        let c = res.state().get_func_counts().clone();
+        [c["forward_count"], c["jvp_count"], c["vjp_count"]]
+    };
+    let [f, j, v] = counts(Momentum::Plain);
+    assert_eq!(counts(Momentum::ParamHeavyBall { beta: 0.5 }), [f, j, v]);
+    let fd = counts(Momentum::FiniteDifference { beta: 0.5 });
+    assert_eq!(fd, [f + new_batches, j, v + steps - 1]);
+    let hb = counts(Momentum::HeavyBall { beta: 0.5 });
+    assert_eq!(
+        hb,
+        [f + new_batches, j + steps + new_batches, v + steps - 1]
+    );
 }

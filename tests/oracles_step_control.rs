@@ -15,9 +15,10 @@ use common::twin::{
 };
 use natgrad::batch::MiniBatch;
 use natgrad::model::LinearModel;
+use natgrad::step_control::{cap_step_norm, take_step};
 use natgrad::{
-    CrossEntropy, Ggn, LinearSolver, Loss, Metric, Model, Momentum, NaturalGradient, Problem,
-    SquaredError, StepControl, WeightedL2,
+    CrossEntropy, Ggn, LevenbergMarquardt, LinearSolver, Loss, Metric, Model, Momentum,
+    NaturalGradient, Problem, SquaredError, StepControl, WeightedL2,
 };
 
 fn logistic(d: &Design) -> Problem<LogisticModel, CrossEntropy, Ggn> {
@@ -119,6 +120,12 @@ fn lm_ratio_and_damping_follow_the_dense_gauss_newton_model_on_the_fisher_proble
         let mut lambda = 1e-2;
         for (k, (next, kv)) in steps.iter().enumerate() {
             assert_eq!(kv_float(kv, "damping"), lambda, "step {k}: λ_k");
+            let note = kv.get("line_search").and_then(|v| v.get_string());
+            let expected_note = match control {
+                StepControl::Fixed => "fixed",
+                _ => "armijo",
+            };
+            assert_eq!(note.as_deref(), Some(expected_note), "step {k}");
             let at = |t: &[f64]| d.at(t);
             let delta = rule_step(&at, Momentum::Plain, alpha, lambda, &theta, None);
             let pt = d.at(&theta);
@@ -233,4 +240,112 @@ fn step_norm_cap_scales_the_dense_step_onto_the_cap() {
         theta = next.clone();
     }
     assert!(capped > 0 && free > 0, "{capped} capped, {free} free steps");
+}
+
+#[test]
+fn step_controls_by_their_definitions_on_ties_non_descent_and_exhausted_searches() {
+    // y = Aθ with a zero third column: the loss is constant along e₃.
+    let mut d = Design::random(Kind::Linear, 6, 3, 23);
+    (0..6).for_each(|i| d.a[(i, 2)] = 0.0);
+    let p = linear(&d);
+    let theta = [0.2, -0.1, 0.0];
+    let (l0, g) = (p.loss_at(&theta).unwrap(), p.gradient_at(&theta).unwrap());
+    let step = |control: StepControl, delta: &[f64]| {
+        take_step(&control, &p, &theta, l0, &g, delta).unwrap()
+    };
+    // Log grid on a flat direction: all losses tie, the first (t = 1) is kept.
+    let a = step(StepControl::LogGrid { max_halvings: 4 }, &[0.0, 0.0, 1.0]);
+    assert_eq!((a.t, a.note, a.theta[2]), (1.0, "log_grid", 1.0));
+    // Armijo along +g (not a descent direction): skipped, the full step.
+    let a = step(StepControl::armijo(), &g);
+    assert_eq!((a.t, a.note), (1.0, "armijo_skipped_not_descent"));
+    assert_eq!(a.theta, axpby(1.0, &theta, 1.0, &g));
+    // Armijo with a step 1e6 too long and one halving: nothing satisfies it, the smallest
+    // t = shrink^max_halvings is taken.
+    let control = StepControl::Armijo {
+        c: 1e-4,
+        shrink: 0.5,
+        max_halvings: 1,
+    };
+    let long: Vec<f64> = g.iter().map(|g| -1e6 * g).collect();
+    let a = step(control, &long);
+    assert_eq!((a.t, a.note), (0.5, "armijo_not_satisfied_smallest_step"));
+    assert!(rel_diff(&a.theta, &axpby(1.0, &theta, 0.5, &long)) <= 1e-15);
+    assert_eq!(a.loss, p.loss_at(&a.theta).unwrap());
+    // A short descent step satisfies it at once.
+    let short: Vec<f64> = g.iter().map(|g| -1e-3 * g).collect();
+    let a = step(control, &short);
+    assert_eq!((a.t, a.note), (1.0, "armijo"));
+    // The documented defaults.
+    assert_eq!(
+        StepControl::armijo(),
+        StepControl::Armijo {
+            c: 1e-4,
+            shrink: 0.5,
+            max_halvings: 30
+        }
+    );
+}
+
+#[test]
+fn step_norm_cap_returns_its_factor() {
+    let mut delta = [3.0, 4.0];
+    assert_eq!(cap_step_norm(&mut delta, Some(1.0)), 0.2);
+    assert!(rel_diff(&delta, &[0.6, 0.8]) <= 1e-15);
+    let capped = delta;
+    assert_eq!(cap_step_norm(&mut delta, Some(2.0)), 1.0);
+    assert_eq!(delta, capped, "a shorter step is left alone");
+    assert_eq!(cap_step_norm(&mut delta, None), 1.0);
+}
+
+#[test]
+fn lm_update_at_the_thresholds_and_without_predicted_decrease() {
+    let lm = LevenbergMarquardt {
+        min: 1e-4,
+        max: 10.0,
+    };
+    // ρ = 1/4 and ρ = 3/4 exactly: neither "< 1/4" nor "> 3/4", λ stays.
+    for actual in [0.25, 0.75] {
+        let u = lm.update(1.0, actual, 1.0);
+        assert_eq!((u.rho, u.damping, u.accepted), (actual, 1.0, true));
+    }
+    // No predicted decrease: ρ is NaN, λ changes only if the loss went up.
+    let u = lm.update(1.0, 0.5, 0.0);
+    assert!(u.rho.is_nan());
+    assert_eq!((u.damping, u.accepted), (1.0, true));
+    let u = lm.update(1.0, -0.5, -1.0);
+    assert_eq!((u.damping, u.accepted), (1.5, false));
+    let u = lm.update(1.0, f64::NAN, 1.0);
+    assert_eq!((u.damping, u.accepted), (1.5, false));
+    // The clip: 2/3 of the minimum stays at the minimum.
+    assert_eq!(lm.update(1e-4, 1.0, 1.0).damping, 1e-4);
+}
+
+#[test]
+fn step_control_and_damping_bounds_refuse_the_open_interval_ends() {
+    let armijo = |c, shrink| StepControl::Armijo {
+        c,
+        shrink,
+        max_halvings: 3,
+    };
+    let ok = |s: StepControl| NaturalGradient::new().with_step_control(s).is_ok();
+    for (c, shrink) in [
+        (0.0, 0.5),
+        (1.0, 0.5),
+        (0.5, 0.0),
+        (0.5, 1.0),
+        (f64::NAN, 0.5),
+    ] {
+        assert!(!ok(armijo(c, shrink)), "c = {c}, shrink = {shrink}");
+    }
+    assert!(ok(armijo(0.5, 0.5)) && ok(armijo(1e-12, 1.0 - 1e-12)));
+    let lm = |min, max| {
+        NaturalGradient::new()
+            .with_adaptive_damping(min, max)
+            .is_ok()
+    };
+    assert!(lm(1e-3, 1e-3) && lm(1e-9, 1e9));
+    for (min, max) in [(0.0, 1.0), (-1.0, 1.0), (2.0, 1.0), (1.0, f64::INFINITY)] {
+        assert!(!lm(min, max), "[{min}, {max}]");
+    }
 }
