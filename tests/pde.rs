@@ -364,3 +364,55 @@ impl Residual for Dirichlet2 {
         u.u(0)
     }
 }
+
+/// `u − 2 + 0·√(1.5 − u)`: a data fit whose residual is NaN once `u > 1.5` at a point.
+struct NanAboveOneAndAHalf;
+impl Residual for NanAboveOneAndAHalf {
+    fn residual<D: DualNum<Primitive = f64> + Copy>(&self, _: &Point, u: &Fields<D>) -> D {
+        u.u(0) - 2.0 + (-u.u(0) + 1.5).sqrt() * 0.0
+    }
+}
+
+#[test]
+fn a_nan_residual_mid_run_ends_the_run_cleanly_naming_term_and_point() {
+    use argmin::core::{Executor, State, TerminationReason};
+    use natgrad::{Euclidean, NaturalGradient, Problem, SquaredError};
+    let net = TaylorMlp::new(vec![2, 5, 1]).unwrap();
+    let x = points(3, 2, 6);
+    let model = PdeModel::new(
+        net.clone(),
+        vec![Term::new(
+            "data",
+            x.as_ref(),
+            ChannelSet::value(2),
+            NanAboveOneAndAHalf,
+        )],
+    )
+    .unwrap();
+    let theta0 = net.init(0);
+    // The initial θ is in the residual's domain (|u| < 1.5 for a small Glorot network).
+    let u0 = model.evaluate(&theta0, x.as_ref()).unwrap();
+    assert!((0..6).all(|i| u0[(0, i)] < 1.5));
+    let n = model.n_outputs();
+    let problem = Problem::new(
+        model,
+        SquaredError::new(vec![0.0; n], Euclidean).unwrap(),
+        Euclidean,
+    )
+    .unwrap();
+    // A fixed Gauss–Newton step on u − 2 takes u to about 2: the residual is NaN there.
+    let solver = NaturalGradient::new().with_damping(1e-8).unwrap();
+    let res = Executor::new(problem, solver)
+        .configure(|s| s.param(theta0.clone()).max_iters(20))
+        .run()
+        .expect("a numerical failure ends the run, it is not an error");
+    let state = res.state();
+    match state.get_termination_reason() {
+        Some(TerminationReason::SolverExit(reason)) => {
+            assert!(reason.contains("term `data` at point"), "{reason}");
+        }
+        other => panic!("expected a solver exit, got {other:?}"),
+    }
+    let best = state.get_best_param().unwrap();
+    assert!(best.iter().all(|v| v.is_finite()));
+}

@@ -30,6 +30,14 @@ enum Failure {
     Numerical(String),
 }
 
+/// A non-finite value from the model at a finite θ is numerical; anything else is input.
+fn numerical_if_non_finite(e: crate::Error) -> Failure {
+    match e {
+        crate::Error::NonFinite { .. } => Failure::Numerical(e.to_string()),
+        e => Failure::Input(e),
+    }
+}
+
 impl From<crate::Error> for Failure {
     fn from(e: crate::Error) -> Self {
         Failure::Input(e)
@@ -146,7 +154,9 @@ impl NaturalGradient {
             _ => None,
         };
 
-        let mut lin = on.linearize(theta)?;
+        // θ_k is finite (checked at the start, and every accepted step has a finite
+        // loss), so non-finite model values here are a numerical failure of the run.
+        let mut lin = on.linearize(theta).map_err(numerical_if_non_finite)?;
         let loss = lin.loss();
         let g = lin.gradient();
         let grad_norm = norm(&g);
@@ -241,9 +251,14 @@ impl NaturalGradient {
                 return Ok(Step::Rejected(kv));
             }
         } else if !accepted.loss.is_finite() {
+            // The model may know where (a PDE term and point): its linearisation says.
+            let cause = match on.linearize(&accepted.theta) {
+                Err(e) => format!(" ({e})"),
+                Ok(_) => String::new(),
+            };
             return Err(Failure::Numerical(format!(
-                "the loss is not finite after the step (α = {alpha}, λ = {:e}); reduce \
-                 the step size, increase the damping or use adaptive damping",
+                "the loss is not finite after the step (α = {alpha}, λ = {:e}){cause}; \
+                 reduce the step size, increase the damping or use adaptive damping",
                 self.damping
             )));
         }
