@@ -7,7 +7,9 @@
 //! ```
 //!
 //! `--only CONFIG` runs one PINN configuration (`ad_eps0.1_m100`, `ad_eps0.02_m100`,
-//! `ad_eps0.1_m1000`, `ad_eps0.02_m1000`, `poisson2d`) with the budget it would get.
+//! `ad_eps0.1_m1000`, `ad_eps0.02_m1000`, `poisson2d`, `heat1d`, `nonlinear2d`,
+//! `neumann2d`) with the budget it would get; `--optimiser TEXT` keeps the PINN
+//! optimisers whose label contains `TEXT` (e.g. `--optimiser tuned`).
 //!
 //! Prints a summary table per experiment (markdown) on stdout, shows a progress bar per
 //! experiment on stderr, and writes `DIR/summary.json`, one CSV of curves and one SVG
@@ -42,6 +44,8 @@ struct Args {
     pinn_full: bool,
     /// `--only CONFIG`: one PINN configuration.
     only: Option<String>,
+    /// `--optimiser TEXT`: the PINN optimisers whose label contains it.
+    optimiser: Option<String>,
     out: PathBuf,
     budget: Budget,
 }
@@ -51,18 +55,22 @@ fn parse_args() -> Result<Args, String> {
     let mut out = PathBuf::from("results");
     let mut quick = false;
     let mut only = None;
+    let mut optimiser = None;
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
             "--quick" => quick = true,
             "--only" => only = Some(it.next().ok_or("--only needs a PINN configuration")?),
+            "--optimiser" => {
+                optimiser = Some(it.next().ok_or("--optimiser needs a label fragment")?)
+            }
             "--out" => out = PathBuf::from(it.next().ok_or("--out needs a directory")?),
             s if s.starts_with("--out=") => out = PathBuf::from(&s[6..]),
             "all" | "toys" | "mackey_glass" | "xor" | "pinn" => which.push(a),
             "-h" | "--help" => {
                 return Err(
                     "usage: experiments [all|toys|mackey_glass|xor|pinn] [--out DIR] [--quick] \
-                     [--only CONFIG]"
+                     [--only CONFIG] [--optimiser TEXT]"
                         .into(),
                 )
             }
@@ -79,6 +87,7 @@ fn parse_args() -> Result<Args, String> {
         which,
         pinn_full,
         only,
+        optimiser,
         out,
         budget: Budget { quick },
     })
@@ -104,12 +113,13 @@ fn run_one(
     budget: Budget,
     pinn_full: bool,
     only: Option<&str>,
+    optimiser: Option<&str>,
 ) -> Result<(Vec<report::Row>, Value), Box<dyn std::error::Error>> {
     match name {
         "toys" => toys::run(out, budget),
         "mackey_glass" => mackey_glass::run(out, budget),
         "xor" => xor::run(out, budget),
-        "pinn" => pinn::run(out, budget, pinn_full, only),
+        "pinn" => pinn::run(out, budget, pinn_full, only, optimiser),
         _ => unreachable!("parsed"),
     }
 }
@@ -137,6 +147,7 @@ fn main() {
             args.budget,
             args.pinn_full,
             args.only.as_deref(),
+            args.optimiser.as_deref(),
         ) {
             Ok((rows, extra)) => {
                 problems.extend(check_summary(name, &rows));

@@ -1,5 +1,7 @@
-//! PINNs: advection–diffusion (ε = 0.1, 0.02; m = 100, 1 000) and Poisson 2D; relative L²
-//! and RMS error against the exact solution, against iteration and wall time.
+//! PINNs: advection–diffusion (ε = 0.1, 0.02; m = 100, 1 000), Poisson 2D, the heat
+//! equation, a nonlinear equation (−Δu + u³ = f) and a Neumann problem, all posed through
+//! `natgrad::pde`; relative L² and RMS error against the exact solution, against
+//! iteration and wall time.
 //!
 //! Natural gradient runs in two settings per problem: the dense-Gram JAX reference's
 //! (fixed damping λ = 1e-6, log-grid line search) and the best found for the problem
@@ -10,7 +12,9 @@ use crate::report::{band, csv_lines, print_table, row, Row};
 use crate::runner::{self, Optimiser, Run};
 use crate::Budget;
 use indicatif::{ProgressBar, ProgressStyle};
-use natgrad::problems::pinn::{advection_diffusion, poisson_2d, PinnCase};
+use natgrad::problems::pinn::{
+    advection_diffusion, heat_1d, neumann_2d, nonlinear_2d, poisson_2d, PinnCase,
+};
 use natgrad::Momentum;
 use natgrad::StepControl;
 use natgrad::{LinearSolver, NaturalGradient};
@@ -39,6 +43,10 @@ enum Tuned {
     /// setting of the published energy natural gradient. The grid reaches 2⁻³⁰: the first
     /// pseudo-inverse steps are huge, and 2⁻¹⁵ is not small enough for them on Poisson.
     LeastSquares { rcond: f64 },
+    /// Fixed damping λ with Armijo backtracking from α = 1 (heat, nonlinear, Neumann:
+    /// the least-squares setting does not leave the start there, and λ stays where
+    /// Levenberg–Marquardt would put it after the first steps).
+    FixedArmijo { damping: f64 },
 }
 
 impl Tuned {
@@ -53,6 +61,9 @@ impl Tuned {
             ),
             Tuned::LeastSquares { rcond } => {
                 format!("least squares, rcond = {rcond:e}, λ = 0, log-grid 2^-j, j ≤ 30")
+            }
+            Tuned::FixedArmijo { damping } => {
+                format!("λ = {damping:e}, Armijo from α = 1")
             }
         }
     }
@@ -80,6 +91,9 @@ impl Tuned {
                 .and_then(|s| s.with_linear_solver(LinearSolver::LeastSquares { rcond }))
                 .and_then(|s| s.with_damping(0.0))
                 .and_then(|s| s.with_step_control(StepControl::LogGrid { max_halvings: 30 })),
+            Tuned::FixedArmijo { damping } => base
+                .and_then(|s| s.with_damping(damping))
+                .and_then(|s| s.with_step_control(StepControl::armijo())),
         }
         .expect("valid settings")
     }
@@ -148,6 +162,30 @@ fn configs(budget: Budget, explicit: bool) -> Vec<Config> {
             tuned: Tuned::LeastSquares { rcond: 1e-8 },
             linear: LinearSolver::Cholesky,
             records: (1500, 3000),
+        },
+        Config {
+            name: "heat1d",
+            m: 900,
+            build: || heat_1d(30, &[64]),
+            tuned: Tuned::FixedArmijo { damping: 1e-8 },
+            linear: LinearSolver::Cholesky,
+            records: (1500, 3000),
+        },
+        Config {
+            name: "nonlinear2d",
+            m: 900,
+            build: || nonlinear_2d(30, 120, &[64]),
+            tuned: Tuned::FixedArmijo { damping: 1e-8 },
+            linear: LinearSolver::Cholesky,
+            records: (600, 3000),
+        },
+        Config {
+            name: "neumann2d",
+            m: 900,
+            build: || neumann_2d(30, 120, &[64]),
+            tuned: Tuned::FixedArmijo { damping: 1e-8 },
+            linear: LinearSolver::Cholesky,
+            records: (600, 3000),
         },
     ];
     if budget.quick {
@@ -247,6 +285,7 @@ pub fn run(
     budget: Budget,
     explicit: bool,
     only: Option<&str>,
+    optimiser: Option<&str>,
 ) -> Result<(Vec<Row>, Value), Box<dyn std::error::Error>> {
     let cfgs: Vec<Config> = configs(budget, explicit)
         .into_iter()
@@ -263,7 +302,11 @@ pub fn run(
     for cfg in &cfgs {
         let (mut by_time, mut by_iter) = (Vec::new(), Vec::new());
         let (ng_iters, fo_iters) = iterations(budget, explicit, cfg);
-        for (label, settings, opt, natural) in &optimisers(cfg) {
+        let opts: Vec<_> = optimisers(cfg)
+            .into_iter()
+            .filter(|o| optimiser.is_none_or(|f| o.0.contains(f)))
+            .collect();
+        for (label, settings, opt, natural) in &opts {
             let iters = if *natural { ng_iters } else { fo_iters };
             bar.set_message(format!("{} / {label}", cfg.name));
             let case = Arc::new((cfg.build)()?);
