@@ -43,11 +43,14 @@ pub enum Error {
         /// Where it failed (asymmetric entry or non-positive pivot).
         detail: String,
     },
-    /// The dense Gram matrix `JᵀMJ + λI` could not be Cholesky-factored.
+    /// The dense Gram matrix `JᵀMJ + λI` (or the sample-space kernel) could not be
+    /// Cholesky-factored, or is singular to working precision (a pivot below `dim·ε` times
+    /// the largest).
     #[error(
         "Cholesky factorisation of the Gram matrix G + λI failed at pivot {index} \
-         (damping λ = {damping:e}): the Gram matrix is singular or indefinite at this θ; \
-         add damping with `with_damping(λ > 0)`"
+         (damping λ = {damping:e}): the Gram matrix is singular (to working precision) or \
+         indefinite at this θ; add damping with `with_damping(λ > 0)`, or use \
+         `LinearSolver::LeastSquares` for the minimum-norm direction"
     )]
     GramNotPositiveDefinite {
         /// Index of the first non-positive pivot reported by faer.

@@ -8,8 +8,8 @@ use common::{gram_twin, matvec, rel_diff, rng, sparse_spd, spd, vec};
 use faer::{Mat, Par};
 use natgrad::check::{jacobian_by_jvps, metric_matrix};
 use natgrad::linsolve::{
-    solve_direction, AutoSettings, CgSettings, LinearSolver, Path, Preconditioner, Rhs, SolveCache,
-    SolveFailure,
+    solve_direction, AutoSettings, CgSettings, CostModel, LinearSolver, Path, Preconditioner, Rhs,
+    SolveCache, SolveFailure,
 };
 use natgrad::loss::{CrossEntropy, Loss};
 use natgrad::metric::{DenseMetric, Euclidean, Ggn, Metric, SparseMetric, WeightedL2};
@@ -214,18 +214,36 @@ fn sample_space_needs_an_output_space_rhs_and_an_inverse_metric() {
 }
 
 #[test]
-fn auto_chooses_as_documented() {
+fn auto_plans_by_its_cost_model() {
     let a = AutoSettings::default();
-    // The smaller system; direct while it is small and J fits.
-    assert_eq!(a.choose(100, 5000, true), Path::SampleCholesky);
-    assert_eq!(a.choose(100, 5000, false), Path::ParamCg);
-    assert_eq!(a.choose(5000, 100, true), Path::ParamCholesky);
-    assert_eq!(a.choose(4096, 132_609, true), Path::SampleCg);
-    assert_eq!(a.choose(20_000, 4000, true), Path::ParamCg);
-    assert_eq!(a.choose(2048, 4417, true), Path::SampleCholesky);
-    // J too large to form even though the system is small.
-    assert_eq!(a.choose(1000, 100_000, true), Path::SampleCg);
-    assert_eq!(a.choose(10, 10, true), Path::ParamCholesky);
+    let diag = |n, p| CostModel {
+        n,
+        p,
+        metric_diagonal: true,
+    };
+    // Few CG iterations: CG in the smaller space.
+    assert_eq!(a.plan(&diag(100, 5000), true, 10).0, Path::SampleCg);
+    assert_eq!(a.plan(&diag(100, 5000), false, 10).0, Path::ParamCg);
+    assert_eq!(a.plan(&diag(5000, 100), true, 10).0, Path::ParamCg);
+    // Many: the direct path of the smaller space, while it fits.
+    assert_eq!(a.plan(&diag(100, 5000), true, 500).0, Path::SampleCholesky);
+    assert_eq!(a.plan(&diag(5000, 100), true, 500).0, Path::ParamCholesky);
+    assert_eq!(
+        a.plan(&diag(2048, 4417), true, 3000).0,
+        Path::SampleCholesky
+    );
+    // Too large to form J or factor: CG whatever it costs.
+    assert_eq!(a.plan(&diag(4096, 132_609), true, 5000).0, Path::SampleCg);
+    assert_eq!(a.plan(&diag(1000, 100_000), true, 5000).0, Path::SampleCg);
+    assert_eq!(a.plan(&diag(20_000, 4000), true, 5000).0, Path::ParamCg);
+    // Tall and thin: the direct path is cheaper than even 10 CG iterations.
+    assert_eq!(a.plan(&diag(2000, 4), true, 10).0, Path::ParamCholesky);
+    // The break-even budget: CG iterations costing as much as the cheapest direct path.
+    let m = diag(24, 60);
+    let budget = a.cg_budget(&m, true, Path::SampleCg).unwrap();
+    let direct = m.direct(true).min(m.direct(false));
+    assert!(budget as f64 * m.cg_iteration(true) <= direct);
+    assert!((budget + 1) as f64 * m.cg_iteration(true) > direct);
 }
 
 /// A problem whose Jacobian has geometrically graded rows (a kernel spectrum spread over
@@ -284,16 +302,29 @@ fn auto_tries_cg_within_its_budget_then_goes_direct() {
     // Well conditioned (λ large against the spectrum): CG converges within max(k/8, 8).
     let (a, pb) = graded(24, 60, 53);
     let mut cache = SolveCache::default();
+    let budget = AutoSettings::default()
+        .cg_budget(
+            &CostModel {
+                n: 24,
+                p: 60,
+                metric_diagonal: true,
+            },
+            true,
+            Path::SampleCg,
+        )
+        .unwrap() as u64;
     let (method, jvps) = auto_solve(&pb, &a, 10.0, &mut cache);
     assert_eq!(method, "auto:sample-cg");
-    assert!(jvps <= 8, "{jvps} products");
-    assert!(!cache.auto_direct);
-    // Ill conditioned: CG misses its budget of 8, Auto solves directly and remembers.
+    assert!(jvps <= budget, "{jvps} products");
+    assert_eq!(cache.auto_cg_iters, Some(jvps));
+    // Ill conditioned: CG misses its budget, Auto solves directly and remembers.
     let mut cache = SolveCache::default();
     let (method, jvps) = auto_solve(&pb, &a, 1e-6, &mut cache);
     assert_eq!(method, "auto:sample-cholesky");
-    assert_eq!(jvps, 8, "the failed CG attempt costs exactly its budget");
-    assert!(cache.auto_direct);
+    // The failed attempt costs its budget, plus one product for the true residual of the
+    // iterate it stopped at (issue 14.5).
+    assert_eq!(jvps, budget + 1, "the failed CG attempt costs its budget");
+    assert_eq!(cache.auto_cg_iters, Some(budget + 1));
     let (method, jvps) = auto_solve(&pb, &a, 1e-6, &mut cache);
     assert_eq!((method, jvps), ("auto:sample-cholesky", 0));
     // p < n: parameter space.

@@ -17,18 +17,26 @@
 //! and the iteration count is not known in advance: it depends on the spectrum of `G` and
 //! on `λ` (7 to 400 iterations on the benchmark problems of `docs/performance-solvers.md`).
 //!
-//! So Auto decides by size first and then by trying:
+//! So Auto decides by a **cost model** (issue 14.2), in flops, from `n`, `p` and the
+//! metric's kind ([`CostModel`]), and from the CG iterations of the last CG solve
+//! ([`SolveCache`]; before any, an optimistic prior of [`AutoSettings::cg_iters_prior`]):
 //!
-//! * the direct path is *possible* when `k ≤ max_direct_dim` (default 2048: a `k×k` factor
-//!   of 32 MiB, a factorisation of ~3 Gflop) and `n·p ≤ max_dense_entries` (default `2²⁵`
-//!   ≈ 33.5 M entries, a 256 MiB Jacobian); otherwise Auto runs CG with `cg`;
-//! * when it is possible, Auto first runs CG with a budget of `max(k/8, 8)` iterations
-//!   (capped by `cg.max_iters`). If CG converges, that is the answer (`auto:*-cg`); if not,
-//!   Auto solves directly (`auto:*-cholesky`) and remembers it in the [`SolveCache`]
-//!   (`auto_direct`), going direct straight away in later solves. The products wasted on
-//!   the failed CG attempt are at most `k/8`, half the GEMM's cost: like the ski-rental
-//!   rule, Auto never costs much more than the better of the two paths, without knowing
-//!   the spectrum.
+//! * the direct paths are *possible* when `k ≤ max_direct_dim` (default 2048: a `k×k`
+//!   factor of 32 MiB, a factorisation of ~3 Gflop) and `n·p ≤ max_dense_entries` (default
+//!   `2²⁵` ≈ 33.5 M entries, a 256 MiB Jacobian); otherwise Auto runs CG with `cg`;
+//! * it takes the cheapest of the possible paths by the model; a direct pick is solved
+//!   directly, without a CG attempt;
+//! * a CG pick, when a direct path is possible, gets the budget of iterations that costs
+//!   as much as the cheapest direct path (the break-even point); if CG misses it, Auto
+//!   solves directly, so a wrong guess costs at most twice the better path (the
+//!   ski-rental rule), and the iterations spent make the next pick direct.
+//!
+//! The model uses counts, not wall times, so that the pick (and so the iterates) is
+//! deterministic. Its constants: a Gram product (one jvp and one vjp) costs `4np` (a dense
+//! Jacobian; an MLP's products cost about that), a non-diagonal metric is costed as dense
+//! (`n²` per product, `2n²` per solve; an upper bound for a sparse one), the dense Gram
+//! GEMMs `2np²` / `2n²p`, a Cholesky factorisation `k³/3`, forming `J` `2np·min(n, p)`.
+//! `docs/performance-solvers.md` compares its picks with the best fixed path.
 //!
 //! **Sharded problems** (`natgrad::distributed`, feature `mpi`): Auto decides from the
 //! global `n` ([`Model::n_outputs_global`]) and stays in parameter space, so every rank
@@ -91,6 +99,10 @@ pub struct AutoSettings {
     pub max_direct_dim: usize,
     /// Largest dense Jacobian `n·p` the direct path may form (default `2²⁵`).
     pub max_dense_entries: usize,
+    /// CG iterations assumed before any CG solve was measured (default 10, the fewest seen
+    /// on the crate's problems at λ = 1e-3; optimistic, so that the first pick is CG
+    /// unless the direct path is cheaper even then).
+    pub cg_iters_prior: usize,
 }
 
 impl Default for AutoSettings {
@@ -99,37 +111,105 @@ impl Default for AutoSettings {
             cg: CgSettings::default(),
             max_direct_dim: 2048,
             max_dense_entries: 1 << 25,
+            cg_iters_prior: 10,
+        }
+    }
+}
+
+/// The flop model of [`LinearSolver::Auto`](super::LinearSolver::Auto) for `n` outputs,
+/// `p` parameters and a diagonal or general metric (see the module docs for the
+/// constants).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CostModel {
+    /// Outputs `n`.
+    pub n: usize,
+    /// Parameters `p`.
+    pub p: usize,
+    /// The metric is diagonal (`M` and `M⁻¹` cost `n` per vector).
+    pub metric_diagonal: bool,
+}
+
+impl CostModel {
+    /// Flops of one CG iteration in parameter space (`sample = false`) or sample space:
+    /// a Gram product `4np`, the metric (apply in parameter space, solve in sample
+    /// space) and `10·dim` of vector work.
+    pub fn cg_iteration(&self, sample: bool) -> f64 {
+        let (n, p) = (self.n as f64, self.p as f64);
+        let metric = match (self.metric_diagonal, sample) {
+            (true, _) => n,
+            (false, false) => n * n,
+            (false, true) => 2.0 * n * n,
+        };
+        4.0 * n * p + metric + 10.0 * if sample { n } else { p }
+    }
+
+    /// Flops of the direct path in parameter space (`J`, `JᵀMJ`, Cholesky of `p×p`) or in
+    /// sample space (`J`, `JJᵀ`, `M⁻¹`, Cholesky of `n×n`).
+    pub fn direct(&self, sample: bool) -> f64 {
+        let (n, p) = (self.n as f64, self.p as f64);
+        let form_j = 2.0 * n * p * n.min(p);
+        let dense_metric = !self.metric_diagonal;
+        if sample {
+            let inverse_metric = if dense_metric { 2.0 * n * n * n } else { n };
+            form_j + 2.0 * n * n * p + inverse_metric + n * n * n / 3.0
+        } else {
+            let mj = if dense_metric { 2.0 * n * n * p } else { n * p };
+            form_j + mj + 2.0 * n * p * p + p * p * p / 3.0
         }
     }
 }
 
 impl AutoSettings {
-    /// The CG iteration budget before Auto switches to the direct path: `max(k/8, 8)`.
-    pub fn cg_budget(&self, n: usize, p: usize, sample: bool) -> usize {
+    /// Whether the direct path is possible for `n` outputs and `p` parameters in the
+    /// given space (the size limits above).
+    pub fn direct_possible(&self, n: usize, p: usize, sample: bool) -> bool {
         let k = if sample { n } else { p };
-        (k / 8).max(8).min(self.cg.max_iters)
+        k <= self.max_direct_dim && n.saturating_mul(p) <= self.max_dense_entries
     }
 
-    /// The size rule: the space for `n` outputs and `p` parameters (`sample_ok` says whether
-    /// sample space is possible: an output-space right-hand side and a metric with an
-    /// inverse), and whether the direct path is possible there (a `*Cholesky` path) or not
-    /// (a `*Cg` path). When the direct path is possible, `LinearSolver::Auto` still tries CG first
-    /// within [`Self::cg_budget`].
-    pub fn choose(&self, n: usize, p: usize, sample_ok: bool) -> Path {
-        let sample = sample_ok && n < p;
-        let k = if sample { n } else { p };
-        let direct = k <= self.max_direct_dim && n.saturating_mul(p) <= self.max_dense_entries;
-        match (sample, direct) {
-            (false, false) => Path::ParamCg,
-            (false, true) => Path::ParamCholesky,
-            (true, false) => Path::SampleCg,
-            (true, true) => Path::SampleCholesky,
+    /// The path with the lowest modelled cost for CG needing `cg_iters` iterations
+    /// (`sample_ok`: sample space is possible — an output-space right-hand side and a
+    /// metric with an inverse), with that cost in flops.
+    pub fn plan(&self, model: &CostModel, sample_ok: bool, cg_iters: usize) -> (Path, f64) {
+        let (n, p) = (model.n, model.p);
+        let mut best = (Path::ParamCg, f64::INFINITY);
+        for sample in [false, true] {
+            if sample && !sample_ok {
+                continue;
+            }
+            let (cg, direct) = match sample {
+                false => (Path::ParamCg, Path::ParamCholesky),
+                true => (Path::SampleCg, Path::SampleCholesky),
+            };
+            let cost = cg_iters as f64 * model.cg_iteration(sample);
+            if cost < best.1 {
+                best = (cg, cost);
+            }
+            if self.direct_possible(n, p, sample) && model.direct(sample) < best.1 {
+                best = (direct, model.direct(sample));
+            }
         }
+        best
+    }
+
+    /// The CG iteration budget before Auto switches to the direct path: as many
+    /// iterations as the cheapest possible direct path costs (at least 1, at most
+    /// `cg.max_iters`); `None` when no direct path is possible.
+    pub fn cg_budget(&self, model: &CostModel, sample_ok: bool, cg_path: Path) -> Option<usize> {
+        let direct = [false, true]
+            .into_iter()
+            .filter(|&s| (!s || sample_ok) && self.direct_possible(model.n, model.p, s))
+            .map(|s| model.direct(s))
+            .fold(f64::INFINITY, f64::min);
+        let per_iter = model.cg_iteration(cg_path == Path::SampleCg);
+        direct
+            .is_finite()
+            .then(|| ((direct / per_iter) as usize).clamp(1, self.cg.max_iters))
     }
 }
 
-/// [`LinearSolver::Auto`](super::LinearSolver::Auto): the size rule of [`AutoSettings::choose`], then CG within its
-/// budget before the direct path (see the module docs).
+/// [`LinearSolver::Auto`](super::LinearSolver::Auto): the cheapest path by the cost model
+/// (module docs), a CG pick within its break-even budget before the direct path.
 pub(super) fn solve<Mo: Model, Lo: Loss, Me: Metric>(
     lin: &mut Linearized<'_, Mo, Lo, Me>,
     a: &AutoSettings,
@@ -148,27 +228,38 @@ pub(super) fn solve<Mo: Model, Lo: Loss, Me: Metric>(
             Rhs::Cotangent { r, .. } => lin.solve_metric(r, &mut vec![0.0; r.len()]).is_ok(),
             Rhs::Params(_) => false,
         };
-    let path = a.choose(n, p, sample_ok);
-    let mut info = if !path.is_direct() || cache.auto_direct {
-        run_path(lin, path, rhs, x, damping, &a.cg, cache, par)?
-    } else {
-        let budget = CgSettings {
-            max_iters: a.cg_budget(n, p, path == Path::SampleCholesky),
-            accept_truncated: false,
-            ..a.cg.clone()
-        };
-        match run_path(lin, path.cg(), rhs, x, damping, &budget, cache, par) {
-            Ok(info) => {
-                let mut info = info;
-                info.method = path.cg().auto_name();
-                return Ok(info);
-            }
-            Err(_) => {
-                cache.auto_direct = true;
-                run_path(lin, path, rhs, x, damping, &a.cg, cache, par)?
+    let mut w = vec![0.0; lin.outputs().len()];
+    let costs = CostModel {
+        n,
+        p,
+        metric_diagonal: lin.problem().metric().diagonal(&lin.point(), &mut w),
+    };
+    let iters = cache.auto_cg_iters.map_or(a.cg_iters_prior, |i| i as usize);
+    let (path, _) = a.plan(&costs, sample_ok, iters);
+    let mut info = match (path.is_direct(), a.cg_budget(&costs, sample_ok, path)) {
+        (true, _) | (false, None) => run_path(lin, path, rhs, x, damping, &a.cg, cache, par)?,
+        (false, Some(budget)) => {
+            let budgeted = CgSettings {
+                max_iters: budget,
+                accept_truncated: false,
+                ..a.cg.clone()
+            };
+            match run_path(lin, path, rhs, x, damping, &budgeted, cache, par) {
+                Ok(info) => info,
+                Err(_) => {
+                    // CG cost at least its budget: the next plan goes direct.
+                    cache.auto_cg_iters = Some(budget as u64 + 1);
+                    let direct = a.plan(&costs, sample_ok, usize::MAX).0;
+                    let mut info = run_path(lin, direct, rhs, x, damping, &a.cg, cache, par)?;
+                    info.method = direct.auto_name();
+                    return Ok(info);
+                }
             }
         }
     };
+    if !path.is_direct() {
+        cache.auto_cg_iters = Some(info.iters as u64);
+    }
     info.method = path.auto_name();
     Ok(info)
 }

@@ -14,7 +14,9 @@ use faer::matrix_free::conjugate_gradient::{
     conjugate_gradient, conjugate_gradient_scratch, CgError, CgParams,
 };
 use faer::matrix_free::{IdentityPrecond, InitialGuessStatus, LinOp, Precond};
+use faer::prelude::{Reborrow, ReborrowMut};
 use faer::{ColMut, ColRef, MatMut, MatRef, Par};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// The CG preconditioner actually used.
 #[derive(Debug)]
@@ -123,19 +125,70 @@ pub(super) fn solve_cg<Mo: Model, Lo: Loss, Me: Metric>(
         Preconditioner::Jacobi | Preconditioner::None => identity(),
     };
     let lin_metric_name = lin.problem().metric().name();
+    let pname = precond.name();
     let op = lin.gram_in(space, damping);
+    let result = run_faer_cg(&op, &precond, rhs, x, damping, s);
+    if op.metric_failed() {
+        return Err(SolveFailure::Direct(crate::Error::Unsupported(format!(
+            "the {} metric cannot apply M⁻¹, which the sample-space operator needs",
+            lin_metric_name
+        ))));
+    }
+    let (iters, rel_residual, truncated) = result?;
+    Ok(SolveInfo {
+        method: "cg",
+        iters,
+        rel_residual,
+        preconditioner: pname,
+        sketch_products,
+        truncated,
+    })
+}
+
+/// Runs faer's CG on `op x = rhs` (`x` holds the initial guess) and returns the
+/// iterations, the relative residual and whether the result is a truncated one.
+///
+/// **Scale** (issue 14.6). faer's CG works with `rᵀz` and `pᵀAp`, which underflow when
+/// `‖b‖` is tiny (`‖b‖ = 1e-160` gives `rᵀz ≈ 1e-320`, a subnormal, then a false
+/// breakdown) and overflow when it is huge. So it solves `A y = b/‖b‖` from `y₀ = x₀/‖b‖`
+/// and returns `x = ‖b‖ y`: the same Krylov iterates up to the factor, with the relative
+/// tolerance unchanged and the absolute one divided by `‖b‖`. A zero right-hand side is
+/// converged at `x = 0`. A breakdown after the true residual already meets the tolerance is
+/// convergence; a real one is reported with the operator's scale seen so far.
+///
+/// **Residual** (issue 14.5). faer 0.24's `NoConvergence` carries the *initial* residual;
+/// when CG stops early the residual reported here is the true `‖b − A x‖/‖b‖` of the
+/// returned `x`, from one more product. On convergence it is faer's recursive residual.
+fn run_faer_cg<O: LinOp<f64>>(
+    op: &O,
+    precond: &CgPrecond<'_>,
+    rhs: &[f64],
+    x: &mut [f64],
+    damping: f64,
+    s: &CgSettings,
+) -> Result<(usize, f64, bool), SolveFailure> {
     // Always `MaybeNonZero`: faer 0.24.4's CG leaves its residual uninitialised when told
     // the guess is `Zero` (it never copies `b` into `r`). A cold start is a zero guess,
     // whose product `G·0` the Gram operator short-circuits, so this costs nothing.
     if !s.warm_start {
         x.fill(0.0);
     }
-    let initial_guess = InitialGuessStatus::MaybeNonZero;
+    let b_norm = ColRef::from_slice(rhs).norm_l2();
+    if b_norm == 0.0 {
+        x.fill(0.0);
+        return Ok((0, 0.0, false));
+    }
+    let b_hat: Vec<f64> = rhs.iter().map(|v| v / b_norm).collect();
+    x.iter_mut().for_each(|v| *v /= b_norm);
+    if x.iter().any(|v| !v.is_finite()) {
+        x.fill(0.0);
+    }
+    let op = Tracked::new(op);
     let params = CgParams::<f64> {
         rel_tolerance: s.rel_tol,
-        abs_tolerance: s.abs_tol,
+        abs_tolerance: (s.abs_tol / b_norm).min(f64::MAX),
         max_iters: s.max_iters,
-        initial_guess,
+        initial_guess: InitialGuessStatus::MaybeNonZero,
         ..CgParams::default()
     };
     // faer's own vector work (dots, updates, the k×k algebra of its block CG) runs
@@ -143,56 +196,108 @@ pub(super) fn solve_cg<Mo: Model, Lo: Loss, Me: Metric>(
     // `Par::rayon` made it 3× slower (110 against 34 ms per iteration at p = 2.1 M, the XL
     // size of `ng_step_bench`). The operator parallelises its own products.
     let cg_par = Par::Seq;
-    let mut mem = MemBuffer::new(conjugate_gradient_scratch(&precond, &op, 1, cg_par));
+    let mut mem = MemBuffer::new(conjugate_gradient_scratch(precond, &op, 1, cg_par));
     let mut iters = 0usize;
     let result = conjugate_gradient(
         ColMut::from_slice_mut(x).as_mat_mut(),
-        &precond,
+        precond,
         &op,
-        ColRef::from_slice(rhs).as_mat(),
+        ColRef::from_slice(&b_hat).as_mat(),
         params,
         |_| iters += 1,
         cg_par,
         MemStack::new(&mut mem),
     );
-    if op.metric_failed() {
-        return Err(SolveFailure::Direct(crate::Error::Unsupported(format!(
-            "the {} metric cannot apply M⁻¹, which the sample-space operator needs",
-            lin_metric_name
-        ))));
-    }
-    let pname = precond.name();
-    match result {
-        Ok(info) => Ok(SolveInfo {
-            method: "cg",
-            iters: info.iter_count,
-            rel_residual: info.rel_residual,
-            preconditioner: pname,
-            sketch_products,
-            truncated: false,
-        }),
-        Err(CgError::NoConvergence { rel_residual, .. }) if s.accept_truncated => Ok(SolveInfo {
-            method: "cg",
-            iters,
-            rel_residual,
-            preconditioner: pname,
-            sketch_products,
-            truncated: true,
-        }),
-        Err(CgError::NoConvergence { rel_residual, .. }) => Err(SolveFailure::NoConvergence {
-            iters,
-            rel_residual,
-            rel_tol: s.rel_tol,
-        }),
-        Err(CgError::NonPositiveDefiniteOperator) => {
-            Err(SolveFailure::OperatorNotPositiveDefinite {
+    let tol = s.rel_tol.max(params.abs_tolerance);
+    let outcome = match result {
+        Ok(info) => Ok((info.iter_count, info.rel_residual, false)),
+        Err(CgError::NoConvergence { .. }) => {
+            let rel_residual = true_residual(&op, &b_hat, x);
+            if s.accept_truncated {
+                Ok((iters, rel_residual, true))
+            } else {
+                Err(SolveFailure::NoConvergence {
+                    iters,
+                    rel_residual,
+                    rel_tol: s.rel_tol,
+                })
+            }
+        }
+        Err(CgError::NonPositiveDefiniteOperator) => match true_residual(&op, &b_hat, x) {
+            res if res <= tol => Ok((iters, res, false)),
+            _ => Err(SolveFailure::OperatorNotPositiveDefinite {
                 iteration: iters,
                 damping,
-            })
-        }
+                scale: op.scale(),
+            }),
+        },
         Err(CgError::NonPositiveDefinitePreconditioner) => {
             Err(SolveFailure::PreconditionerNotPositiveDefinite { iteration: iters })
         }
+    };
+    x.iter_mut().for_each(|v| *v *= b_norm);
+    outcome
+}
+
+/// `‖b − A x‖ / ‖b‖` (one product with `A`).
+fn true_residual<O: LinOp<f64>>(op: &O, b: &[f64], x: &[f64]) -> f64 {
+    let mut ax = faer::Col::<f64>::zeros(b.len());
+    let mut mem = MemBuffer::new(op.apply_scratch(1, Par::Seq));
+    op.apply(
+        ax.as_mat_mut(),
+        ColRef::from_slice(x).as_mat(),
+        Par::Seq,
+        MemStack::new(&mut mem),
+    );
+    let res = faer::Col::<f64>::from_fn(b.len(), |i| b[i] - ax[i]);
+    res.norm_l2() / ColRef::from_slice(b).norm_l2()
+}
+
+/// An operator that records the largest `‖A v‖ / ‖v‖` over the vectors it was applied to:
+/// a lower bound of `‖A‖₂` for two norms per product, the scale against which a
+/// breakdown is judged and reported.
+#[derive(Debug)]
+struct Tracked<'o, O> {
+    op: &'o O,
+    /// Bits of a non-negative `f64` (whose bit order is its numeric order).
+    scale: AtomicU64,
+}
+
+impl<'o, O: LinOp<f64>> Tracked<'o, O> {
+    fn new(op: &'o O) -> Self {
+        Self {
+            op,
+            scale: AtomicU64::new(0),
+        }
+    }
+
+    fn scale(&self) -> f64 {
+        f64::from_bits(self.scale.load(Relaxed))
+    }
+}
+
+impl<O: LinOp<f64>> LinOp<f64> for Tracked<'_, O> {
+    fn apply_scratch(&self, k: usize, par: Par) -> faer::dyn_stack::StackReq {
+        self.op.apply_scratch(k, par)
+    }
+    fn nrows(&self) -> usize {
+        self.op.nrows()
+    }
+    fn ncols(&self) -> usize {
+        self.op.ncols()
+    }
+    fn apply(&self, mut out: MatMut<'_, f64>, rhs: MatRef<'_, f64>, par: Par, st: &mut MemStack) {
+        self.op.apply(out.rb_mut(), rhs, par, st);
+        for j in 0..rhs.ncols() {
+            let v = rhs.col(j).norm_l2();
+            let ratio = out.rb().col(j).norm_l2() / v;
+            if v > 0.0 && ratio.is_finite() {
+                self.scale.fetch_max(ratio.to_bits(), Relaxed);
+            }
+        }
+    }
+    fn conj_apply(&self, out: MatMut<'_, f64>, rhs: MatRef<'_, f64>, par: Par, st: &mut MemStack) {
+        self.apply(out, rhs, par, st)
     }
 }
 

@@ -7,6 +7,7 @@ use crate::loss::Loss;
 use crate::metric::Metric;
 use crate::model::Model;
 use crate::problem::Linearized;
+use faer::linalg::solvers::Llt;
 use faer::linalg::solvers::Solve;
 use faer::{ColMut, Mat, Par, Side};
 
@@ -24,10 +25,7 @@ pub(super) fn solve_cholesky<Mo: Model, Lo: Loss, Me: Metric>(
     for i in 0..g.nrows() {
         g[(i, i)] += damping;
     }
-    let llt = g.llt(Side::Lower).map_err(|e| {
-        let faer::linalg::cholesky::llt::factor::LltError::NonPositivePivot { index } = e;
-        SolveFailure::Direct(Error::GramNotPositiveDefinite { index, damping })
-    })?;
+    let llt = factor(&g, damping)?;
     x.copy_from_slice(rhs);
     llt.solve_in_place(ColMut::from_slice_mut(x).as_mat_mut());
     let mut r = vec![0.0; rhs.len()];
@@ -47,6 +45,28 @@ pub(super) fn solve_cholesky<Mo: Model, Lo: Loss, Me: Metric>(
         sketch_products: 0,
         truncated: false,
     })
+}
+
+/// Cholesky factor of the SPD matrix `k` (faer's `llt`), refused when `k` is singular to
+/// working precision (issue 14.3): a non-positive pivot, or a pivot `d_i = L_ii²` with
+/// `d_i ≤ dim·ε·k_ii` — elimination cancelled the diagonal entry down to its rounding
+/// error, so the solution has no correct digit in that direction (relative to the
+/// diagonal, so that a well-conditioned matrix with badly scaled rows is not refused).
+/// The accuracy the direct paths promise ("exact to rounding") cannot be met then, and
+/// the error says to add damping or to use `LinearSolver::LeastSquares` for the
+/// minimum-norm direction.
+pub(super) fn factor(k: &Mat<f64>, damping: f64) -> Result<Llt<f64>, SolveFailure> {
+    let refuse = |index| SolveFailure::Direct(Error::GramNotPositiveDefinite { index, damping });
+    let llt = k.llt(Side::Lower).map_err(|e| {
+        let faer::linalg::cholesky::llt::factor::LltError::NonPositivePivot { index } = e;
+        refuse(index)
+    })?;
+    let rounding = k.nrows() as f64 * f64::EPSILON;
+    let l = llt.L();
+    match (0..k.nrows()).find(|&i| l[(i, i)] * l[(i, i)] <= rounding * k[(i, i)]) {
+        Some(index) => Err(refuse(index)),
+        None => Ok(llt),
+    }
 }
 
 /// `g ← Σ_r g_r` over the shards of a sharded model (one sum of all `p²` entries, so that

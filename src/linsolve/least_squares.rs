@@ -5,8 +5,15 @@
 //! weighted Jacobian `A = W^{1/2} J` (`n×p`) is factored by a thin SVD `A = U Σ Vᵀ` and
 //!
 //! ```text
-//!   d = V f(Σ) Uᵀ c,   c = W^{-1/2} r,   f(σ) = σ / (σ² + λ) if σ > rcond·σ_max, else 0.
+//!   d = V f(Σ) Uᵀ c,   c = W^{-1/2} r,   f(σ) = σ / (σ² + λ) if σ > τ·σ_max, else 0,
+//!   τ = max(rcond, max(n, p)·ε).
 //! ```
+//!
+//! The floor `max(n, p)·ε` (ε the machine epsilon; NumPy's `lstsq` default) is the
+//! rounding level of a computed singular value: below it `σ` is noise, and `1/σ` would
+//! amplify it by up to `1/ε` (issue 14.3: a design with a dependent column and
+//! `σ_min ≈ 6e-18` gave `θ ≈ 1e14` with `rcond = 0`). For `λ > 0` the dropped terms are at
+//! most `τ σ_max |c| / λ`, within the rounding error of the Cholesky direction itself.
 //!
 //! For `λ = 0` this is `d = A⁺ c`, the minimum-norm minimiser of `‖A d − c‖`, i.e. the
 //! minimum-norm solution of the normal equations `JᵀWJ d = Jᵀ r` on the singular
@@ -15,9 +22,12 @@
 //!
 //! Otherwise (a right-hand side given in parameter space, or a non-diagonal metric) the
 //! Gram matrix `G = JᵀMJ` is formed and diagonalised, `G = Q diag(μ) Qᵀ`, and
-//! `d = Q diag(g(μ)) Qᵀ b` with `g(μ) = 1/(μ + λ)` if `μ > rcond²·μ_max`, else 0 (the same
-//! cut-off, since `μ = σ²`); with `rcond = 0` and `λ > 0` nothing is dropped, so that a
-//! right-hand side outside the range of `G` gives `(G + λI)⁻¹ b` too.
+//! `d = Q diag(g(μ)) Qᵀ b` with `g(μ) = 1/(μ + λ)` if `μ > max(rcond², p·ε)·μ_max`, else 0
+//! (the same cut-off, since `μ = σ²`, except that the floor is the rounding level of the
+//! formed `G`, `p·ε·μ_max`: this path resolves singular values of `W^{1/2}J` only down to
+//! `√(p ε)·σ_max` ≈ 1e-7·σ_max, the price of forming `G`). With `rcond = 0` and
+//! `λ > p·ε·μ_max` nothing is dropped, so that a right-hand side outside the range of `G`
+//! gives `(G + λI)⁻¹ b` too.
 
 use super::{cholesky, SolveFailure, SolveInfo};
 use crate::error::Error;
@@ -94,7 +104,9 @@ fn by_svd(
         .thin_svd()
         .map_err(|_| no_convergence("SVD of W^{1/2}J"))?;
     let s = svd.S().column_vector();
-    let cut = rcond * if s.nrows() > 0 { s[0] } else { 0.0 };
+    // Relative to machine precision (module docs): noise singular values are dropped.
+    let floor = n.max(p) as f64 * f64::EPSILON;
+    let cut = rcond.max(floor) * if s.nrows() > 0 { s[0] } else { 0.0 };
     let filter: Vec<f64> = s
         .iter()
         .map(|&sigma| match sigma > cut && sigma > 0.0 {
@@ -130,9 +142,11 @@ fn by_eigen(
     } else {
         0.0
     };
-    let cut = rcond * rcond * top;
-    // With no cut-off and λ > 0, nothing is dropped: (G + λI)⁻¹ b exactly.
-    let keep_all = rcond == 0.0 && damping > 0.0;
+    // Relative to machine precision (module docs): the rounding level of the formed G.
+    let noise = b.len() as f64 * f64::EPSILON * top;
+    let cut = (rcond * rcond * top).max(noise);
+    // With no cut-off and λ above the noise, nothing is dropped: (G + λI)⁻¹ b exactly.
+    let keep_all = rcond == 0.0 && damping > noise;
     let filter: Vec<f64> = mu
         .iter()
         .map(|&m| match (m > cut && m > 0.0) || keep_all {

@@ -29,7 +29,7 @@ mod least_squares;
 pub mod nystrom;
 mod sample_space;
 
-pub use auto::{AutoSettings, Path};
+pub use auto::{AutoSettings, CostModel, Path};
 pub use kfac::{KfacPrecond, KfacState};
 pub use least_squares::MAX_JACOBIAN_ENTRIES;
 pub use nystrom::{NystromPrecond, NystromSketch};
@@ -64,17 +64,20 @@ pub enum LinearSolver {
     /// metric solves unless `M` is diagonal) and factor it by Cholesky (faer).
     /// Cost `O(n² p + n³)`, memory `O(n² + n p)`. Refused on a sharded problem.
     SampleCholesky,
-    /// Picks one of the four above from `n`, `p` and the right-hand side; see [`auto`]
-    /// (on a sharded problem: from the global `n`, in parameter space only).
+    /// Picks one of the four above by a flop model from `n`, `p`, the metric's kind and
+    /// the last CG solve's iterations; see [`auto`] (on a sharded problem: from the
+    /// global `n`, in parameter space only).
     /// The choice is reported in [`SolveInfo::method`] as `"auto:<path>"`.
     Auto(AutoSettings),
     /// Parameter space, dense: a truncated (optionally damped) pseudo-inverse, the
     /// minimum-norm least-squares direction `d = argmin ‖W^{1/2}(J d) − W^{-1/2} r‖` for a
     /// diagonal metric `W` and `λ = 0`, from a thin SVD of `W^{1/2}J` (faer) with singular
-    /// values `σ ≤ rcond·σ_max` dropped; with `λ > 0` the kept ones are filtered by
-    /// `σ/(σ² + λ)`, so that `rcond = 0` gives the Cholesky direction. With a
-    /// parameter-space right-hand side or a non-diagonal metric the Gram matrix is
-    /// diagonalised instead (eigenvalues `μ ≤ rcond²·μ_max` dropped). This is the
+    /// values `σ ≤ max(rcond, max(n, p)·ε)·σ_max` dropped (ε the machine epsilon: below
+    /// that a singular value is rounding noise, so `rcond = 0` still drops it); with
+    /// `λ > 0` the kept ones are filtered by `σ/(σ² + λ)`, so that `rcond = 0` gives the
+    /// Cholesky direction. With a parameter-space right-hand side or a non-diagonal metric
+    /// the Gram matrix is diagonalised instead (eigenvalues `μ ≤ max(rcond², p·ε)·μ_max`
+    /// dropped: it resolves `σ` only down to `√(p ε)·σ_max`). This is the
     /// "least-squares solve of the Gram system" of energy natural gradient, for small
     /// dense problems: it refuses a Jacobian of more than [`MAX_JACOBIAN_ENTRIES`] entries
     /// and a sharded problem. Cost `O(n p min(n, p))`, memory `O(n p)`.
@@ -289,8 +292,9 @@ pub struct SolveInfo {
     pub method: &'static str,
     /// CG iterations (0 for Cholesky).
     pub iters: usize,
-    /// Final relative residual `‖b − A x‖ / ‖b‖` (CG's recursive residual; exact for
-    /// Cholesky).
+    /// Final relative residual `‖b − A x‖ / ‖b‖`: CG's recursive residual when CG met its
+    /// tolerance, the true one (one extra product) when it stopped early (`truncated`);
+    /// exact for the direct paths.
     pub rel_residual: f64,
     /// `"none"`, `"jacobi"`, `"nystrom"` or `"kfac"`.
     pub preconditioner: &'static str,
@@ -305,12 +309,16 @@ pub struct SolveInfo {
 /// Why a direction solve failed.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SolveFailure {
-    /// CG met a direction of non-positive curvature.
+    /// CG met a direction of non-positive curvature (while the true residual was still
+    /// above the tolerance).
     OperatorNotPositiveDefinite {
         /// CG iteration at which it happened.
         iteration: usize,
         /// Damping in use.
         damping: f64,
+        /// The operator's scale seen by CG: the largest `‖A v‖ / ‖v‖` over its products
+        /// (a lower bound of `‖A‖₂`; 0 if none was taken).
+        scale: f64,
     },
     /// The preconditioner is not positive definite.
     PreconditionerNotPositiveDefinite {
@@ -321,7 +329,7 @@ pub enum SolveFailure {
     NoConvergence {
         /// Iterations run.
         iters: usize,
-        /// Relative residual reached.
+        /// True relative residual `‖b − A x‖ / ‖b‖` of the last iterate.
         rel_residual: f64,
         /// Tolerance asked for.
         rel_tol: f64,
@@ -351,11 +359,16 @@ pub enum SolveFailure {
 impl fmt::Display for SolveFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SolveFailure::OperatorNotPositiveDefinite { iteration, damping } => write!(
+            SolveFailure::OperatorNotPositiveDefinite {
+                iteration,
+                damping,
+                scale,
+            } => write!(
                 f,
-                "CG breakdown at iteration {iteration}: the Gram operator G + λI (λ = {damping:e}) \
-                 is not positive definite; the Gram matrix is singular at this θ — increase \
-                 the damping with `with_damping`"
+                "CG breakdown at iteration {iteration}: the Gram operator G + λI (λ = {damping:e}, \
+                 scale ‖G + λI‖ ≥ {scale:e}) is not positive definite to working precision; the \
+                 Gram matrix is singular at this θ and λ/‖G‖ is below rounding — increase the \
+                 damping with `with_damping` (to ≳ 1e-12·‖G‖)"
             ),
             SolveFailure::PreconditionerNotPositiveDefinite { iteration } => write!(
                 f,
@@ -408,9 +421,9 @@ pub struct SolveCache {
     pub sample_guess: Option<Vec<f64>>,
     /// The K-FAC factors of [`Preconditioner::Kfac`] / [`LinearSolver::Kfac`], if taken.
     pub kfac: Option<KfacState>,
-    /// [`LinearSolver::Auto`] found CG slower than the direct path (CG missed its budget)
-    /// and now goes direct straight away.
-    pub auto_direct: bool,
+    /// CG iterations of [`LinearSolver::Auto`]'s last CG solve (or its budget + 1 when CG
+    /// missed it): the measurement its cost model uses for the next pick ([`auto`]).
+    pub auto_cg_iters: Option<u64>,
 }
 
 /// The right-hand side `b` of `(G + λI) d = b`.

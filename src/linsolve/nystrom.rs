@@ -8,7 +8,9 @@
 //! 2. `Y = A₀ Q` — `r` Gram products, taken as one block (`jvp_block`, `vjp_block`);
 //! 3. shift `ν = ε · √N · ‖Y‖_F` (ε the machine epsilon), `Y_ν = Y + ν Q`;
 //! 4. Cholesky `QᵀY_ν = L Lᵀ` (faer), `B = Y_ν L⁻ᵀ` (triangular solve);
-//! 5. thin SVD `B = U Σ Vᵀ` (faer), `Λ̂ = max(Σ² − ν I, 0)`.
+//! 5. thin SVD `B = U Σ Vᵀ` (faer), `Λ̂ = max(Σ² − ν I, 0)`, and every `λ̂_i ≤ N ε λ̂₁`
+//!    set to 0: below that it is rounding noise of the sketch, not an eigenvalue (a
+//!    rank-3 Gram sketched at rank 5 gives `(3.26, 1.05, 0.18, 1.3e-17, 0)`).
 //!
 //! Then `Â = U Λ̂ Uᵀ` is the Nyström approximation `A₀ Q (Qᵀ A₀ Q)⁺ Qᵀ A₀` of `A₀`,
 //! computed stably (`U` has orthonormal columns, `λ̂₁ ≥ … ≥ λ̂_r ≥ 0`).
@@ -129,12 +131,18 @@ impl NystromSketch {
             .transpose()
             .thin_svd()
             .map_err(|e| fail(format!("thin SVD of the sketch failed ({e:?})")))?;
-        let eigenvalues: Vec<f64> = svd
+        let mut eigenvalues: Vec<f64> = svd
             .S()
             .column_vector()
             .iter()
             .map(|s| (s * s - nu).max(0.0))
             .collect();
+        // Rounding noise relative to the largest eigenvalue (module docs, step 5).
+        let noise = dim as f64 * f64::EPSILON * eigenvalues.iter().fold(0.0_f64, |a, &b| a.max(b));
+        eigenvalues
+            .iter_mut()
+            .filter(|l| **l <= noise)
+            .for_each(|l| *l = 0.0);
         let u = svd.U();
         let basis: Vec<f64> = (0..r)
             .flat_map(|j| u.col(j).iter().copied().collect::<Vec<_>>())

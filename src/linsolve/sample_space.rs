@@ -3,7 +3,6 @@
 //! Cholesky factorisation of the kernel. See the [module docs](super) for the algebra.
 
 use super::{cg, cholesky, CgSettings, SolveCache, SolveFailure, SolveInfo};
-use crate::error::Error;
 use crate::gram::Space;
 use crate::linalg::{gemv, norm};
 use crate::loss::Loss;
@@ -12,7 +11,7 @@ use crate::model::Model;
 use crate::problem::Linearized;
 use faer::linalg::matmul::matmul;
 use faer::linalg::solvers::Solve;
-use faer::{Accum, ColMut, Mat, Par, Side};
+use faer::{Accum, ColMut, Mat, Par};
 
 /// Solves for `d = (JᵀMJ + λI)⁻¹ Jᵀ r` in sample space; `d` has length `p`.
 #[allow(clippy::too_many_arguments)]
@@ -75,10 +74,7 @@ fn solve_direct<Mo: Model, Lo: Loss, Me: Metric>(
     if damping != 0.0 {
         add_damped_inverse_metric(lin, &mut k, damping)?;
     }
-    let llt = k.llt(Side::Lower).map_err(|e| {
-        let faer::linalg::cholesky::llt::factor::LltError::NonPositivePivot { index } = e;
-        SolveFailure::Direct(Error::GramNotPositiveDefinite { index, damping })
-    })?;
+    let llt = cholesky::factor(&k, damping)?;
     let mut s = rhs.to_vec();
     llt.solve_in_place(ColMut::from_slice_mut(&mut s).as_mat_mut());
     gemv(d, jac.transpose(), &s, par);
