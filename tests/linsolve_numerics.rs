@@ -384,7 +384,7 @@ fn least_squares_cutoff_is_relative_to_machine_precision() {
 #[test]
 fn cholesky_refuses_a_gram_matrix_singular_to_working_precision() {
     let (n, delta) = (10, 1.7e-8);
-    let sign = |i: usize| if i % 2 == 0 { 1.0 } else { -1.0 };
+    let sign = |i: usize| 1.0 - 2.0 * (i % 2) as f64;
     let a = Mat::from_fn(n, 2, |i, j| 1.0 + j as f64 * delta * sign(i));
     let pb = linear_problem(&a, (0..n).map(|i| i as f64).collect());
     let mut lin = pb.linearize(&[0.0, 0.0]).unwrap();
