@@ -347,3 +347,51 @@ fn exponential_average_mixes_old_and_new_factors() {
         assert!(max_abs_diff(&g.a, &want) <= 1e-14 * max_abs(&want));
     }
 }
+
+#[test]
+fn kfac_directions_are_bitwise_equal_at_one_and_two_threads() {
+    // Large enough that the factor GEMMs and the products run in parallel (> 2²¹ flops).
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let (pb, mut theta) = mlp_problem(&[2, 64, 64, 1], 512, 31);
+            let model = pb.model().clone().with_parallelism(Par::rayon(threads));
+            let pb = Problem::new(model, pb.loss().clone(), pb.metric().clone()).unwrap();
+            let mut cache = SolveCache::default();
+            let mut out = Vec::new();
+            for solver in [
+                LinearSolver::Cg(CgSettings {
+                    rel_tol: 1e-6,
+                    max_iters: 5000,
+                    preconditioner: Preconditioner::kfac(),
+                    ..CgSettings::default()
+                }),
+                LinearSolver::Kfac {
+                    refresh_every: 2,
+                    decay: 0.5,
+                },
+            ] {
+                for _ in 0..3 {
+                    let mut lin = pb.linearize(&theta).unwrap();
+                    let r = lin.output_gradient().to_vec();
+                    let mut d = vec![0.0; theta.len()];
+                    let rhs = Rhs::Cotangent { r: &r, jt_r: None };
+                    let par = Par::rayon(threads);
+                    solve_direction(&mut lin, rhs, &mut d, 1e-3, &solver, &mut cache, par).unwrap();
+                    theta.iter_mut().zip(&d).for_each(|(t, d)| *t -= 0.5 * d);
+                    out.push(d);
+                }
+            }
+            out
+        })
+    };
+    let (one, two) = (run(1), run(2));
+    assert_eq!(one.len(), 6);
+    assert!(
+        one == two,
+        "K-FAC directions differ between 1 and 2 threads"
+    );
+}
