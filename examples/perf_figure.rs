@@ -6,17 +6,26 @@
 //! cargo run --release --example perf_figure [-- target/criterion docs/figures/cg_vs_cholesky.svg]
 //! ```
 //!
-//! Reads `<criterion dir>/cg_vs_cholesky/{cg20,cg_rtol,cholesky}/<p>/new/estimates.json`
-//! (median wall time of one direction solve).
+//! Reads `<criterion dir>/cg_vs_cholesky/<series>/<p>/new/estimates.json` (median wall
+//! time of one direction solve) for the series of `benches/cg_vs_cholesky.rs`, and prints
+//! for each CG series the p from which it beats the parameter-space and the sample-space
+//! Cholesky.
 
 use plotters::prelude::*;
 use std::path::Path;
 
 /// The series of the sweep: criterion function name, legend, colour.
-const SERIES: [(&str, &str, RGBColor); 3] = [
+const SERIES: [(&str, &str, RGBColor); 6] = [
     ("cg20", "CG, 20 iterations", BLUE),
-    ("cg_rtol", "CG to rtol 1e-8 (Jacobi)", GREEN),
-    ("cholesky", "Cholesky (dense J, G, llt)", RED),
+    (
+        "cg_rtol",
+        "CG to rtol 1e-8 (default: no preconditioner)",
+        GREEN,
+    ),
+    ("cg_jacobi", "CG to rtol 1e-8, Jacobi", CYAN),
+    ("cholesky", "Cholesky, parameter space (p×p)", RED),
+    ("sample_cholesky", "Cholesky, sample space (m×m)", MAGENTA),
+    ("auto", "LinearSolver::Auto", BLACK),
 ];
 
 /// `(p, median seconds)` of one series, sorted by p.
@@ -112,27 +121,40 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if series.iter().all(Vec::is_empty) {
         return Err(format!("no criterion results under {dir}/cg_vs_cholesky").into());
     }
-    println!("| p | CG 20 it. [ms] | CG rtol 1e-8 [ms] | Cholesky [ms] |");
-    println!("|---:|---:|---:|---:|");
-    for &(p, t) in &series[0] {
-        let cell = |s: &Vec<(f64, f64)>| {
-            s.iter()
-                .find(|x| x.0 == p)
-                .map_or("–".to_string(), |x| format!("{:.3}", x.1 * 1e3))
-        };
-        println!(
-            "| {p} | {:.3} | {} | {} |",
-            t * 1e3,
-            cell(&series[1]),
-            cell(&series[2])
-        );
+    let header: Vec<&str> = SERIES.iter().map(|s| s.0).collect();
+    println!("| p | {} | (ms) |", header.join(" | "));
+    println!("|---:|{}", "---:|".repeat(SERIES.len() + 1));
+    let mut ps: Vec<f64> = series.iter().flatten().map(|x| x.0).collect();
+    ps.sort_by(f64::total_cmp);
+    ps.dedup();
+    for p in ps {
+        let cells: Vec<String> = series
+            .iter()
+            .map(|s| {
+                s.iter()
+                    .find(|x| x.0 == p)
+                    .map_or("–".to_string(), |x| format!("{:.3}", x.1 * 1e3))
+            })
+            .collect();
+        println!("| {p} | {} | |", cells.join(" | "));
     }
-    for (i, name) in [(0, "CG 20 iterations"), (1, "CG to rtol 1e-8")] {
-        match crossover(&series[i], &series[2]) {
-            Some((a, b)) => {
-                println!("crossover ({name} beats Cholesky): between p = {a} and p = {b}")
+    for (i, name) in [
+        (0, "CG 20 iterations"),
+        (1, "CG to rtol 1e-8"),
+        (2, "Jacobi-CG"),
+    ] {
+        for (j, direct) in [
+            (3, "parameter-space Cholesky"),
+            (4, "sample-space Cholesky"),
+        ] {
+            match crossover(&series[i], &series[j]) {
+                Some((a, b)) => {
+                    println!("crossover ({name} beats {direct}): between p = {a} and p = {b}")
+                }
+                None => {
+                    println!("crossover ({name} vs {direct}): not reached in the measured range")
+                }
             }
-            None => println!("crossover ({name}): not reached in the measured range"),
         }
     }
     if let Some(parent) = Path::new(&out).parent() {

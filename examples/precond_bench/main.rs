@@ -9,7 +9,8 @@
 //!     [--rhs gradient|random] [--train-steps K] [--lambda 1e-3] [--run-steps K]
 //! ```
 //!
-//! Cases: `pinn` (advection–diffusion PINN, p > n), `M` (tanh MLP 2-64-64-1, m = 2048) and
+//! Cases: `pinn` (advection–diffusion PINN, p > n), `h1` (issue 14: 2-20-20-1 on a 20×20
+//! grid, H¹ metric, λ = 1e-4), `M` (tanh MLP 2-64-64-1, m = 2048) and
 //! `L` (2-256-256-256-1, m = 4096), inputs uniform in [0,1]², target sin(x₁+x₂), L² weights
 //! 1/m, λ = 1e-3 — the sizes of `ng_step_bench`. Default: `pinn M`.
 //!
