@@ -191,6 +191,19 @@ fn truncated_cg_reports_the_true_residual() {
     );
 }
 
+/// The least-squares coefficients `c = (BᵀB)⁻¹ Bᵀu` of a full-rank design `B` (plain
+/// loops and the tests' independent dense solve).
+fn normal_equations(basis: &Mat<f64>, u: &[f64]) -> Vec<f64> {
+    let (n, q) = (basis.nrows(), basis.ncols());
+    let btb = Mat::from_fn(q, q, |i, j| {
+        (0..n).map(|k| basis[(k, i)] * basis[(k, j)]).sum()
+    });
+    let btu: Vec<f64> = (0..q)
+        .map(|i| (0..n).map(|k| basis[(k, i)] * u[k]).sum())
+        .collect();
+    common::dense_solve(&btb, &btu)
+}
+
 /// The 8×3 polynomial design `[1, x, x²]` at 8 points of `[−1, 1]`.
 fn poly_design(n: usize, degree: usize) -> Mat<f64> {
     Mat::from_fn(n, degree + 1, |i, j| {
@@ -270,13 +283,7 @@ fn nystrom_truncates_noise_eigenvalues() {
     let pb = linear_problem(&a, u.clone());
     // Least squares in the 3 independent columns: (BᵀB) c = Bᵀu.
     let basis = poly_design(n, 2);
-    let btb = Mat::from_fn(3, 3, |i, j| {
-        (0..n).map(|k| basis[(k, i)] * basis[(k, j)]).sum()
-    });
-    let btu: Vec<f64> = (0..3)
-        .map(|i| (0..n).map(|k| basis[(k, i)] * u[k]).sum())
-        .collect();
-    let c = common::dense_solve(&btb, &btu);
+    let c = normal_equations(&basis, &u);
     let mut best = vec![0.0; 8];
     best[..3].copy_from_slice(&c);
     let loss_min = pb.loss_at(&best).unwrap();
@@ -322,13 +329,7 @@ fn dependent_design() -> (Mat<f64>, Vec<f64>, Vec<f64>) {
         _ => basis[(i, j)],
     });
     let u: Vec<f64> = (0..n).map(|i| (i as f64 / (n - 1) as f64).exp()).collect();
-    let btb = Mat::from_fn(3, 3, |i, j| {
-        (0..n).map(|k| basis[(k, i)] * basis[(k, j)]).sum()
-    });
-    let btu: Vec<f64> = (0..3)
-        .map(|i| (0..n).map(|k| basis[(k, i)] * u[k]).sum())
-        .collect();
-    let c = common::dense_solve(&btb, &btu);
+    let c = normal_equations(&basis, &u);
     let ivv = Mat::from_fn(3, 3, |i, j| v[i] * v[j] + if i == j { 1.0 } else { 0.0 });
     let w = common::dense_solve(&ivv, &c);
     let theta = vec![w[0], w[1], w[2], (0..3).map(|k| v[k] * w[k]).sum()];
