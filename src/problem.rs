@@ -8,7 +8,7 @@ use crate::error::{check_finite, check_len, Result};
 use crate::gram::{GramOperator, Space};
 use crate::loss::Loss;
 use crate::metric::{Metric, OutputPoint};
-use crate::model::{check_theta, Linearization, Model};
+use crate::model::{check_theta, CheckedLinearization, Linearization, Model};
 use argmin::core::{CostFunction, Gradient};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -122,24 +122,41 @@ impl<Mo: Model, Lo: Loss, Me: Metric> Problem<Mo, Lo, Me> {
     }
 
     /// Linearises at θ: one forward pass, the loss, and its output gradient `∇_y ℓ`.
-    /// Fails on a θ of the wrong length, a non-finite θ, or non-finite outputs.
+    ///
+    /// Checks what user code returned (see [`CheckedLinearization`]): fails with
+    /// [`Error::DimensionMismatch`](crate::Error::DimensionMismatch) when the
+    /// linearisation's `outputs()` or `n_params()` disagree with the model's, and with
+    /// [`Error::NonFinite`](crate::Error::NonFinite) on a θ of the wrong length or not
+    /// finite, non-finite outputs, or a non-finite `Loss::gradient` at finite outputs;
+    /// each error names the trait method and the quantity. The products of the returned
+    /// linearisation are checked as they are made ([`Linearized::fault`]).
     pub fn linearize(&self, theta: &[f64]) -> Result<Linearized<'_, Mo, Lo, Me>> {
         check_theta(&self.model, theta)?;
         let lin = self.model.linearize(theta)?;
         self.counters.forward.fetch_add(1, Relaxed);
-        let outputs = lin.outputs().to_vec();
+        let (n, p) = (self.n_outputs(), self.n_params());
         check_len(
-            "model outputs vs n_outputs()",
-            self.n_outputs(),
-            outputs.len(),
+            "Linearization::outputs (model outputs y(θ)) vs Model::n_outputs",
+            n,
+            lin.outputs().len(),
         )?;
-        check_finite("model outputs", &outputs)?;
+        check_len(
+            "Linearization::n_params vs Model::n_params",
+            p,
+            lin.n_params(),
+        )?;
+        let outputs = lin.outputs().to_vec();
+        check_finite("Linearization::outputs (model outputs y(θ))", &outputs)?;
         let loss = self.loss.value(&outputs);
         let mut loss_gradient = vec![0.0; outputs.len()];
         self.loss.gradient(&outputs, &mut loss_gradient);
+        check_finite(
+            "Loss::gradient (∇_y ℓ at finite model outputs)",
+            &loss_gradient,
+        )?;
         Ok(Linearized {
             problem: self,
-            lin,
+            lin: CheckedLinearization::new(lin, n, p),
             outputs,
             loss,
             loss_gradient,
@@ -157,6 +174,24 @@ impl<Mo: Model, Lo: Loss, Me: Metric> Problem<Mo, Lo, Me> {
             Ok(self.loss.value(&y))
         } else {
             Ok(f64::INFINITY)
+        }
+    }
+
+    /// Why the loss at θ is not finite (one more forward pass): the first non-finite
+    /// output of [`Model::forward`], or else [`Loss::value`] itself; `at` names θ in the
+    /// message.
+    pub(crate) fn non_finite_loss(&self, theta: &[f64], at: &str) -> crate::Error {
+        let mut y = vec![0.0; self.n_outputs()];
+        if let Err(e) = self.model.forward(theta, &mut y) {
+            return e;
+        }
+        match check_finite(&format!("Model::forward (model outputs y(θ) at {at})"), &y) {
+            Err(e) => e,
+            Ok(()) => crate::Error::NonFinite {
+                what: format!("Loss::value (the loss at {at}, at finite model outputs)"),
+                index: 0,
+                value: self.loss.value(&y),
+            },
         }
     }
 
@@ -184,7 +219,7 @@ impl<Mo: Model, Lo: Loss, Me: Metric> Problem<Mo, Lo, Me> {
 /// products. Every Gram product of one solve reuses this one forward pass.
 pub struct Linearized<'a, Mo: Model + 'a, Lo, Me> {
     problem: &'a Problem<Mo, Lo, Me>,
-    lin: Mo::Linearization<'a>,
+    lin: CheckedLinearization<Mo::Linearization<'a>>,
     outputs: Vec<f64>,
     loss: f64,
     loss_gradient: Vec<f64>,
@@ -264,7 +299,10 @@ impl<'a, Mo: Model, Lo: Loss, Me: Metric> Linearized<'a, Mo, Lo, Me> {
     }
 
     /// The damped Gram operator `G + λI = JᵀMJ + λI` at this θ, as a faer `LinOp`.
-    pub fn gram(&mut self, damping: f64) -> GramOperator<'_, Mo::Linearization<'a>, Me> {
+    pub fn gram(
+        &mut self,
+        damping: f64,
+    ) -> GramOperator<'_, CheckedLinearization<Mo::Linearization<'a>>, Me> {
         let at = OutputPoint {
             outputs: &self.outputs,
             loss: &self.problem.loss,
@@ -280,7 +318,10 @@ impl<'a, Mo: Model, Lo: Loss, Me: Metric> Linearized<'a, Mo, Lo, Me> {
 
     /// The sample-space operator `JJᵀ + λM⁻¹` on `Rⁿ` at this θ (docs/math.md §2, Woodbury
     /// push-through), as a faer `LinOp`. `M⁻¹` comes from [`Metric::solve`].
-    pub fn sample_gram(&mut self, damping: f64) -> GramOperator<'_, Mo::Linearization<'a>, Me> {
+    pub fn sample_gram(
+        &mut self,
+        damping: f64,
+    ) -> GramOperator<'_, CheckedLinearization<Mo::Linearization<'a>>, Me> {
         self.gram_in(Space::Samples, damping)
     }
 
@@ -289,7 +330,7 @@ impl<'a, Mo: Model, Lo: Loss, Me: Metric> Linearized<'a, Mo, Lo, Me> {
         &mut self,
         space: Space,
         damping: f64,
-    ) -> GramOperator<'_, Mo::Linearization<'a>, Me> {
+    ) -> GramOperator<'_, CheckedLinearization<Mo::Linearization<'a>>, Me> {
         let at = OutputPoint {
             outputs: &self.outputs,
             loss: &self.problem.loss,
@@ -328,9 +369,18 @@ impl<'a, Mo: Model, Lo: Loss, Me: Metric> Linearized<'a, Mo, Lo, Me> {
         Some(d)
     }
 
-    /// The model's linearisation, uncounted (for callers that count their own products).
-    pub fn linearization_mut(&mut self) -> &mut Mo::Linearization<'a> {
+    /// The model's linearisation (checked, uncounted: for callers that count their own
+    /// products).
+    pub fn linearization_mut(&mut self) -> &mut CheckedLinearization<Mo::Linearization<'a>> {
         &mut self.lin
+    }
+
+    /// The first value the model's linearisation returned wrongly since it was made (a
+    /// non-finite product for a finite input, a dense Jacobian of the wrong shape), as an
+    /// error naming the trait method and the quantity; `None` when all were good. A
+    /// solver asks before it blames the operator for a failed solve.
+    pub fn fault(&self) -> Option<&crate::Error> {
+        self.lin.fault()
     }
 
     pub(crate) fn count_products(&self, jvp: u64, vjp: u64) {

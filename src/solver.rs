@@ -381,12 +381,7 @@ impl<Mo: Model, Lo: Loss, Me: Metric> Solver<Problem<Mo, Lo, Me>, NgState> for N
         let before = p.evaluations();
         let cost = p.loss_at(theta).map_err(|e| e.into_argmin(NAME))?;
         if !cost.is_finite() {
-            return Err(Error::NonFinite {
-                what: "loss at the initial θ".into(),
-                index: 0,
-                value: cost,
-            }
-            .into_argmin(NAME));
+            return Err(p.non_finite_loss(theta, "the initial θ").into_argmin(NAME));
         }
         let used = p.evaluations() - before;
         record_counts(problem, used)?;

@@ -107,8 +107,8 @@ where
         (self.value)(theta, &mut y);
         let mut jac = Mat::zeros(self.n_outputs, self.n_params);
         (self.jacobian)(theta, jac.as_mut());
-        check_finite("model outputs", &y)?;
-        crate::error::check_finite_mat("model Jacobian", jac.as_ref())?;
+        check_finite("ClosureModel value closure: model outputs y(θ)", &y)?;
+        crate::error::check_finite_mat("ClosureModel jacobian closure: J(θ)", jac.as_ref())?;
         Ok(ClosureLinearization { y, jac })
     }
 

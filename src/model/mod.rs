@@ -10,6 +10,7 @@
 //! `n = m·q` and output `i·q + j` is value `j` at sample `i`.
 
 pub mod activation;
+mod checked;
 mod closure;
 mod kfac;
 mod linear;
@@ -19,6 +20,7 @@ mod quadratic;
 pub mod taylor;
 
 pub use activation::Activation;
+pub use checked::CheckedLinearization;
 pub use closure::{ClosureLinearization, ClosureModel};
 pub use kfac::KfacFactors;
 pub use linear::{Design, LinearLinearization, LinearModel};
@@ -55,7 +57,9 @@ pub trait Model: Send + Sync {
     fn linearize(&self, theta: &[f64]) -> Result<Self::Linearization<'_>>;
 
     /// Writes `y(θ)` into `out` (length `n`). The default linearises and copies; models
-    /// whose forward pass is cheaper without caching override it.
+    /// whose forward pass is cheaper without caching override it. The default fails with
+    /// [`crate::Error::DimensionMismatch`] when the linearisation's
+    /// [`outputs`](Linearization::outputs) do not have `n` entries.
     fn forward(&self, theta: &[f64], out: &mut [f64]) -> Result<()> {
         check_len(
             "forward output buffer vs model outputs",
@@ -63,6 +67,12 @@ pub trait Model: Send + Sync {
             out.len(),
         )?;
         let lin = self.linearize(theta)?;
+        check_len(
+            "Linearization::outputs (model outputs y(θ), by the default Model::forward) vs \
+             Model::n_outputs",
+            self.n_outputs(),
+            lin.outputs().len(),
+        )?;
         out.copy_from_slice(lin.outputs());
         Ok(())
     }

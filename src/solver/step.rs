@@ -2,7 +2,7 @@
 
 use super::{exit, NaturalGradient};
 use crate::linalg::{dot, norm};
-use crate::linsolve::{solve_direction, Rhs, SolveInfo};
+use crate::linsolve::{solve_direction, Rhs, SolveFailure, SolveInfo};
 use crate::loss::Loss;
 use crate::metric::Metric;
 use crate::model::Model;
@@ -11,6 +11,7 @@ use crate::problem::{Evaluations, Linearized, Problem};
 use crate::step_control::{cap_step_norm, predicted_decrease, take_step};
 use argmin::core::{TerminationReason, KV};
 use std::borrow::Cow;
+use std::mem::take;
 
 /// Outcome of one step, before it is written to the argmin state.
 pub(super) enum Step {
@@ -30,38 +31,106 @@ enum Failure {
     Numerical(String),
 }
 
-/// A non-finite value from the model at a finite θ is numerical; anything else is input.
-fn numerical_if_non_finite(e: crate::Error) -> Failure {
-    match e {
-        crate::Error::NonFinite { .. } => Failure::Numerical(e.to_string()),
-        e => Failure::Input(e),
-    }
-}
+/// What to try when a value of the run is not finite.
+const NON_FINITE_ADVICE: &str = "reduce the step size, add damping (`with_damping`, \
+     `with_adaptive_damping`) or cap the step (`with_max_step_norm`); if θ is reasonable, \
+     check the model's code for this quantity (`natgrad::check`)";
 
 impl From<crate::Error> for Failure {
+    /// Mid-run, a non-finite value is a numerical failure of the run (θ_k is finite and
+    /// was checked at the start), so it ends the run with the error's text — which names
+    /// the quantity and the trait method that returned it — and advice; a size mismatch
+    /// is a bug in user code, an input error.
     fn from(e: crate::Error) -> Self {
-        Failure::Input(e)
+        match e {
+            crate::Error::NonFinite { .. } => {
+                Failure::Numerical(format!("{e} — {NON_FINITE_ADVICE}"))
+            }
+            crate::Error::GramNotPositiveDefinite { .. } => Failure::Numerical(e.to_string()),
+            e => Failure::Input(e),
+        }
     }
 }
 
-/// What the linear solves of one step did (summed over Nesterov's two solves).
-#[derive(Default)]
-struct SolveLog {
+impl Failure {
+    /// Says where a numerical failure happened (`"θ_k"`, `"the extrapolation point"`).
+    fn at(self, point: &str) -> Self {
+        match self {
+            Failure::Numerical(text) => Failure::Numerical(format!("at {point}: {text}")),
+            input => input,
+        }
+    }
+}
+
+/// A fault recorded by the checked linearisation (a non-finite product, a wrong-shape
+/// Jacobian from user code), as the failure that names it.
+fn fault<Mo: Model, Lo: Loss, Me: Metric>(lin: &Linearized<'_, Mo, Lo, Me>) -> Result<(), Failure> {
+    lin.fault().map_or(Ok(()), |e| Err(e.clone().into()))
+}
+
+/// Fails when `v` (named `what`) has a non-finite entry.
+fn finite(what: &str, v: &[f64]) -> Result<(), Failure> {
+    match v.iter().position(|x| !x.is_finite()) {
+        None => Ok(()),
+        Some(i) => Err(Failure::Numerical(format!(
+            "{what} is not finite (entry {i} is {}) — {NON_FINITE_ADVICE}",
+            v[i]
+        ))),
+    }
+}
+
+/// What the linear solves of one step did (summed over Nesterov's two solves), written
+/// to the step's KV after every solve, so that a step that fails in a solve still
+/// reports the solves made so far.
+struct SolveLog<'k> {
+    kv: &'k mut KV,
     solves: u64,
     iters: usize,
     rel_residual: f64,
     last: Option<SolveInfo>,
 }
 
-impl SolveLog {
+impl<'k> SolveLog<'k> {
+    fn new(kv: &'k mut KV) -> Self {
+        Self {
+            kv,
+            solves: 0,
+            iters: 0,
+            rel_residual: 0.0,
+            last: None,
+        }
+    }
+
     fn record(&mut self, info: SolveInfo) {
         self.solves += 1;
         self.iters += info.iters;
         self.rel_residual = self.rel_residual.max(info.rel_residual);
         self.last = Some(info);
+        self.write();
     }
 
-    fn write(&self, kv: &mut KV) {
+    /// A solve that failed: its CG iterations count, and the KV says why.
+    fn failed(&mut self, failure: &crate::linsolve::SolveFailure) {
+        use crate::linsolve::SolveFailure as F;
+        self.solves += 1;
+        self.iters += match *failure {
+            F::OperatorNotPositiveDefinite { iteration, .. }
+            | F::PreconditionerNotPositiveDefinite { iteration } => iteration,
+            F::NoConvergence {
+                iters,
+                rel_residual,
+                ..
+            } => {
+                self.rel_residual = self.rel_residual.max(rel_residual);
+                iters
+            }
+            _ => 0,
+        };
+        self.write();
+    }
+
+    fn write(&mut self) {
+        let kv = &mut *self.kv;
         kv.insert("solves", self.solves.into());
         kv.insert("cg_iters", (self.iters as u64).into());
         kv.insert("cg_rel_residual", self.rel_residual.into());
@@ -100,6 +169,8 @@ impl NaturalGradient {
     ) -> (crate::Result<Step>, Evaluations) {
         let previous = self.memory.previous.take();
         let mut batch_evaluations = Evaluations::default();
+        // Filled as the step goes, so that a failing step still reports what it knew.
+        let mut kv = KV::new();
         let samples = match self
             .batch
             .as_mut()
@@ -110,10 +181,10 @@ impl NaturalGradient {
             Some(Err(e)) => return (Err(e), batch_evaluations),
         };
         let outcome = match samples.as_deref().map(|s| problem.select_samples(s)) {
-            None => self.step_on(problem, problem, theta, previous.as_ref(), None),
+            None => self.step_on(problem, problem, theta, previous.as_ref(), None, &mut kv),
             Some(Err(e)) => Err(Failure::Input(e)),
             Some(Ok(sub)) => {
-                let o = self.step_on(problem, &sub, theta, previous.as_ref(), samples);
+                let o = self.step_on(problem, &sub, theta, previous.as_ref(), samples, &mut kv);
                 batch_evaluations = sub.evaluations();
                 o
             }
@@ -132,7 +203,13 @@ impl NaturalGradient {
             }
             Ok(step) => Ok(step),
             Err(Failure::Input(e)) => Err(e),
-            Err(Failure::Numerical(reason)) => Ok(Step::Stop(exit(reason), KV::new())),
+            Err(Failure::Numerical(reason)) => {
+                let reason = exit(reason);
+                if let TerminationReason::SolverExit(text) = &reason {
+                    kv.insert("reason", text.clone().into());
+                }
+                Ok(Step::Stop(reason, kv))
+            }
         };
         (outcome, batch_evaluations)
     }
@@ -145,6 +222,7 @@ impl NaturalGradient {
         theta: &[f64],
         previous: Option<&Previous>,
         samples: Option<Vec<usize>>,
+        kv: &mut KV,
     ) -> Result<Step, Failure> {
         let rule = self.momentum;
         let prev_outputs = match previous {
@@ -154,26 +232,31 @@ impl NaturalGradient {
             _ => None,
         };
 
-        // θ_k is finite (checked at the start, and every accepted step has a finite
-        // loss), so non-finite model values here are a numerical failure of the run.
-        let mut lin = on.linearize(theta).map_err(numerical_if_non_finite)?;
+        let mut lin = on
+            .linearize(theta)
+            .map_err(|e| Failure::from(e).at("θ_k"))?;
         let loss = lin.loss();
         let g = lin.gradient();
         let grad_norm = norm(&g);
-        let mut kv = argmin::kv!(
+        *kv = argmin::kv!(
             "loss" => loss; "grad_norm" => grad_norm; "damping" => self.damping;
             "momentum" => rule.name(); "beta" => rule.beta();
         );
         if let Some(s) = &samples {
             kv.insert("batch_size", (s.len() as u64).into());
         }
+        fault(&lin).map_err(|f| f.at("θ_k"))?;
+        finite(
+            "the gradient g_k = J_kᵀ∇_yℓ (at finite outputs and ∇_yℓ)",
+            &g,
+        )?;
         if grad_norm <= self.grad_tol {
-            return Ok(Step::Stop(TerminationReason::SolverConverged, kv));
+            return Ok(Step::Stop(TerminationReason::SolverConverged, take(kv)));
         }
 
         // The rule (docs/math.md §3). `previous` is `None` at k = 0: the Plain step.
         let alpha = self.step_size;
-        let mut log = SolveLog::default();
+        let mut log = SolveLog::new(kv);
         let mut delta = match (rule, previous) {
             // G = I: δ_k = −α g_k
             (Momentum::GradientDescent, _) => combine(None, alpha, &g),
@@ -214,7 +297,7 @@ impl NaturalGradient {
                 add(&s, &self.gradient_step_at(on, theta, &s, &mut log)?)
             }
         };
-        log.write(&mut kv);
+        drop(log);
 
         // Step control: cap, then J_kδ_k (carried by heavy ball; curvature of LM's model).
         cap_step_norm(&mut delta, self.max_step_norm);
@@ -235,7 +318,10 @@ impl NaturalGradient {
             output_gradient: lin.output_gradient().to_vec(),
             jvp_delta: None,
         };
+        fault(&lin).map_err(|f| f.at("θ_k"))?;
         drop(lin);
+        finite("the step δ_k", &delta)?;
+        finite("θ_k + δ_k (the step overflows θ)", &add(theta, &delta))?;
         let accepted = take_step(&self.step_control, on, theta, loss, &g, &delta)?;
         let t = accepted.t;
         kv.insert("step_scale", t.into());
@@ -248,16 +334,19 @@ impl NaturalGradient {
             kv.insert("lm_rho", update.rho.into());
             self.damping = update.damping;
             if !update.accepted {
-                return Ok(Step::Rejected(kv));
+                return Ok(Step::Rejected(take(kv)));
             }
         } else if !accepted.loss.is_finite() {
             // The model may know where (a PDE term and point): its linearisation says.
+            // Else the forward pass or the loss says which value.
             let cause = match on.linearize(&accepted.theta) {
-                Err(e) => format!(" ({e})"),
-                Ok(_) => String::new(),
+                Err(e) => e.to_string(),
+                Ok(_) => on
+                    .non_finite_loss(&accepted.theta, "θ_k + tδ_k")
+                    .to_string(),
             };
             return Err(Failure::Numerical(format!(
-                "the loss is not finite after the step (α = {alpha}, λ = {:e}){cause}; \
+                "the loss is not finite after the step (α = {alpha}, λ = {:e}): {cause}; \
                  reduce the step size, increase the damping or use adaptive damping",
                 self.damping
             )));
@@ -284,7 +373,7 @@ impl NaturalGradient {
         Ok(Step::Moved {
             theta: accepted.theta,
             cost,
-            kv,
+            kv: take(kv),
         })
     }
 
@@ -300,12 +389,16 @@ impl NaturalGradient {
         if prev.samples.as_deref() == samples {
             return Ok(Cow::Borrowed(&prev.outputs));
         }
-        let mut lin = on.linearize(&prev.theta)?;
+        let at_previous = |f: Failure| f.at("θ_{k−1} on this step's samples");
+        let mut lin = on
+            .linearize(&prev.theta)
+            .map_err(|e| at_previous(e.into()))?;
         let jvp_delta = self.momentum.uses_jvp_of_step().then(|| {
             let mut jd = vec![0.0; lin.outputs().len()];
             lin.jvp(&prev.delta, &mut jd);
             jd
         });
+        fault(&lin).map_err(at_previous)?;
         Ok(Cow::Owned(PreviousOutputs {
             outputs: lin.outputs().to_vec(),
             output_gradient: lin.output_gradient().to_vec(),
@@ -367,10 +460,27 @@ impl NaturalGradient {
         s: &[f64],
         log: &mut SolveLog,
     ) -> Result<Vec<f64>, Failure> {
+        let rule = self.momentum;
+        let at_z = |f: Failure| {
+            f.at(&format!(
+                "the extrapolation point z = θ_k + s of {} (β = {:e}; a smaller β keeps z \
+                 nearer θ_k)",
+                rule.name(),
+                rule.beta()
+            ))
+        };
         let z = add(theta, s);
-        let mut lin_z = on.linearize(&z)?;
+        finite("z (the momentum overflows θ; reduce β)", &z).map_err(at_z)?;
+        let mut lin_z = on.linearize(&z).map_err(|e| at_z(e.into()))?;
         let g_z = lin_z.gradient();
+        fault(&lin_z).map_err(at_z)?;
+        finite(
+            "the gradient g(z) = J(z)ᵀ∇_yℓ (at finite outputs and ∇_yℓ)",
+            &g_z,
+        )
+        .map_err(at_z)?;
         self.solve_gradient(&mut lin_z, None, &g_z, log)
+            .map_err(at_z)
     }
 
     /// `(G + λI) x = b` with `b = J_kᵀ r`, warm-started from `warm` (updated to `x`).
@@ -382,11 +492,13 @@ impl NaturalGradient {
         warm: &mut Option<Vec<f64>>,
         log: &mut SolveLog,
     ) -> Result<Vec<f64>, Failure> {
+        finite("the output-space right-hand side r of the solve", r)?;
+        finite("the right-hand side Jᵀr of the solve", b)?;
         let mut x = match warm.take() {
             Some(w) if w.len() == b.len() => w,
             _ => vec![0.0; b.len()],
         };
-        let info = solve_direction(
+        let result = solve_direction(
             lin,
             Rhs::Cotangent { r, jt_r: Some(b) },
             &mut x,
@@ -394,8 +506,28 @@ impl NaturalGradient {
             &self.linear_solver,
             &mut self.solve_cache,
             self.parallelism.par(),
-        )
-        .map_err(|f| Failure::Numerical(f.to_string()))?;
+        );
+        // A product the model got wrong is the cause of whatever the solve reports.
+        fault(lin)?;
+        let info = result.map_err(|f| {
+            log.failed(&f);
+            match f {
+                // Right-hand side and products were finite (checked above): the solution
+                // itself overflows.
+                SolveFailure::NonFinite {
+                    what: "direction",
+                    index,
+                } => Failure::Numerical(format!(
+                    "the solved direction is not finite at index {index} although the \
+                     right-hand side and every Jacobian product were finite: the damped Gram \
+                     system is too ill-conditioned or its solution overflows (damping λ = \
+                     {:e}) — add damping (`with_damping`, `with_adaptive_damping`) or rescale \
+                     the parameters",
+                    self.damping
+                )),
+                f => Failure::Numerical(f.to_string()),
+            }
+        })?;
         log.record(info);
         *warm = Some(x.clone());
         Ok(x)
