@@ -61,6 +61,10 @@ pub enum Error {
     /// A setting is outside its valid range.
     #[error("{0}")]
     InvalidSetting(String),
+    /// Nothing to fit: a data set without samples (`n = 0` outputs) or a model without
+    /// parameters (`p = 0`). The text says which object is empty.
+    #[error("empty problem: {0}")]
+    Empty(String),
     /// The operation is not supported by this model, loss or metric.
     #[error("not supported: {0}")]
     Unsupported(String),
@@ -85,7 +89,8 @@ impl Error {
             Error::DimensionMismatch { .. }
             | Error::NonFinite { .. }
             | Error::IndefiniteMetric { .. }
-            | Error::InvalidSetting(_) => ArgminError::InvalidParameter { text },
+            | Error::InvalidSetting(_)
+            | Error::Empty(_) => ArgminError::InvalidParameter { text },
             Error::Unsupported(_) => ArgminError::NotImplemented { text },
             Error::GramNotPositiveDefinite { .. } => ArgminError::ConditionViolated { text },
         };
@@ -102,6 +107,16 @@ pub fn check_finite(what: &str, v: &[f64]) -> Result<()> {
             index,
             value: v[index],
         }),
+    }
+}
+
+/// Returns [`Error::Empty`] when a size that counts data (`what`, e.g. `"rows of the
+/// design matrix (samples)"`) is zero.
+pub fn check_nonempty(what: &str, size: usize) -> Result<()> {
+    if size == 0 {
+        Err(Error::Empty(format!("{what} is 0")))
+    } else {
+        Ok(())
     }
 }
 

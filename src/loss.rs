@@ -1,7 +1,7 @@
 //! Losses `ℓ(y)` on the model outputs, with their output-space gradient `∇_y ℓ`
 //! (docs/math.md §1) and, when they have one, the Hessian used by the GGN metric.
 
-use crate::error::{check_finite, check_len, Error, Result};
+use crate::error::{check_finite, check_len, check_nonempty, Error, Result};
 use crate::metric::{FixedMetric, WeightedL2};
 
 /// A loss on the outputs `y ∈ Rⁿ`.
@@ -70,8 +70,12 @@ impl SquaredError<WeightedL2> {
 
 impl<K: FixedMetric> SquaredError<K> {
     /// `½ (y − u)ᵀ K (y − u)` with target `u`. Fails if `K` has another size or `u` is not
-    /// finite.
+    /// finite, and with [`Error::Empty`] for an empty target.
     pub fn new(target: Vec<f64>, metric: K) -> Result<Self> {
+        check_nonempty(
+            "SquaredError: length of the target (outputs n)",
+            target.len(),
+        )?;
         if let Some(n) = metric.dim() {
             check_len("SquaredError: target vs metric", n, target.len())?;
         }
@@ -161,8 +165,10 @@ impl CrossEntropy {
         Self::weighted(labels, vec![1.0 / n as f64; n])
     }
 
-    /// Labels with quadrature weights `w_i > 0`.
+    /// Labels with quadrature weights `w_i > 0`. Fails with [`Error::Empty`] for no
+    /// labels.
     pub fn weighted(labels: Vec<f64>, weights: Vec<f64>) -> Result<Self> {
+        check_nonempty("CrossEntropy: number of labels (outputs n)", labels.len())?;
         check_len(
             "CrossEntropy: weights vs labels",
             labels.len(),

@@ -10,7 +10,7 @@
 //! [`FixedMetric`]; every [`FixedMetric`] is a [`Metric`]. [`Ggn`] depends on the outputs
 //! and the loss, which [`Metric`] methods receive through an [`OutputPoint`].
 
-use crate::error::{check_finite, check_len, Error, Result};
+use crate::error::{check_finite, check_len, check_nonempty, Error, Result};
 use crate::loss::Loss;
 use faer::linalg::solvers::Solve;
 use faer::{Mat, Side};
@@ -146,13 +146,16 @@ pub struct WeightedL2 {
 }
 
 impl WeightedL2 {
-    /// Weights `w` (all finite and positive).
+    /// Weights `w` (all finite and positive; [`Error::Empty`] for none).
     pub fn new(weights: Vec<f64>) -> Result<Self> {
+        check_nonempty("WeightedL2: number of weights (outputs n)", weights.len())?;
         check_weights("WeightedL2 weights", &weights)?;
         Ok(Self { weights })
     }
 
-    /// Uniform weights `1/n` (the Monte-Carlo quadrature of docs/math.md §1).
+    /// Uniform weights `1/n` (the Monte-Carlo quadrature of docs/math.md §1). With
+    /// `n = 0` the metric is empty; [`crate::Problem::new`] refuses it (with
+    /// [`Error::Empty`], as it refuses a model without outputs).
     pub fn uniform(n: usize) -> Self {
         Self {
             weights: vec![1.0 / n.max(1) as f64; n],
@@ -237,9 +240,11 @@ impl Clone for DenseMetric {
 }
 
 impl DenseMetric {
-    /// Checks `K` is square, finite, symmetric (to 1e-12 relative) and positive definite.
+    /// Checks `K` is square, not empty, finite, symmetric (to 1e-12 relative) and positive
+    /// definite.
     pub fn new(k: Mat<f64>) -> Result<Self> {
         check_len("DenseMetric: columns vs rows", k.nrows(), k.ncols())?;
+        check_nonempty("DenseMetric: size of K (outputs n)", k.nrows())?;
         crate::error::check_finite_mat("DenseMetric K", k.as_ref())?;
         let scale = (0..k.ncols())
             .flat_map(|j| k.col(j).iter().map(|x| x.abs()).collect::<Vec<_>>())
@@ -304,10 +309,12 @@ impl FixedMetric for DenseMetric {
 }
 
 /// A sparse SPD metric `K` (sprs CSR). Its sparse Cholesky factor (faer) is computed on
-/// construction, which proves it positive definite and later applies `K⁻¹`.
+/// construction, which proves it positive definite and later applies `K⁻¹`. Clones share
+/// the factor.
+#[derive(Clone)]
 pub struct SparseMetric {
     k: CsMat<f64>,
-    llt: faer::sparse::linalg::solvers::Llt<usize, f64>,
+    llt: std::sync::Arc<faer::sparse::linalg::solvers::Llt<usize, f64>>,
 }
 
 impl std::fmt::Debug for SparseMetric {
@@ -320,9 +327,11 @@ impl std::fmt::Debug for SparseMetric {
 }
 
 impl SparseMetric {
-    /// Checks `K` is square, finite, symmetric (to 1e-12 relative) and positive definite.
+    /// Checks `K` is square, not empty, finite, symmetric (to 1e-12 relative) and positive
+    /// definite.
     pub fn new(k: CsMat<f64>) -> Result<Self> {
         check_len("SparseMetric: columns vs rows", k.rows(), k.cols())?;
+        check_nonempty("SparseMetric: size of K (outputs n)", k.rows())?;
         check_finite("SparseMetric K (stored entries)", k.data())?;
         let k = if k.is_csr() { k } else { k.to_csr() };
         let scale = k.data().iter().map(|x| x.abs()).fold(0.0_f64, f64::max);
@@ -348,15 +357,55 @@ impl SparseMetric {
             .sp_cholesky(Side::Lower)
             .map_err(|e| Error::IndefiniteMetric {
                 what: "SparseMetric K".into(),
-                detail: format!("sparse Cholesky failed ({e:?})"),
+                detail: sparse_cholesky_failure(&fk, e),
             })?;
-        Ok(Self { k, llt })
+        Ok(Self {
+            k,
+            llt: std::sync::Arc::new(llt),
+        })
     }
 
     /// `K`.
     pub fn matrix(&self) -> &CsMat<f64> {
         &self.k
     }
+}
+
+/// What a failed sparse Cholesky factorisation of `K` means, with a non-positive pivot
+/// reported in `K`'s own numbering: faer factors `P K Pᵀ` for a fill-reducing
+/// permutation `P` and reports the pivot's position in that order.
+fn sparse_cholesky_failure(
+    k: &faer::sparse::SparseColMat<usize, f64>,
+    e: faer::sparse::linalg::LltError,
+) -> String {
+    use faer::linalg::cholesky::llt::factor::LltError as Numeric;
+    let faer::sparse::linalg::LltError::Numeric(Numeric::NonPositivePivot { index }) = e else {
+        return format!("sparse Cholesky failed ({e:?})");
+    };
+    use faer::sparse::linalg::cholesky::{factorize_symbolic_cholesky, SymbolicCholeskyRaw};
+    // The same symbolic analysis as `sp_cholesky` (same defaults), for its permutation
+    // and its kind: faer 0.24's simplicial factorisation reports the pivot 1-based, the
+    // supernodal one 0-based.
+    let Ok(symbolic) = factorize_symbolic_cholesky(
+        k.symbolic(),
+        Side::Lower,
+        Default::default(),
+        Default::default(),
+    ) else {
+        return format!("sparse Cholesky failed ({e:?})");
+    };
+    let step = match symbolic.raw() {
+        SymbolicCholeskyRaw::Simplicial(_) => index.saturating_sub(1),
+        SymbolicCholeskyRaw::Supernodal(_) => index,
+    };
+    let user_index = symbolic
+        .perm()
+        .and_then(|p| p.arrays().0.get(step).copied())
+        .unwrap_or(step);
+    format!(
+        "Cholesky found a non-positive pivot at index {user_index} (row and column \
+         {user_index} of K; step {step} of the fill-reducing order)"
+    )
 }
 
 impl FixedMetric for SparseMetric {

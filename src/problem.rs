@@ -76,9 +76,19 @@ impl<Mo: Model, Lo: Loss, Me: Metric> Problem<Mo, Lo, Me> {
     /// Combines a model, a loss and a metric. Fails with
     /// [`Error::DimensionMismatch`](crate::Error::DimensionMismatch) when the model's output
     /// count disagrees with the loss or the metric, or when the metric cannot work with
-    /// this loss (a GGN metric on a loss without Hessian).
+    /// this loss (a GGN metric on a loss without Hessian); with
+    /// [`Error::Empty`](crate::Error::Empty) when the model has no outputs (an empty data
+    /// set) or no parameters.
     pub fn new(model: Mo, loss: Lo, metric: Me) -> Result<Self> {
         let n = model.n_outputs();
+        crate::error::check_nonempty(
+            "Problem: Model::n_outputs (an empty data set)",
+            model.n_outputs_global(),
+        )?;
+        crate::error::check_nonempty(
+            "Problem: Model::n_params (nothing to fit)",
+            model.n_params(),
+        )?;
         if let Some(d) = loss.dim() {
             check_len("loss vs model outputs", n, d)?;
         }

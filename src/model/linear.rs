@@ -1,7 +1,7 @@
 //! The linear model `y = A θ + b` with a dense (faer) or sparse (sprs) design matrix.
 
 use super::{Linearization, Model};
-use crate::error::{check_finite, check_len, Error, Result};
+use crate::error::{check_finite, check_len, check_nonempty, Error, Result};
 use crate::linalg::gemv;
 use faer::{Mat, Par};
 use sprs::CsMat;
@@ -44,14 +44,18 @@ pub struct LinearModel {
 }
 
 impl LinearModel {
-    /// A model with dense design `a` (n×p). Fails on non-finite entries.
+    /// A model with dense design `a` (n×p). Fails on non-finite entries, and with
+    /// [`Error::Empty`] when `n = 0` (no data) or `p = 0` (no parameters).
     pub fn dense(a: Mat<f64>) -> Result<Self> {
+        check_shape(a.nrows(), a.ncols())?;
         crate::error::check_finite_mat("design matrix", a.as_ref())?;
         Ok(Self::from_design(Design::Dense(a)))
     }
 
-    /// A model with a sparse design `a` (n×p, CSR or CSC). Fails on non-finite entries.
+    /// A model with a sparse design `a` (n×p, CSR or CSC). Fails on non-finite entries,
+    /// and with [`Error::Empty`] when `n = 0` or `p = 0`.
     pub fn sparse(a: CsMat<f64>) -> Result<Self> {
+        check_shape(a.rows(), a.cols())?;
         check_finite("sparse design matrix (stored entries)", a.data())?;
         let a = if a.is_csr() { a } else { a.to_csr() };
         Ok(Self::from_design(Design::Sparse(a)))
@@ -117,6 +121,15 @@ impl LinearModel {
             }
         }
     }
+}
+
+/// A design matrix must have rows (samples) and columns (parameters).
+fn check_shape(n: usize, p: usize) -> Result<()> {
+    check_nonempty("LinearModel: rows of the design matrix (outputs n)", n)?;
+    check_nonempty(
+        "LinearModel: columns of the design matrix (parameters p)",
+        p,
+    )
 }
 
 impl Model for LinearModel {

@@ -19,9 +19,12 @@ pub struct QuadraticModel {
 
 impl QuadraticModel {
     /// `b` is p×n; `q` holds `n` symmetric p×p matrices. Fails on size mismatch, non-finite
-    /// entries or an asymmetric `Q_j`.
+    /// entries or an asymmetric `Q_j`, and with [`crate::Error::Empty`] when `p` or `n`
+    /// is 0.
     pub fn new(b: Mat<f64>, q: Vec<Mat<f64>>) -> Result<Self> {
         let (p, n) = (b.nrows(), b.ncols());
+        crate::error::check_nonempty("QuadraticModel: rows of B (parameters p)", p)?;
+        crate::error::check_nonempty("QuadraticModel: columns of B (outputs n)", n)?;
         check_len(
             "QuadraticModel: number of Q_j vs outputs (columns of B)",
             n,

@@ -297,7 +297,7 @@ impl NaturalGradient {
                 add(&s, &self.gradient_step_at(on, theta, &s, &mut log)?)
             }
         };
-        drop(log);
+        // (`log`, which borrows `kv`, ends here.)
 
         // Step control: cap, then J_kδ_k (carried by heavy ball; curvature of LM's model).
         cap_step_norm(&mut delta, self.max_step_norm);

@@ -187,6 +187,20 @@ impl Mlp {
         2.0 * self.inputs.ncols() as f64 * s as f64
     }
 
+    /// The network's predictions `y(θ; x)` at new inputs `x`, stored sample-major as in
+    /// [`Mlp::new`] (`x[i·d + k]` = coordinate `k` of sample `i`): `m' = x.len() / d`
+    /// samples, `m'·q` outputs sample-major. One forward pass, with this model's
+    /// parallelism. Fails like [`Mlp::new`] on bad inputs (none, not a multiple of `d`,
+    /// non-finite), and when `θ` does not have `p` entries.
+    pub fn evaluate(&self, theta: &[f64], x: &[f64]) -> Result<Vec<f64>> {
+        let at = Self::new(&self.widths, &self.activations, x)?
+            .with_parallelism(self.par)
+            .with_dense_limit(0);
+        let mut y = vec![0.0; at.n_outputs()];
+        at.forward(theta, &mut y)?;
+        Ok(y)
+    }
+
     /// Seeded Glorot-normal parameters (see the [module docs](self)).
     pub fn init_params(&self, seed: u64) -> Vec<f64> {
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
