@@ -178,6 +178,36 @@ impl<L: Linearization> Linearization for CheckedLinearization<L> {
         Some(j)
     }
 
+    fn kfac_factors(&mut self, metric_diagonal: &[f64]) -> Option<Vec<super::KfacFactors>> {
+        let factors = self.inner.kfac_factors(metric_diagonal)?;
+        for (l, f) in factors.iter().enumerate() {
+            if f.range.end > self.p {
+                self.record(Error::dims(
+                    format!(
+                        "Linearization::kfac_factors: end of layer {l}'s parameter range vs \
+                         Model::n_params"
+                    ),
+                    self.p,
+                    f.range.end,
+                ));
+                return None;
+            }
+            for (name, m) in [("A", f.a.as_ref()), ("B", f.b.as_ref())] {
+                if let Some((index, value)) = mat_finite(m) {
+                    self.record(Error::NonFinite {
+                        what: format!(
+                            "Linearization::kfac_factors returned layer {l}'s factor {name} \
+                             with a non-finite entry"
+                        ),
+                        index,
+                        value,
+                    });
+                }
+            }
+        }
+        Some(factors)
+    }
+
     fn gram_diagonal(&mut self, metric_diagonal: &[f64], out: &mut [f64]) -> bool {
         if !self.inner.gram_diagonal(metric_diagonal, out) {
             return false;
