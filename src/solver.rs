@@ -122,6 +122,34 @@ struct Memory {
 /// assert!((theta - 1.07).abs() < 0.01);
 /// # Ok::<(), argmin::core::Error>(())
 /// ```
+///
+/// # What each iteration reports
+///
+/// Every iteration hands argmin's observers a KV with these keys (read them in an
+/// `Observe` impl, or use [`crate::observe::IterationTable`] or, with the feature
+/// `progress`, `observe::ProgressBar`). A step that fails reports what it knew up to the
+/// failure, and the reason. Losses are in the loss's own units; `θ`-space norms are
+/// Euclidean norms in the units of θ.
+///
+/// | key | type | meaning (unit) |
+/// |---|---|---|
+/// | `loss` | float | `ℓ(θ_k)` on this step's samples (loss units); the state's cost is `ℓ(θ_{k+1})` on all samples |
+/// | `grad_norm` | float | `‖g_k‖₂`, `g_k = J_kᵀ∇_yℓ` (loss units per unit of θ) |
+/// | `damping` | float | λ used by this step's solves (loss units per unit of θ²) |
+/// | `momentum` | string | the step rule, [`Momentum::name`] |
+/// | `beta` | float | its coefficient β (dimensionless; 0 for `plain`, `gd`) |
+/// | `batch_size` | uint | sample points of the mini-batch (only with mini-batches) |
+/// | `solves` | uint | linear solves made (Nesterov rules: two; `gd`: none) |
+/// | `cg_iters` | uint | CG iterations summed over the solves (0 for direct solvers); a failed solve's too |
+/// | `cg_rel_residual` | float | largest final relative residual `‖b − Ax‖/‖b‖` of the solves (dimensionless) |
+/// | `linear_solver` | string | what solved the last system: [`crate::linsolve::SolveInfo::method`] (`cg`, `cholesky`, `auto:sample-cg`, …) |
+/// | `preconditioner` | string | CG's preconditioner (`none`, `jacobi`, `nystrom`) |
+/// | `step_scale` | float | `t`, the fraction of the step taken by the step control (dimensionless) |
+/// | `line_search` | string | what the step control did (`fixed`, `armijo`, `log_grid`, `armijo_skipped_not_descent`, …) |
+/// | `step_norm` | float | `‖θ_{k+1} − θ_k‖₂ = t‖δ_k‖₂` (units of θ) |
+/// | `lm_rho` | float | Levenberg–Marquardt gain ratio actual/predicted decrease (dimensionless; with adaptive damping) |
+/// | `momentum_restart` | bool | a rejected LM step cleared the momentum memory (rejected steps only) |
+/// | `reason` | string | why the run ends (a failing step only; the same text as the termination reason) |
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct NaturalGradient {

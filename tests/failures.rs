@@ -275,6 +275,25 @@ fn non_finite_values_from_user_code_name_the_method() {
     assert_eq!(res.state().get_best_param().unwrap(), &vec![0.0, 0.0]);
 }
 
+/// Up to 5 half Newton steps (α = 1/2, λ = 0) from θ = 0 on a one-parameter problem with
+/// the Euclidean metric.
+fn half_steps<Mo: natgrad::Model, Lo: natgrad::Loss>(
+    model: Mo,
+    loss: Lo,
+) -> argmin::core::OptimizationResult<Problem<Mo, Lo, natgrad::Euclidean>, NaturalGradient, NgState>
+{
+    let pb = Problem::new(model, loss, natgrad::Euclidean).unwrap();
+    let ng = NaturalGradient::new()
+        .with_step_size(0.5)
+        .unwrap()
+        .with_damping(0.0)
+        .unwrap();
+    Executor::new(pb, ng)
+        .configure(|s| s.param(vec![0.0]).max_iters(5))
+        .run()
+        .unwrap()
+}
+
 /// Item 6: the closures of a `ClosureModel` and the methods of a `Loss`.
 #[test]
 fn closure_and_loss_faults_name_the_closure_or_method() {
@@ -297,23 +316,7 @@ fn closure_and_loss_faults_name_the_closure_or_method() {
             },
             |_: &[f64], mut j: MatMut<'_, f64>| j[(0, 0)] = 1.0,
         );
-        let pb = Problem::new(
-            model,
-            SquaredError::l2(vec![1.0]).unwrap(),
-            natgrad::Euclidean,
-        )
-        .unwrap();
-        let res = Executor::new(
-            pb,
-            NaturalGradient::new()
-                .with_step_size(0.5)
-                .unwrap()
-                .with_damping(0.0)
-                .unwrap(),
-        )
-        .configure(|s| s.param(vec![0.0]).max_iters(5))
-        .run()
-        .unwrap();
+        let res = half_steps(model, SquaredError::l2(vec![1.0]).unwrap());
         let reason = exit_reason(res.state());
         assert!(reason.contains("ClosureModel value closure"), "{reason}");
         let kept = if from == 3 { 0.0 } else { 0.5 };
@@ -332,23 +335,7 @@ fn closure_and_loss_faults_name_the_closure_or_method() {
             j[(0, 0)] = if *c >= 2 { f64::INFINITY } else { 1.0 };
         },
     );
-    let pb = Problem::new(
-        model,
-        SquaredError::l2(vec![1.0]).unwrap(),
-        natgrad::Euclidean,
-    )
-    .unwrap();
-    let res = Executor::new(
-        pb,
-        NaturalGradient::new()
-            .with_step_size(0.5)
-            .unwrap()
-            .with_damping(0.0)
-            .unwrap(),
-    )
-    .configure(|s| s.param(vec![0.0]).max_iters(5))
-    .run()
-    .unwrap();
+    let res = half_steps(model, SquaredError::l2(vec![1.0]).unwrap());
     let reason = exit_reason(res.state());
     assert!(
         reason.contains("ClosureModel jacobian closure") && reason.contains("inf"),
@@ -364,18 +351,7 @@ fn closure_and_loss_faults_name_the_closure_or_method() {
         |y: &[f64]| 0.5 * (y[0] - 1.0).powi(2),
         |y: &[f64], g: &mut [f64]| g[0] = if y[0] != 0.0 { f64::NAN } else { y[0] - 1.0 },
     );
-    let pb = Problem::new(linear(), loss, natgrad::Euclidean).unwrap();
-    let res = Executor::new(
-        pb,
-        NaturalGradient::new()
-            .with_step_size(0.5)
-            .unwrap()
-            .with_damping(0.0)
-            .unwrap(),
-    )
-    .configure(|s| s.param(vec![0.0]).max_iters(5))
-    .run()
-    .unwrap();
+    let res = half_steps(linear(), loss);
     let reason = exit_reason(res.state());
     assert!(reason.contains("Loss::gradient"), "{reason}");
     assert_eq!(res.state().get_best_param().unwrap(), &vec![0.5]);

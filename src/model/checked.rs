@@ -14,8 +14,8 @@ use super::Linearization;
 use crate::error::Error;
 use faer::{Mat, MatMut, MatRef};
 
-/// A [`Linearization`] whose every returned value is checked; see the [module
-/// docs](self). [`crate::Problem::linearize`] wraps the model's linearisation in one.
+/// A [`Linearization`] whose every returned value is checked (length, finiteness), the
+/// first fault kept for [`CheckedLinearization::fault`]. [`crate::Problem::linearize`] wraps the model's linearisation in one.
 #[derive(Debug)]
 pub struct CheckedLinearization<L> {
     inner: L,

@@ -492,6 +492,8 @@ impl NaturalGradient {
         warm: &mut Option<Vec<f64>>,
         log: &mut SolveLog,
     ) -> Result<Vec<f64>, Failure> {
+        // A product the model got wrong (e.g. the vjp of the momentum term) comes first.
+        fault(lin)?;
         finite("the output-space right-hand side r of the solve", r)?;
         finite("the right-hand side Jᵀr of the solve", b)?;
         let mut x = match warm.take() {

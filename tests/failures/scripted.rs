@@ -2,9 +2,10 @@
 //! `J = A + b θᵀ`), whose chosen trait method returns NaN or a wrong length from its
 //! `from`-th call on (1-based). Calls are counted per method over all linearisations.
 
+#![allow(dead_code)]
 use faer::{Mat, MatMut, MatRef};
 use natgrad::{Linearization, Model};
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 
 /// The trait method that misbehaves.
@@ -93,6 +94,7 @@ pub struct Scripted {
     dense: bool,
     fault: Option<Fault>,
     calls: Arc<[AtomicUsize; 10]>,
+    fired: Arc<AtomicBool>,
 }
 
 impl Scripted {
@@ -104,16 +106,27 @@ impl Scripted {
             dense,
             fault,
             calls: Arc::new(Default::default()),
+            fired: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Whether the fault has happened (shared by clones).
+    pub fn fired(&self) -> bool {
+        self.fired.load(Relaxed)
     }
 
     /// The fault, if this call of `m` is faulty (and counts the call).
     fn faulty(&self, m: Method) -> Option<Kind> {
         let k = self.calls[m.index()].fetch_add(1, Relaxed) + 1;
         let linearized = self.calls[Method::Linearize.index()].load(Relaxed);
-        self.fault
+        let kind = self
+            .fault
             .filter(|f| f.method == m && k >= f.from && linearized >= f.linearized)
-            .map(|f| f.kind)
+            .map(|f| f.kind);
+        if kind.is_some() {
+            self.fired.store(true, Relaxed);
+        }
+        kind
     }
 
     fn value(&self, theta: &[f64], y: &mut [f64]) {
@@ -176,6 +189,11 @@ impl Model for Scripted {
     }
 }
 
+/// Faults strike only finite inputs: a NaN out of a NaN in is not the model's doing.
+fn finite(v: &[f64]) -> bool {
+    v.iter().all(|x| x.is_finite())
+}
+
 fn spoil(kind: Option<Kind>, out: &mut [f64]) {
     if kind.is_some() && !out.is_empty() {
         out[out.len() / 2] = f64::NAN;
@@ -199,14 +217,18 @@ impl Linearization for ScriptedLin<'_> {
         for (i, o) in out.iter_mut().enumerate() {
             *o = (0..t.len()).map(|j| self.j[(i, j)] * t[j]).sum();
         }
-        spoil(self.model.faulty(Method::Jvp), out);
+        if finite(t) {
+            spoil(self.model.faulty(Method::Jvp), out);
+        }
     }
 
     fn vjp(&mut self, s: &[f64], out: &mut [f64]) {
         for (j, o) in out.iter_mut().enumerate() {
             *o = (0..s.len()).map(|i| self.j[(i, j)] * s[i]).sum();
         }
-        spoil(self.model.faulty(Method::Vjp), out);
+        if finite(s) {
+            spoil(self.model.faulty(Method::Vjp), out);
+        }
     }
 
     fn jvp_block(&mut self, t: MatRef<'_, f64>, mut out: MatMut<'_, f64>) {
