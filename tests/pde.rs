@@ -416,3 +416,20 @@ fn a_nan_residual_mid_run_ends_the_run_cleanly_naming_term_and_point() {
     let best = state.get_best_param().unwrap();
     assert!(best.iter().all(|v| v.is_finite()));
 }
+
+#[test]
+fn a_mini_batch_keeps_each_terms_scale_and_points() {
+    let (model, _) = system(Smooth::Tanh);
+    let theta = vec(&mut rng(12), model.n_params());
+    let full = model.linearize(&theta).unwrap().outputs().to_vec();
+    // Outputs 1, 4 (term `first`), 7 (`second`), 13, 15, 17 (`robin`, `dirichlet`).
+    let picked = [1, 4, 7, 13, 15, 17];
+    let sub = model.select_samples(&picked).unwrap();
+    let lin = sub.linearize(&theta).unwrap();
+    let want: Vec<f64> = picked.iter().map(|&i| full[i]).collect();
+    for (a, b) in lin.outputs().iter().zip(&want) {
+        assert!((a - b).abs() <= 1e-14 * (1.0 + b.abs()), "{a} vs {b}");
+    }
+    assert!(model.select_samples(&[18]).is_err());
+    assert!(model.select_samples(&[]).is_err());
+}
