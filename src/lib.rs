@@ -50,6 +50,7 @@ pub mod problem;
 pub mod problems;
 pub mod solver;
 pub mod step_control;
+pub mod stopping;
 
 pub use error::{Error, Result};
 pub use gram::{GramOperator, MixedGramOperator};
@@ -61,6 +62,7 @@ pub use momentum::Momentum;
 pub use problem::{Evaluations, Linearized, Problem};
 pub use solver::{NaturalGradient, NgState, Parallelism};
 pub use step_control::{LevenbergMarquardt, StepControl};
+pub use stopping::{converged_by, Tolerances};
 
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]

@@ -5,8 +5,9 @@
 //!
 //! 1. draw the mini-batch `I_k` (if any) and bring the previous iterate's output vectors
 //!    to it;
-//! 2. linearise at `θ_k` (one forward pass): loss, `∇_y ℓ`, `g_k = J_kᵀ∇_y ℓ`; stop if
-//!    `‖g_k‖ ≤ tol`;
+//! 2. linearise at `θ_k` (one forward pass): loss, `∇_y ℓ`, `g_k = J_kᵀ∇_y ℓ`; an
+//!    exactly zero gradient ends the run, not as convergence (the stopping tests of
+//!    [`crate::stopping`] run in `Solver::terminate`, after each step);
 //! 3. the step rule ([`Momentum`]): one solve `(G_k + λI) δ_k = J_kᵀ r` with the rule's
 //!    output-space `r` (two for the Nesterov rules), matrix-free by CG or by Cholesky;
 //! 4. step control ([`StepControl`]): cap `‖δ_k‖`, then fixed step, Armijo backtracking
@@ -33,8 +34,10 @@ use crate::model::Model;
 use crate::momentum::{Momentum, Previous};
 use crate::problem::{Evaluations, Problem};
 use crate::step_control::{LevenbergMarquardt, StepControl};
+use crate::stopping::{check_tolerance, StepRecord, Tolerances, CONVERGED};
 use argmin::core::{
-    ArgminError, IterState, Problem as ArgminProblem, Solver, State, TerminationReason, KV,
+    ArgminError, IterState, Problem as ArgminProblem, Solver, State, TerminationReason,
+    TerminationStatus, KV,
 };
 use faer::Par;
 
@@ -77,6 +80,10 @@ struct Memory {
     warm_gradient: Option<Vec<f64>>,
     /// The last solution of Nesterov's extrapolation solve.
     warm_extrapolation: Option<Vec<f64>>,
+    /// What the last step measured, for the stopping tests in `terminate`.
+    record: Option<StepRecord>,
+    /// Levenberg–Marquardt steps rejected in a row at the maximum damping.
+    rejected_at_max: u32,
 }
 
 /// Natural-gradient descent with momentum (docs/math.md §2–3): each step solves
@@ -159,7 +166,7 @@ pub struct NaturalGradient {
     /// The damping a run starts from.
     initial_damping: f64,
     linear_solver: LinearSolver,
-    grad_tol: f64,
+    tolerances: Tolerances,
     parallelism: Parallelism,
     momentum: Momentum,
     step_control: StepControl,
@@ -180,15 +187,16 @@ impl Default for NaturalGradient {
 
 impl NaturalGradient {
     /// Plain natural gradient: step size α = 1, damping λ = 1e-8, CG without
-    /// preconditioner, fixed step, no gradient tolerance (runs until argmin's `max_iters`
-    /// or target cost), all samples in every step.
+    /// preconditioner, fixed step, all samples in every step, and the stopping tests of
+    /// [`crate::stopping`] with their default [`Tolerances`] (a run also ends at argmin's
+    /// `max_iters` or target cost).
     pub fn new() -> Self {
         Self {
             step_size: 1.0,
             damping: 1e-8,
             initial_damping: 1e-8,
             linear_solver: LinearSolver::default(),
-            grad_tol: 0.0,
+            tolerances: Tolerances::default(),
             parallelism: Parallelism::Sequential,
             momentum: Momentum::Plain,
             step_control: StepControl::Fixed,
@@ -233,15 +241,46 @@ impl NaturalGradient {
         Ok(self)
     }
 
-    /// Stop (converged) when `‖g‖₂ ≤ tol`; `0` disables the test.
-    pub fn with_gradient_tolerance(mut self, tol: f64) -> ArgminResult<Self> {
-        if !(tol >= 0.0 && tol.is_finite()) {
-            return Err(invalid(format!(
-                "gradient tolerance must be finite and ≥ 0, got {tol}"
-            )));
-        }
-        self.grad_tol = tol;
+    /// The relative-reduction test (MINPACK's `ftol`, [`crate::stopping`]): converged when
+    /// the actual and the predicted decrease of the loss are both at most `tol·|L|`;
+    /// `0` switches the test off. Default [`Tolerances::default`].
+    pub fn with_tolerance_cost(mut self, tol: f64) -> ArgminResult<Self> {
+        self.tolerances.cost = check_tolerance("cost", tol).map_err(invalid)?;
         Ok(self)
+    }
+
+    /// The relative-step test (MINPACK's `xtol`, [`crate::stopping`]): converged when
+    /// `‖step‖ ≤ tol·(‖θ‖ + tol)`; `0` switches the test off.
+    pub fn with_tolerance_step(mut self, tol: f64) -> ArgminResult<Self> {
+        self.tolerances.step = check_tolerance("step", tol).map_err(invalid)?;
+        Ok(self)
+    }
+
+    /// The gradient test (MINPACK's `gtol`, [`crate::stopping`]): converged when the
+    /// cosine between the residual and the range of `J` in the metric is at most `tol`
+    /// (scale-invariant, unlike `‖g‖ ≤ tol`); `0` switches the test off, and with it the
+    /// stop at an exactly zero gradient.
+    pub fn with_tolerance_grad(mut self, tol: f64) -> ArgminResult<Self> {
+        self.tolerances.grad = check_tolerance("gradient", tol).map_err(invalid)?;
+        Ok(self)
+    }
+
+    /// All three tolerances at once.
+    pub fn with_tolerances(mut self, tolerances: Tolerances) -> ArgminResult<Self> {
+        check_tolerance("cost", tolerances.cost).map_err(invalid)?;
+        check_tolerance("step", tolerances.step).map_err(invalid)?;
+        check_tolerance("gradient", tolerances.grad).map_err(invalid)?;
+        self.tolerances = tolerances;
+        Ok(self)
+    }
+
+    /// Former name of [`with_tolerance_grad`](Self::with_tolerance_grad). The test it
+    /// sets was absolute (`‖g‖₂ ≤ tol`), which fires far from a minimum on one problem and
+    /// never at the minimum of another; it is now the scale-invariant cosine test, and
+    /// `0` switches it off.
+    #[deprecated(note = "use `with_tolerance_grad` (a scale-invariant test)")]
+    pub fn with_gradient_tolerance(self, tol: f64) -> ArgminResult<Self> {
+        self.with_tolerance_grad(tol)
     }
 
     /// The step rule of docs/math.md §3 (default [`Momentum::Plain`]). β must be finite.
@@ -333,6 +372,11 @@ impl NaturalGradient {
     /// The step control.
     pub fn step_control(&self) -> StepControl {
         self.step_control
+    }
+
+    /// The tolerances of the stopping tests.
+    pub fn tolerances(&self) -> Tolerances {
+        self.tolerances
     }
 }
 
@@ -445,6 +489,19 @@ impl<Mo: Model, Lo: Loss, Me: Metric> Solver<Problem<Mo, Lo, Me>, NgState> for N
             step::Step::Rejected(kv) => (state.param(theta), Some(kv)),
             step::Step::Stop(reason, kv) => (state.param(theta).terminate_with(reason), Some(kv)),
         })
+    }
+
+    /// The stopping tests of [`crate::stopping`] on what the last step measured.
+    fn terminate(&mut self, _state: &NgState) -> TerminationStatus {
+        match self
+            .memory
+            .record
+            .as_ref()
+            .and_then(|r| self.tolerances.check(r))
+        {
+            Some(test) => TerminationStatus::Terminated(exit(format!("{CONVERGED}{test}"))),
+            None => TerminationStatus::NotTerminated,
+        }
     }
 }
 

@@ -271,6 +271,29 @@ impl LevenbergMarquardt {
     }
 }
 
+/// The reason a Levenberg–Marquardt run ends when steps computed at the maximum damping
+/// `max` are rejected: the loss at the current θ (`loss`), its change along the step
+/// (`actual`, negative or NaN) and the model's predicted decrease.
+pub(crate) fn stalled_reason(max: f64, loss: f64, actual: f64, predicted: f64) -> String {
+    let relative = predicted / loss.abs();
+    let hint = if relative <= 1e-12 {
+        "the predicted decrease is at rounding level, so θ may already be a minimum to \
+         machine precision (a relative-reduction tolerance above it would have stopped the \
+         run as converged)"
+    } else {
+        "the step does not decrease the loss even when damped this much: the quadratic \
+         model is wrong at this scale (badly scaled parameters, outputs that overflow, \
+         or a kink); raise the upper bound of `with_adaptive_damping`, rescale the \
+         parameters or the data, or start closer to a solution"
+    };
+    format!(
+        "Levenberg–Marquardt is stuck at its maximum damping λ = {max:e}: steps from the \
+         same θ were rejected (loss {loss:e}, change along the step {:e}, predicted \
+         decrease {predicted:e}, {relative:.1e} of the loss); θ is unchanged. {hint}",
+        -actual
+    )
+}
+
 /// The predicted decrease `−(t g_kᵀδ + ½ t² ‖J_kδ‖²_M)` of the Gauss–Newton model for the
 /// step `tδ`, from `g_kᵀδ` and `‖J_kδ‖²_M`.
 pub fn predicted_decrease(t: f64, g_dot_delta: f64, jd_m_norm_sq: f64) -> f64 {

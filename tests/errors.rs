@@ -284,7 +284,7 @@ fn bad_settings_are_invalid_parameters() {
         NaturalGradient::new().with_step_size(f64::NAN).unwrap_err(),
         NaturalGradient::new().with_damping(-1.0).unwrap_err(),
         NaturalGradient::new()
-            .with_gradient_tolerance(-1.0)
+            .with_tolerance_grad(-1.0)
             .unwrap_err(),
         NaturalGradient::new()
             .with_linear_solver(LinearSolver::Cg(CgSettings {

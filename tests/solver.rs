@@ -3,7 +3,7 @@
 
 mod common;
 
-use argmin::core::{Executor, State, TerminationReason};
+use argmin::core::{Executor, State};
 use argmin::solver::gradientdescent::SteepestDescent;
 use argmin::solver::linesearch::MoreThuenteLineSearch;
 use argmin::solver::quasinewton::LBFGS;
@@ -95,30 +95,32 @@ fn argmin_runs_natural_gradient_and_lbfgs_on_one_problem() {
 }
 
 #[test]
-fn gradient_tolerance_ends_the_run_as_converged() {
+fn default_stopping_tests_end_the_run_as_converged() {
+    // Was `with_gradient_tolerance(1e-10)` expecting `SolverConverged`: the stopping tests
+    // are now on by default and name the test in a `SolverExit` reason.
     let toy = toys::biased_linear(ToyMetric::Isotropic);
-    let ng = NaturalGradient::new()
-        .with_gradient_tolerance(1e-10)
-        .unwrap();
-    let res = Executor::new(toy.problem, ng)
+    let res = Executor::new(toy.problem, NaturalGradient::new())
         .configure(|s| s.param(toy.theta0.clone()).max_iters(100))
         .run()
         .unwrap();
-    assert_eq!(
-        res.state().get_termination_reason(),
-        Some(&TerminationReason::SolverConverged)
-    );
+    let reason = res.state().get_termination_reason().unwrap();
+    assert!(natgrad::converged_by(reason).is_some(), "{reason:?}");
     assert!(res.state().get_iter() < 10);
 }
 
 #[test]
 fn plain_ngd_stops_at_the_local_minimum() {
     // Seed claim (docs/math.md §4): plain NGD from θ₀ = −1.5 stops at the local minimum.
+    // The stopping tests are off: with α = 0.5 the convergence is linear, and the default
+    // relative-reduction test stops the run at ~1e-6 from the minimum, not the 1e-10
+    // checked here.
     let toy = toys::local_minima();
     let ng = NaturalGradient::new()
         .with_step_size(0.5)
         .unwrap()
         .with_damping(0.0)
+        .unwrap()
+        .with_tolerances(natgrad::Tolerances::NONE)
         .unwrap();
     let res = Executor::new(toy.problem, ng)
         .configure(|s| s.param(toy.theta0.clone()).max_iters(200))

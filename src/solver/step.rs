@@ -8,7 +8,8 @@ use crate::metric::Metric;
 use crate::model::Model;
 use crate::momentum::{Momentum, Previous, PreviousOutputs};
 use crate::problem::{Evaluations, Linearized, Problem};
-use crate::step_control::{cap_step_norm, predicted_decrease, take_step};
+use crate::step_control::{cap_step_norm, predicted_decrease, stalled_reason, take_step};
+use crate::stopping::{column_cosine, zero_gradient_reason, StepRecord, Tolerances};
 use argmin::core::{TerminationReason, KV};
 use std::borrow::Cow;
 use std::mem::take;
@@ -22,6 +23,11 @@ pub(super) enum Step {
     /// The run ends.
     Stop(TerminationReason, KV),
 }
+
+/// Levenberg–Marquardt steps rejected in a row at the maximum damping before the run ends
+/// (the second repeats the first: same θ, same λ, and no momentum memory after a
+/// rejection).
+const STALLED_REJECTIONS: u32 = 2;
 
 /// Why a step could not be made.
 enum Failure {
@@ -250,8 +256,12 @@ impl NaturalGradient {
             "the gradient g_k = J_kᵀ∇_yℓ (at finite outputs and ∇_yℓ)",
             &g,
         )?;
-        if grad_norm <= self.grad_tol {
-            return Ok(Step::Stop(TerminationReason::SolverConverged, take(kv)));
+        self.memory.record = None;
+        // An exactly zero gradient is no convergence (crate::stopping); with
+        // tolerance_grad = 0 the run goes on, and no test fires on its zero steps.
+        let zero_gradient = g.iter().all(|&v| v == 0.0);
+        if zero_gradient && self.tolerances.grad > 0.0 {
+            return Ok(Step::Stop(exit(zero_gradient_reason(loss)), take(kv)));
         }
 
         // The rule (docs/math.md §3). `previous` is `None` at k = 0: the Plain step.
@@ -299,18 +309,28 @@ impl NaturalGradient {
         };
         // (`log`, which borrows `kv`, ends here.)
 
-        // Step control: cap, then J_kδ_k (carried by heavy ball; curvature of LM's model).
+        // gᵀ(G + λI)⁻¹g of a plain solve δ = −α(G + λI)⁻¹g, for the gradient test.
+        let tested = self.tolerances != Tolerances::NONE;
+        let column_cosine = tested
+            .then(|| lin.gram_diagonal(0.0).map(|d| column_cosine(&g, &d, loss)))
+            .flatten();
+        let plain_solve = !matches!(rule, Momentum::GradientDescent)
+            && (matches!(rule, Momentum::Plain) || previous.is_none());
+        let g_ginv_g = plain_solve.then(|| -dot(&g, &delta) / alpha);
+
+        // Step control: cap, then J_kδ_k (carried by heavy ball; curvature of LM's model
+        // and of the stopping tests).
         cap_step_norm(&mut delta, self.max_step_norm);
         let lm = self.adaptive_damping;
-        let jd = if rule.uses_jvp_of_step() || lm.is_some() {
+        let jd = if rule.uses_jvp_of_step() || lm.is_some() || tested {
             let mut jd = vec![0.0; lin.outputs().len()];
             lin.jvp(&delta, &mut jd);
             Some(jd)
         } else {
             None
         };
-        let jd_m_sq = match (&jd, lm) {
-            (Some(jd), Some(_)) => lin.metric_norm_sq(jd),
+        let jd_m_sq = match &jd {
+            Some(jd) if lm.is_some() || tested => lin.metric_norm_sq(jd),
             _ => 0.0,
         };
         let outputs = PreviousOutputs {
@@ -328,14 +348,43 @@ impl NaturalGradient {
         kv.insert("line_search", accepted.note.to_string().into());
         kv.insert("step_norm", (t * norm(&delta)).into());
 
+        let predicted = predicted_decrease(t, dot(&g, &delta), jd_m_sq);
+        let step_norm = t * norm(&delta);
+        if tested && !zero_gradient {
+            let damping = match rule {
+                Momentum::GradientDescent => 0.0,
+                _ => self.damping,
+            };
+            self.memory.record = Some(StepRecord {
+                loss,
+                actual: loss - accepted.loss,
+                predicted,
+                step_norm,
+                theta_norm: norm(theta),
+                curvature: t * t * jd_m_sq,
+                damping_term: damping * step_norm * step_norm,
+                g_ginv_g,
+                column_cosine,
+            });
+        }
         if let Some(lm) = lm {
-            let predicted = predicted_decrease(t, dot(&g, &delta), jd_m_sq);
+            let at_max = self.damping >= lm.max;
             let update = lm.update(self.damping, loss - accepted.loss, predicted);
             kv.insert("lm_rho", update.rho.into());
             self.damping = update.damping;
             if !update.accepted {
+                self.memory.rejected_at_max = if at_max {
+                    self.memory.rejected_at_max + 1
+                } else {
+                    0
+                };
+                if self.memory.rejected_at_max >= STALLED_REJECTIONS {
+                    let reason = stalled_reason(lm.max, loss, loss - accepted.loss, predicted);
+                    return Ok(Step::Stop(exit(reason), take(kv)));
+                }
                 return Ok(Step::Rejected(take(kv)));
             }
+            self.memory.rejected_at_max = 0;
         } else if !accepted.loss.is_finite() {
             // The model may know where (a PDE term and point): its linearisation says.
             // Else the forward pass or the loss says which value.
