@@ -48,8 +48,10 @@ pub fn sparse_spd(n: usize) -> sprs::CsMat<f64> {
     tri.to_csr()
 }
 
-/// Relative difference `‖a − b‖ / ‖b‖`.
+/// Relative difference `‖a − b‖ / ‖b‖`. Vectors of different lengths are a failure, not a
+/// comparison of their common prefix (an empty result would otherwise pass).
 pub fn rel_diff(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len(), "rel_diff: lengths differ");
     let d: f64 = a
         .iter()
         .zip(b)
