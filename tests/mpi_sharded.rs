@@ -396,6 +396,13 @@ fn sums_and_products_match_full_problem(shards: &Shards, report: &mut Report) {
 /// `ℓ / decrease`; ρ is compared to this looser tolerance (θ and λ to [`TOL`]).
 const RHO_TOL: f64 = 1e-9;
 
+/// `LinearSolver::Auto` picks parameter-space CG here (its cost model, issue 14) at CG's
+/// default relative residual 1e-10: two summation orders then stop at directions that
+/// differ at the level of that residual (measured 4e-12 on 2 ranks, 1.9e-11 with heavy
+/// ball over 20 steps), not at rounding level as the solves to convergence above do. The
+/// path sequence must still be the same.
+const AUTO_TOL: f64 = 1e-9;
+
 fn iterates_match_single_process(
     shards: &Shards,
     name: &str,
@@ -414,6 +421,11 @@ fn iterates_match_single_process(
         }
     };
     let a = agreement(&sharded, &reference);
+    let tol = if name.starts_with("auto") {
+        AUTO_TOL
+    } else {
+        TOL
+    };
     if std::env::var_os("MPI_SHARDED_VERBOSE").is_some() && shards.is_root() {
         for (k, (s, r)) in sharded.iter().zip(&reference).enumerate() {
             println!(
@@ -449,8 +461,8 @@ fn iterates_match_single_process(
     report.check(
         &format!("{name}_iterates_match_single_process"),
         sharded.len() == STEPS as usize
-            && a.theta <= TOL
-            && a.damping <= TOL
+            && a.theta <= tol
+            && a.damping <= tol
             && a.rho <= RHO_TOL
             && a.same_methods
             // with adaptive damping, the run must exercise it: λ changes
