@@ -65,6 +65,10 @@ pub enum Error {
     /// parameters (`p = 0`). The text says which object is empty.
     #[error("empty problem: {0}")]
     Empty(String),
+    /// A user problem's own code failed (e.g. `Operator::apply` of an argmin problem
+    /// wrapped by [`crate::argmin_adapter`]); the text carries its error.
+    #[error("{0}")]
+    Problem(String),
     /// The operation is not supported by this model, loss or metric.
     #[error("not supported: {0}")]
     Unsupported(String),
@@ -82,7 +86,7 @@ impl Error {
 
     /// Converts into an argmin error. Input errors (sizes, non-finite data, settings) map to
     /// `ArgminError::InvalidParameter`, unsupported operations to `NotImplemented`, numerical
-    /// failures to `ConditionViolated`. The text is prefixed with `context` (the solver name).
+    /// failures and failures of the user problem's own code to `ConditionViolated`. The text is prefixed with `context` (the solver name).
     pub fn into_argmin(self, context: &str) -> argmin::core::Error {
         let text = format!("`{context}`: {self}");
         let e = match self {
@@ -92,7 +96,9 @@ impl Error {
             | Error::InvalidSetting(_)
             | Error::Empty(_) => ArgminError::InvalidParameter { text },
             Error::Unsupported(_) => ArgminError::NotImplemented { text },
-            Error::GramNotPositiveDefinite { .. } => ArgminError::ConditionViolated { text },
+            Error::GramNotPositiveDefinite { .. } | Error::Problem(_) => {
+                ArgminError::ConditionViolated { text }
+            }
         };
         e.into()
     }

@@ -32,6 +32,7 @@
 
 #![warn(missing_docs)]
 
+pub mod argmin_adapter;
 pub mod batch;
 pub mod check;
 #[cfg(feature = "mpi")]
