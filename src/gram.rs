@@ -1,5 +1,6 @@
 //! The Gram operator `G + λI = JᵀMJ + λI` (docs/math.md §2), never formed: each product is
-//! one jvp, one metric product and one vjp on a single linearisation; its sample-space
+//! one jvp, one metric product and one vjp on a single linearisation — for a diagonal
+//! metric the model's fused, sample-chunked [`Linearization::gram_product`]; its sample-space
 //! twin, the kernel operator `JJᵀ + λM⁻¹` on `Rⁿ` (one vjp, one jvp, one `M⁻¹` product),
 //! whose system gives the same direction by the Woodbury push-through; and the mixed Gram
 //! (transport) product `G_{k,k−1} = J_kᵀ M J_{k−1}` of docs/math.md §3 on two linearisations
@@ -53,6 +54,9 @@ pub struct GramOperator<'a, L, Me> {
     space: Space,
     metric_failed: AtomicBool,
     metric: &'a Me,
+    /// `diag(M)` when the metric is diagonal (parameter space only): the products are then
+    /// the model's fused [`Linearization::gram_product`].
+    weights: Option<Vec<f64>>,
     at: OutputPoint<'a>,
     damping: f64,
     counters: &'a Counters,
@@ -99,6 +103,12 @@ impl<'a, L: Linearization, Me: Metric> GramOperator<'a, L, Me> {
             Space::Params => (n, p),
             Space::Samples => (p, n),
         };
+        let weights = (space == Space::Params)
+            .then(|| {
+                let mut w = vec![0.0; n];
+                metric.diagonal(&at, &mut w).then_some(w)
+            })
+            .flatten();
         Self {
             work: Mutex::new(Work {
                 lin,
@@ -109,6 +119,7 @@ impl<'a, L: Linearization, Me: Metric> GramOperator<'a, L, Me> {
             space,
             metric_failed: AtomicBool::new(false),
             metric,
+            weights,
             at,
             damping,
             counters,
@@ -162,9 +173,15 @@ impl<'a, L: Linearization, Me: Metric> GramOperator<'a, L, Me> {
         }
         match self.space {
             Space::Params => {
-                lin.jvp(t, jt);
-                self.metric.apply(&self.at, jt, mjt);
-                lin.vjp(mjt, out);
+                match &self.weights {
+                    // Sample-chunked and fused where the model can (jvp, W, vjp per chunk).
+                    Some(w) => lin.gram_product(w, t, jt, out),
+                    None => {
+                        lin.jvp(t, jt);
+                        self.metric.apply(&self.at, jt, mjt);
+                        lin.vjp(mjt, out);
+                    }
+                }
                 if self.damping != 0.0 {
                     out.iter_mut()
                         .zip(t)

@@ -129,6 +129,16 @@ impl<L: Linearization> Linearization for CheckedLinearization<L> {
         );
     }
 
+    fn gram_product(&mut self, w: &[f64], t: &[f64], scratch: &mut [f64], out: &mut [f64]) {
+        self.inner.gram_product(w, t, scratch, out);
+        self.check_product(
+            "Linearization::gram_product returned Jᵀ W J t with a non-finite entry for a \
+             finite t and W",
+            || all_finite(t) && all_finite(w),
+            out,
+        );
+    }
+
     fn jvp_block(&mut self, t: MatRef<'_, f64>, mut out: MatMut<'_, f64>) {
         self.inner.jvp_block(t, out.rb_mut());
         self.check_block(

@@ -150,6 +150,22 @@ pub trait Linearization: Send {
         }
     }
 
+    /// The Gram product `out = Jᵀ diag(w) J t` for a metric that is diagonal on the outputs
+    /// (block-diagonal over samples with diagonal blocks: weighted L², Euclidean, the
+    /// Hessian of a pointwise loss; docs/math.md §2). `t`, `out ∈ Rᵖ`; `w`, `scratch ∈ Rⁿ`.
+    ///
+    /// Since samples do not interact, `G t = Σ_c J_cᵀ W_c J_c t` over any partition of the
+    /// samples into chunks `c`, and a model may compute it chunk by chunk while each
+    /// chunk's activations and tangents are in cache ([`Mlp`] does). The default is the
+    /// unfused jvp → `w ⊙` → vjp through `scratch` (which then holds `W J t`), so every
+    /// model supports it; an override may leave `scratch` with any contents. Panics if a
+    /// slice has the wrong length, like [`jvp`](Linearization::jvp).
+    fn gram_product(&mut self, w: &[f64], t: &[f64], scratch: &mut [f64], out: &mut [f64]) {
+        self.jvp(t, scratch);
+        scratch.iter_mut().zip(w).for_each(|(s, w)| *s *= w);
+        self.vjp(scratch, out);
+    }
+
     /// The dense n×p Jacobian if the model has it at hand (closure models, linear models);
     /// `None` otherwise, in which case the direct solver builds it from products.
     fn dense_jacobian(&mut self) -> Option<Mat<f64>> {

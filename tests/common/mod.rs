@@ -146,3 +146,12 @@ where
     )?;
     Ok((d, info))
 }
+
+/// Runs `f` inside a fresh rayon pool of `threads` threads (the determinism tests).
+pub fn in_pool<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap()
+        .install(f)
+}

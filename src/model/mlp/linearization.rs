@@ -296,6 +296,19 @@ impl Linearization for MlpLinearization<'_> {
         }
     }
 
+    /// Sample-chunked and fused (`mlp/fused.rs`): per chunk of samples the tangent through
+    /// every layer, `w` and the backward pass while the chunk is in cache, the chunks'
+    /// parameter-space sums added in a fixed order. Whole-batch jvp → `w` → vjp when the
+    /// chunk is the whole batch ([`Mlp::gram_chunk`]) or the linearisation holds `J`.
+    fn gram_product(&mut self, w: &[f64], t: &[f64], scratch: &mut [f64], out: &mut [f64]) {
+        let (n, p) = (self.ws.outputs.len(), self.ws.theta.len());
+        assert!(
+            t.len() == p && out.len() == p && w.len() == n && scratch.len() == n,
+            "natgrad: Mlp gram_product lengths"
+        );
+        super::fused::gram_product(self, w, t, scratch, out);
+    }
+
     /// Supported for any output width `q` and diagonal metric `w`: one backward pass per
     /// output component `j` (cotangent `e_j` at every sample) gives the per-sample
     /// back-propagated `δ`, and `diag(Jᵀ diag(w) J)` of layer `l` is the GEMM of squares
@@ -330,8 +343,23 @@ impl Drop for MlpLinearization<'_> {
     }
 }
 
-/// The pieces [`super::gram_diag`] and [`super::kfac`] need.
+/// The pieces [`super::gram_diag`], [`super::kfac`] and [`super::fused`] need.
 impl<'a> MlpLinearization<'a> {
+    /// The linearised model.
+    pub(super) fn model(&self) -> &'a Mlp {
+        self.model
+    }
+
+    /// Whether this linearisation holds `J` (the dense path of tiny networks).
+    pub(super) fn holds_jacobian(&self) -> bool {
+        self.ws.dense.is_some()
+    }
+
+    /// The buffers.
+    pub(super) fn workspace_mut(&mut self) -> &mut Workspace {
+        &mut self.ws
+    }
+
     #[allow(clippy::type_complexity)]
     pub(super) fn parts(
         &mut self,

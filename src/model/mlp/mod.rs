@@ -41,6 +41,7 @@
 //! them (one set is kept; a clone starts without): a run that linearises every step
 //! allocates once. The model therefore holds one linearisation's memory between steps.
 
+mod fused;
 mod gram_diag;
 mod jacobian;
 mod kfac;
@@ -71,6 +72,8 @@ pub struct Mlp {
     par: Par,
     /// Largest `n·p` for which a linearisation forms `J` and uses it for products.
     dense_limit: usize,
+    /// Samples per chunk of the fused Gram product (`None`: [`fused::auto_chunk`]).
+    gram_chunk: Option<usize>,
     /// The buffers of the last dropped linearisation, reused by the next.
     workspace: workspace::WorkspacePool,
 }
@@ -121,6 +124,7 @@ impl Mlp {
             offsets,
             par: Par::rayon(0),
             dense_limit: DENSE_LIMIT,
+            gram_chunk: None,
             workspace: Default::default(),
         })
     }
@@ -153,6 +157,30 @@ impl Mlp {
         self.dense_limit = floats;
         self.workspace = Default::default();
         self
+    }
+
+    /// Samples per chunk of the fused Gram product
+    /// ([`Linearization::gram_product`](crate::Linearization::gram_product)): each chunk's
+    /// tangent, metric weights and backward pass run back to back on `samples`-wide blocks
+    /// (clamped to `1 … m`; `m` means the whole-batch jvp → metric → vjp). The default
+    /// ([`Mlp::gram_chunk`]) is chosen from the widths and a cache budget. The result does
+    /// not depend on the thread count for any chunk size; it depends on the chunk size only
+    /// through rounding.
+    #[must_use]
+    pub fn with_gram_chunk(mut self, samples: usize) -> Self {
+        self.gram_chunk = Some(samples);
+        self
+    }
+
+    /// The chunk size the fused Gram product uses: the one set by
+    /// [`Mlp::with_gram_chunk`], otherwise as many samples (a multiple of 8) as keep one
+    /// chunk's activations, derivatives, tangent and cotangents within 512 KiB, or `m`
+    /// (the whole batch) for networks with more than 2¹⁶ parameters. Between 1 and `m`.
+    pub fn gram_chunk(&self) -> usize {
+        let m = self.n_samples();
+        self.gram_chunk
+            .unwrap_or_else(|| fused::auto_chunk(self))
+            .clamp(1, m)
     }
 
     /// Whether a linearisation forms `J` (`n·p` within the dense limit).

@@ -34,6 +34,8 @@ pub(super) struct Workspace {
     /// columns are 64-byte aligned (a 16-byte-aligned `Vec` made the S jvp 5 µs instead of
     /// 3 µs).
     pub dense: Option<Mat<f64>>,
+    /// The fused Gram product's per-group scratch and sums (allocated on first use).
+    pub fused: super::fused::FusedScratch,
 }
 
 impl Workspace {
@@ -71,6 +73,7 @@ impl Workspace {
             bufs: [vec![0.0; nmax * m], vec![0.0; nmax * m]],
             lhs: vec![0.0; lhs_len.unwrap_or(0)],
             dense: dense.then(|| Mat::zeros(model.n_outputs(), model.n_params())),
+            fused: Default::default(),
         }
     }
 
