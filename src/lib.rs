@@ -62,7 +62,7 @@ pub use model::{Linearization, Model};
 pub use momentum::Momentum;
 pub use problem::{Evaluations, Linearized, Problem};
 pub use solver::{NaturalGradient, NgState, Parallelism};
-pub use step_control::{LevenbergMarquardt, StepControl};
+pub use step_control::{DampingRule, DampingScale, LevenbergMarquardt, StepControl};
 pub use stopping::{converged_by, Tolerances};
 
 #[doc = include_str!("../README.md")]

@@ -33,7 +33,7 @@ use crate::metric::Metric;
 use crate::model::Model;
 use crate::momentum::{Momentum, Previous};
 use crate::problem::{Evaluations, Problem};
-use crate::step_control::{LevenbergMarquardt, StepControl};
+use crate::step_control::{DampingMemory, DampingScale, LevenbergMarquardt, StepControl};
 use crate::stopping::{check_tolerance, StepRecord, Tolerances, CONVERGED};
 use argmin::core::{
     ArgminError, IterState, Problem as ArgminProblem, Solver, State, TerminationReason,
@@ -84,6 +84,8 @@ struct Memory {
     record: Option<StepRecord>,
     /// Levenberg–Marquardt steps rejected in a row at the maximum damping.
     rejected_at_max: u32,
+    /// Nielsen's ν and the damping's scale at this step.
+    damping: DampingMemory,
 }
 
 /// Natural-gradient descent with momentum (docs/math.md §2–3): each step solves
@@ -165,6 +167,8 @@ pub struct NaturalGradient {
     damping: f64,
     /// The damping a run starts from.
     initial_damping: f64,
+    /// What λ is relative to.
+    damping_scale: DampingScale,
     linear_solver: LinearSolver,
     tolerances: Tolerances,
     parallelism: Parallelism,
@@ -195,6 +199,7 @@ impl NaturalGradient {
             step_size: 1.0,
             damping: 1e-8,
             initial_damping: 1e-8,
+            damping_scale: DampingScale::Absolute,
             linear_solver: LinearSolver::default(),
             tolerances: Tolerances::default(),
             parallelism: Parallelism::Sequential,
@@ -302,14 +307,28 @@ impl NaturalGradient {
         Ok(self)
     }
 
-    /// Levenberg–Marquardt adaptive damping within `[min, max]` (`0 < min ≤ max`),
-    /// starting from the damping of [`with_damping`](Self::with_damping) clipped to the
-    /// bounds.
-    pub fn with_adaptive_damping(mut self, min: f64, max: f64) -> ArgminResult<Self> {
-        let lm = LevenbergMarquardt { min, max };
+    /// Levenberg–Marquardt adaptive damping within `[min, max]` (`0 < min ≤ max`) with
+    /// Nielsen's update ([`crate::step_control::DampingRule::Nielsen`]), starting from the
+    /// damping of [`with_damping`](Self::with_damping) clipped to the bounds.
+    pub fn with_adaptive_damping(self, min: f64, max: f64) -> ArgminResult<Self> {
+        self.with_levenberg_marquardt(LevenbergMarquardt::new(min, max))
+    }
+
+    /// Levenberg–Marquardt adaptive damping with its bounds and update rule given.
+    pub fn with_levenberg_marquardt(mut self, lm: LevenbergMarquardt) -> ArgminResult<Self> {
         lm.validate().map_err(invalid)?;
         self.adaptive_damping = Some(lm);
         Ok(self)
+    }
+
+    /// What the damping is relative to (default [`DampingScale::Absolute`]): with
+    /// [`DampingScale::GramTrace`] the value of [`with_damping`](Self::with_damping) (and
+    /// the bounds of [`with_adaptive_damping`](Self::with_adaptive_damping)) is a
+    /// dimensionless μ and each step uses `λ_k = μ·tr(G_k)/p`.
+    #[must_use]
+    pub fn with_damping_scale(mut self, scale: DampingScale) -> Self {
+        self.damping_scale = scale;
+        self
     }
 
     /// Caps the step norm: `δ_k ← δ_k · min(1, cap / ‖δ_k‖₂)` (`cap > 0`).
@@ -354,9 +373,15 @@ impl NaturalGradient {
         self.step_size
     }
 
-    /// The damping λ of the next step.
+    /// The damping of the next step: λ, or the relative μ with
+    /// [`DampingScale::GramTrace`].
     pub fn damping(&self) -> f64 {
         self.damping
+    }
+
+    /// What the damping is relative to.
+    pub fn damping_scale(&self) -> DampingScale {
+        self.damping_scale
     }
 
     /// The linear solver.

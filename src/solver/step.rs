@@ -8,7 +8,9 @@ use crate::metric::Metric;
 use crate::model::Model;
 use crate::momentum::{Momentum, Previous, PreviousOutputs};
 use crate::problem::{Evaluations, Linearized, Problem};
-use crate::step_control::{cap_step_norm, predicted_decrease, stalled_reason, take_step};
+use crate::step_control::{
+    cap_step_norm, gram_scale, predicted_decrease, stalled_reason, take_step, DampingScale,
+};
 use crate::stopping::{column_cosine, zero_gradient_reason, StepRecord, Tolerances};
 use argmin::core::{TerminationReason, KV};
 use std::borrow::Cow;
@@ -244,10 +246,15 @@ impl NaturalGradient {
         let loss = lin.loss();
         let g = lin.gradient();
         let grad_norm = norm(&g);
+        let tested = self.tolerances != Tolerances::NONE;
+        let diagonal = self.scale_damping(&mut lin, &g, tested);
         *kv = argmin::kv!(
-            "loss" => loss; "grad_norm" => grad_norm; "damping" => self.damping;
+            "loss" => loss; "grad_norm" => grad_norm; "damping" => self.lambda();
             "momentum" => rule.name(); "beta" => rule.beta();
         );
+        if self.damping_scale != DampingScale::Absolute {
+            kv.insert("damping_relative", self.damping.into());
+        }
         if let Some(s) = &samples {
             kv.insert("batch_size", (s.len() as u64).into());
         }
@@ -310,10 +317,7 @@ impl NaturalGradient {
         // (`log`, which borrows `kv`, ends here.)
 
         // gᵀ(G + λI)⁻¹g of a plain solve δ = −α(G + λI)⁻¹g, for the gradient test.
-        let tested = self.tolerances != Tolerances::NONE;
-        let column_cosine = tested
-            .then(|| lin.gram_diagonal(0.0).map(|d| column_cosine(&g, &d, loss)))
-            .flatten();
+        let column_cosine = diagonal.map(|d| column_cosine(&g, &d, loss));
         let plain_solve = !matches!(rule, Momentum::GradientDescent)
             && (matches!(rule, Momentum::Plain) || previous.is_none());
         let g_ginv_g = plain_solve.then(|| -dot(&g, &delta) / alpha);
@@ -353,7 +357,7 @@ impl NaturalGradient {
         if tested && !zero_gradient {
             let damping = match rule {
                 Momentum::GradientDescent => 0.0,
-                _ => self.damping,
+                _ => self.lambda(),
             };
             self.memory.record = Some(StepRecord {
                 loss,
@@ -369,9 +373,11 @@ impl NaturalGradient {
         }
         if let Some(lm) = lm {
             let at_max = self.damping >= lm.max;
-            let update = lm.update(self.damping, loss - accepted.loss, predicted);
+            let nu = self.memory.damping.nu;
+            let update = lm.update(self.damping, nu, loss - accepted.loss, predicted);
             kv.insert("lm_rho", update.rho.into());
             self.damping = update.damping;
+            self.memory.damping.nu = update.nu;
             if !update.accepted {
                 self.memory.rejected_at_max = if at_max {
                     self.memory.rejected_at_max + 1
@@ -397,7 +403,7 @@ impl NaturalGradient {
             return Err(Failure::Numerical(format!(
                 "the loss is not finite after the step (α = {alpha}, λ = {:e}): {cause}; \
                  reduce the step size, increase the damping or use adaptive damping",
-                self.damping
+                self.lambda()
             )));
         }
 
@@ -424,6 +430,36 @@ impl NaturalGradient {
             cost,
             kv: take(kv),
         })
+    }
+
+    /// The damping λ_k of this step's solves: λ, or `μ·s_k` relative to the Gram's
+    /// scale ([`DampingScale`]).
+    fn lambda(&self) -> f64 {
+        self.damping * self.memory.damping.scale
+    }
+
+    /// Sets this step's damping scale `s_k` ([`DampingScale`]); returns `diag(G_k)` when
+    /// the stopping tests need it (`tested`) and the model has it.
+    fn scale_damping<Mo: Model, Lo: Loss, Me: Metric>(
+        &mut self,
+        lin: &mut Linearized<'_, Mo, Lo, Me>,
+        g: &[f64],
+        tested: bool,
+    ) -> Option<Vec<f64>> {
+        let relative = self.damping_scale == DampingScale::GramTrace;
+        let diagonal = (tested || relative)
+            .then(|| lin.gram_diagonal(0.0))
+            .flatten();
+        self.memory.damping.scale = if relative {
+            gram_scale(diagonal.as_deref(), g, || {
+                let mut jg = vec![0.0; lin.outputs().len()];
+                lin.jvp(g, &mut jg);
+                lin.metric_norm_sq(&jg)
+            })
+        } else {
+            1.0
+        };
+        diagonal.filter(|_| tested)
     }
 
     /// The previous iterate's output vectors on the samples of this step: kept from the
@@ -553,7 +589,7 @@ impl NaturalGradient {
             lin,
             Rhs::Cotangent { r, jt_r: Some(b) },
             &mut x,
-            self.damping,
+            self.lambda(),
             &self.linear_solver,
             &mut self.solve_cache,
             self.parallelism.par(),
@@ -574,7 +610,7 @@ impl NaturalGradient {
                      system is too ill-conditioned or its solution overflows (damping λ = \
                      {:e}) — add damping (`with_damping`, `with_adaptive_damping`) or rescale \
                      the parameters",
-                    self.damping
+                    self.lambda()
                 )),
                 f => Failure::Numerical(f.to_string()),
             }
