@@ -93,24 +93,32 @@ fn solver(c: Config, linear: LinearSolver) -> NaturalGradient {
     }
 }
 
-/// Every iterate with its loss.
-#[derive(Clone, Default)]
-struct Log(Arc<Mutex<Vec<Iterate>>>);
+/// Every iterate with its loss, the products (jvp + vjp) made so far and the time.
+#[derive(Clone)]
+struct Log(Arc<Mutex<Vec<Iterate>>>, Instant);
 
-/// `θ_k` and `L(θ_k)`.
-type Iterate = (Vec<f64>, f64);
+/// `θ_k`, `L(θ_k)`, products so far, milliseconds so far.
+type Iterate = (Vec<f64>, f64, u64, f64);
 
 impl Observe<NgState> for Log {
     fn observe_iter(&mut self, state: &NgState, _kv: &KV) -> Result<(), argmin::core::Error> {
         let theta = state.get_param().cloned().unwrap_or_default();
-        self.0.lock().unwrap().push((theta, state.get_cost()));
+        let counts = state.get_func_counts();
+        let count = |k: &str| counts.get(k).copied().unwrap_or(0);
+        let products = count("jvp_count") + count("vjp_count");
+        let ms = self.1.elapsed().as_secs_f64() * 1e3;
+        self.0
+            .lock()
+            .unwrap()
+            .push((theta, state.get_cost(), products, ms));
         Ok(())
     }
 }
 
 struct Outcome {
     iters: u64,
-    reached: Option<usize>,
+    /// The iteration at which the target was reached, the products and ms until then.
+    reached: Option<(usize, u64, f64)>,
     products: u64,
     stopped: String,
     wall_ms: f64,
@@ -123,8 +131,8 @@ fn run<Mo: Model, Lo: Loss, Me: Metric>(
     max_iters: u64,
     reached: impl Fn(&[f64], f64) -> bool,
 ) -> Outcome {
-    let log = Log::default();
     let t0 = Instant::now();
+    let log = Log(Arc::default(), t0);
     let res = Executor::new(problem, s)
         .configure(|st| {
             st.param(theta0.to_vec())
@@ -135,7 +143,10 @@ fn run<Mo: Model, Lo: Loss, Me: Metric>(
         .run();
     let wall_ms = t0.elapsed().as_secs_f64() * 1e3;
     let log = log.0.lock().unwrap().clone();
-    let reached = log.iter().position(|(t, l)| reached(t, *l)).map(|i| i + 1);
+    let reached = log
+        .iter()
+        .position(|(t, l, _, _)| reached(t, *l))
+        .map(|i| (i + 1, log[i].2, log[i].3));
     match res {
         Ok(r) => {
             let st = r.state();
@@ -172,12 +183,14 @@ fn run<Mo: Model, Lo: Loss, Me: Metric>(
 type Summary = Vec<(usize, u64, usize)>;
 
 fn row(model: &str, size: &str, c: &Config, o: &Outcome, summary: &mut Summary, k: usize) {
-    let reached = o.reached.map_or("—".to_string(), |r| r.to_string());
+    let (reached, to_target) = o.reached.map_or(("—".into(), "—".into()), |(r, p, ms)| {
+        (r.to_string(), format!("{p} / {ms:.1}"))
+    });
     println!(
-        "| {model} | {size} | {} | {reached} | {} | {} | {} | {:.1} |",
+        "| {model} | {size} | {} | {reached} | {to_target} | {} | {} | {} | {:.1} |",
         c.name, o.iters, o.products, o.stopped, o.wall_ms
     );
-    if let Some(r) = o.reached {
+    if let Some((r, _, _)) = o.reached {
         summary[k].0 += 1;
         summary[k].1 += r as u64;
     }
@@ -279,8 +292,11 @@ fn main() {
     let max_iters: u64 = value("--max-iters").map_or(1000, |v| v.parse().unwrap());
     let only = value("--only");
     let mut summary: Summary = vec![(0, 0, 0); CONFIGS.len()];
-    println!("| model | size | damping | reached at | iters | products | stopped by itself | wall ms (noisy) |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!(
+        "| model | size | damping | reached at | products / ms to it | iters | products | \
+         stopped by itself | wall ms (noisy) |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
     let want = |s: &str| only.as_deref().is_none_or(|o| o == s);
     if want("nist") {
         nist_rows(max_iters, &mut summary);

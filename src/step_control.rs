@@ -340,8 +340,10 @@ pub fn nielsen_factor(rho: f64) -> f64 {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum DampingScale {
-    /// `s_k = 1`: λ in the units of `G` (loss units per unit of θ²). The default
-    /// (docs/guide.md, "Damping", says why).
+    /// `s_k = 1`: λ in the units of `G` (loss units per unit of θ²). The default:
+    /// `tr(G)/p` follows the largest column of `J`, so on badly scaled parameters a
+    /// relative λ swamps the small eigenvalues (NIST Misra1a, columns ~10⁵ apart, never
+    /// converges with it); table in docs/performance-solvers.md, "Damping".
     #[default]
     Absolute,
     /// `s_k = tr(G_k)/p`, the mean eigenvalue of the Gram matrix at `θ_k`, so that μ is
