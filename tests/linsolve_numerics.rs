@@ -396,3 +396,53 @@ fn cholesky_refuses_a_gram_matrix_singular_to_working_precision() {
         Ok((d, _)) => panic!("accepted d = {d:?}"),
     }
 }
+
+/// Item 3, natgrad's own threshold: `A = [[1, 1], [0, 2⁻²⁶]]` in the metric `I/2` has
+/// `G = AᵀA/2 = ½[[1, 1], [1, 1 + 2⁻⁵²]]`, every entry exact in binary64 (so natgrad's
+/// Gram equals the one built here). Elimination leaves the pivot `2⁻⁵³ = ε/2 > 0`
+/// exactly, so faer's `llt` factors `G` (checked below); the pivot is at `½ε` of the
+/// diagonal entry `G₂₂ ≈ ½`, below natgrad's `dim·ε·G₂₂ = ε`, so the path refuses:
+/// the direction along `e₂` would be the rounding error of `G₂₂` amplified 2⁵³ times.
+#[test]
+fn cholesky_threshold_refuses_what_faer_factors() {
+    let tiny = 2f64.powi(-26);
+    let a = Mat::from_fn(2, 2, |i, j| match (i, j) {
+        (0, _) => 1.0,
+        (1, 1) => tiny,
+        _ => 0.0,
+    });
+    let g = Mat::from_fn(2, 2, |i, j| {
+        0.5 * if i == 1 && j == 1 {
+            1.0 + tiny * tiny
+        } else {
+            1.0
+        }
+    });
+    assert!(g[(1, 1)] > 0.5, "1 + 2⁻⁵² is representable");
+    let llt = g.llt(faer::Side::Lower).expect("faer factors G");
+    let l = llt.L();
+    let pivot = l[(1, 1)] * l[(1, 1)];
+    assert!(
+        pivot > 0.0 && pivot <= 2.0 * f64::EPSILON * g[(1, 1)],
+        "pivot {pivot:e}"
+    );
+
+    let pb = linear_problem(&a, vec![1.0, 2.0]);
+    let mut lin = pb.linearize(&[0.0, 0.0]).unwrap();
+    let r = lin.output_gradient().to_vec();
+    let rhs = Rhs::Cotangent { r: &r, jt_r: None };
+    match solve_fresh(&mut lin, rhs, 0.0, &LinearSolver::Cholesky) {
+        Err(e) => {
+            let text = e.to_string();
+            assert!(
+                text.contains("pivot 1") && text.contains("singular (to working precision)"),
+                "{text}"
+            );
+            assert!(text.contains("LinearSolver::LeastSquares"), "{text}");
+        }
+        Ok((d, _)) => panic!("accepted d = {d:?}"),
+    }
+    // With damping the same matrix is well conditioned and factored.
+    let rhs = Rhs::Cotangent { r: &r, jt_r: None };
+    assert!(solve_fresh(&mut lin, rhs, 1e-6, &LinearSolver::Cholesky).is_ok());
+}
