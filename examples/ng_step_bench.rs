@@ -11,7 +11,9 @@
 //! ```
 //!
 //! `--steps-only` times the natural-gradient steps and nothing else (for a profiler, e.g.
-//! `valgrind --tool=callgrind … --size S --steps-only`).
+//! `valgrind --tool=callgrind … --size S --steps-only`). `--chunk N` sets the samples per
+//! chunk of the fused Gram product ([`natgrad::model::Mlp::with_gram_chunk`]; default: the
+//! model's own choice, `N = m` is the whole-batch jvp → W → vjp).
 //!
 //! `--json` prints one line with the keys of the issue (`size, widths, m, p, cg_iters,
 //! ng_step_s, jvp_vjp_pair_s, cholesky_step_s, fwd_gflop, gemm_gflops`) followed by
@@ -26,6 +28,12 @@
 //! settings on a diagonal operator of dimension `p`, so its own vector work) and
 //! `faer_cg_cap = t / (t + faer_cg_own_s / 20)` with `t = 4·fwd_gflop / gemm_gflops`: the
 //! fraction the CG phase would reach if the products ran at the GEMM rate.
+//!
+//! The Gram product (issue 19): `gram_chunk` (samples per chunk), `gram_product_s` (one
+//! `Jᵀ W J t` by [`Linearization::gram_product`] on a live linearisation at that chunk),
+//! `gram_unfused_s` (the same at chunk `m`: whole-batch jvp, `W`, whole-batch vjp),
+//! and the estimated memory traffic per product beyond the cache-resident chunk,
+//! `traffic_fused_mb` and `traffic_unfused_mb` (see [`traffic_bytes`]).
 
 use faer::dyn_stack::{MemBuffer, MemStack};
 use faer::linalg::matmul::matmul;
@@ -130,6 +138,47 @@ fn faer_cg_own(p: usize, reps: usize) -> f64 {
     })
 }
 
+/// Estimated bytes one Gram product moves to and from memory beyond a chunk's working
+/// set (which stays in cache), for widths `w`, `m` samples, `p` parameters.
+///
+/// Whole batch (`chunked = false`), per layer `l` (`n_l → n_{l+1}`): the jvp reads its
+/// input `[a_l; 1; ȧ_l]` (`(2n_l+1)·m`, `(n_0+1)·m` at layer 0), writes `ż_{l+1}`, reads it
+/// back with `σ'` and writes `ȧ_{l+1}` (`4·n_{l+1}·m`); the vjp reads `z̄_{l+1}` twice
+/// (gradient and `Wᵀz̄`) and `[a_l; 1]ᵀ`, and below the top writes `W_lᵀ z̄`, reads it with
+/// `σ'` and writes `z̄_l` (`4·n_l·m`). Fused (`chunked = true`): every cached block is read
+/// once — `[a_l; 1]`, `[a_l; 1]ᵀ`, `σ'_l` — and the tangents and cotangents never leave
+/// the cache. Both add `t`, the output and the parameters per layer (`3p`). A network
+/// within the dense limit (S) reads its `n × p` Jacobian twice instead.
+fn traffic_bytes(w: &[usize], m: usize, p: usize, chunked: bool) -> f64 {
+    let n = m * w[w.len() - 1];
+    if n * p <= natgrad::model::mlp::DENSE_LIMIT {
+        return 8.0 * (2 * n * p + 2 * p) as f64;
+    }
+    let mut floats = 3 * p;
+    for (l, pair) in w.windows(2).enumerate() {
+        let (n_in, n_out) = (pair[0], pair[1]);
+        floats += match chunked {
+            true => (2 * (n_in + 1) + n_out) * m,
+            false => {
+                let input = if l == 0 { n_in + 1 } else { 2 * n_in + 1 };
+                let below = if l == 0 { 0 } else { 4 * n_in };
+                (input + 4 * n_out + 2 * n_out + (n_in + 1) + below) * m
+            }
+        };
+    }
+    8.0 * floats as f64
+}
+
+/// One `Jᵀ W J t` by [`Linearization::gram_product`] on a live linearisation of `model`
+/// (median of `reps`).
+fn gram_product_time(model: &natgrad::model::Mlp, theta: &[f64], reps: usize) -> f64 {
+    let n = model.n_outputs();
+    let mut lin = model.linearize(theta).expect("linearise");
+    let w = vec![1.0 / model.n_samples() as f64; n];
+    let (mut scratch, mut out) = (vec![0.0; n], vec![0.0; theta.len()]);
+    median_time(reps, || lin.gram_product(&w, theta, &mut scratch, &mut out))
+}
+
 fn peak_rss_mb() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
@@ -143,6 +192,8 @@ struct Args {
     reps: usize,
     /// Only the natural-gradient steps (for profilers: `--steps-only`).
     steps_only: bool,
+    /// Samples per chunk of the fused Gram product (`--chunk`).
+    chunk: Option<usize>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -151,6 +202,7 @@ fn parse_args() -> Result<Args, String> {
         json: false,
         reps: 5,
         steps_only: false,
+        chunk: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -158,6 +210,10 @@ fn parse_args() -> Result<Args, String> {
             "--size" => args.size = it.next().ok_or("--size needs S|M|L|XL")?,
             "--json" => args.json = true,
             "--steps-only" => args.steps_only = true,
+            "--chunk" => {
+                let v = it.next().ok_or("--chunk needs a number")?;
+                args.chunk = Some(v.parse().map_err(|_| format!("bad --chunk {v}"))?);
+            }
             "--reps" => {
                 let v = it.next().ok_or("--reps needs a number")?;
                 args.reps = v.parse().map_err(|_| format!("bad --reps {v}"))?;
@@ -175,6 +231,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .find(|s| s.0 == args.size)
         .ok_or("--size must be S, M, L or XL")?;
     let (problem, theta0) = common::problem(&widths, m);
+    let problem = match args.chunk {
+        Some(c) => natgrad::Problem::new(
+            problem.model().clone().with_gram_chunk(c),
+            problem.loss().clone(),
+            problem.metric().clone(),
+        )?,
+        None => problem,
+    };
     let p = problem.n_params();
     let fwd_gflop = problem.model().forward_flops() / 1e9;
     let cg = LinearSolver::Cg(CgSettings::fixed_iterations(CG_ITERS));
@@ -216,6 +280,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         lin.vjp(&jt, &mut jts);
     });
     drop(lin);
+    let gram_chunk = model.gram_chunk();
+    let gram_product_s = gram_product_time(model, &theta0, args.reps);
+    let whole = model.clone().with_gram_chunk(m);
+    let gram_unfused_s = gram_product_time(&whole, &theta0, args.reps);
+    drop(whole);
+    let traffic_fused_mb = traffic_bytes(&widths, m, p, gram_chunk < m) / 1e6;
+    let traffic_unfused_mb = traffic_bytes(&widths, m, p, false) / 1e6;
     let faer_cg_own_s = faer_cg_own(p, args.reps);
 
     let cholesky_step_s = (p <= CHOLESKY_MAX_P).then(|| {
@@ -248,7 +319,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
              \"cg_phase_s\":{cg_phase_s:.6e},\"cg_gflops\":{cg_gflops:.3},\
              \"gemm_fraction\":{gemm_fraction:.4},\"threads\":{threads},\"peak_rss_mb\":{rss:.1},\
              \"product_pair_s\":{product_pair_s:.6e},\"faer_cg_own_s\":{faer_cg_own_s:.6e},\
-             \"faer_cg_cap\":{faer_cg_cap:.4}}}",
+             \"faer_cg_cap\":{faer_cg_cap:.4},\"gram_chunk\":{gram_chunk},\
+             \"gram_product_s\":{gram_product_s:.6e},\"gram_unfused_s\":{gram_unfused_s:.6e},\
+             \"traffic_fused_mb\":{traffic_fused_mb:.2},\
+             \"traffic_unfused_mb\":{traffic_unfused_mb:.2}}}",
             args.size, widths,
         );
     } else {
@@ -282,6 +356,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "  faer CG alone, 20 it.       {:>10.3} ms (caps the fraction at {:.1} %)",
             faer_cg_own_s * 1e3,
             100.0 * faer_cg_cap
+        );
+        println!(
+            "  Gram product, chunk {gram_chunk:>5}  {:>10.3} ms (≈ {traffic_fused_mb:.1} MB moved)",
+            gram_product_s * 1e3
+        );
+        println!(
+            "  Gram product, whole batch   {:>10.3} ms (≈ {traffic_unfused_mb:.1} MB moved)",
+            gram_unfused_s * 1e3
         );
         println!("  peak RSS {rss:.1} MB");
     }

@@ -129,14 +129,27 @@ impl<L: Linearization> Linearization for CheckedLinearization<L> {
         );
     }
 
+    /// On a non-finite result for finite `t` and `w` the product is redone as checked jvp →
+    /// `w ⊙` → checked vjp, so that the fault names the method that produced it; the
+    /// fused product's own fault is recorded only when both of those are finite.
     fn gram_product(&mut self, w: &[f64], t: &[f64], scratch: &mut [f64], out: &mut [f64]) {
         self.inner.gram_product(w, t, scratch, out);
-        self.check_product(
-            "Linearization::gram_product returned Jᵀ W J t with a non-finite entry for a \
-             finite t and W",
-            || all_finite(t) && all_finite(w),
-            out,
-        );
+        if self.fault.is_some() || all_finite(out) || !all_finite(t) || !all_finite(w) {
+            return;
+        }
+        let (index, value) = first_non_finite(out.iter().copied()).unwrap_or((0, f64::NAN));
+        self.jvp(t, scratch);
+        scratch.iter_mut().zip(w).for_each(|(s, w)| *s *= w);
+        self.vjp(scratch, out);
+        if self.fault.is_none() {
+            self.record(Error::NonFinite {
+                what: "Linearization::gram_product returned Jᵀ W J t with a non-finite entry \
+                       for a finite t and W (jvp and vjp alone are finite)"
+                    .to_string(),
+                index,
+                value,
+            });
+        }
     }
 
     fn jvp_block(&mut self, t: MatRef<'_, f64>, mut out: MatMut<'_, f64>) {
