@@ -82,14 +82,23 @@ pub fn metric_matrix<Me: Metric + ?Sized>(metric: &Me, at: &OutputPoint<'_>, n: 
 }
 
 /// Largest entrywise difference between two matrices, relative to the largest entry of
-/// `reference`.
+/// `reference`. Matrices of different shapes, or a non-finite entry in either, give
+/// `+∞`, so that a comparison `≤ tol` fails (a NaN would otherwise be skipped by `max`,
+/// and a smaller `a` compared on its own shape only).
 pub fn max_rel_diff(a: &Mat<f64>, reference: &Mat<f64>) -> f64 {
+    if a.shape() != reference.shape() {
+        return f64::INFINITY;
+    }
     let mut diff = 0.0_f64;
     let mut scale = 0.0_f64;
     for j in 0..a.ncols() {
         for i in 0..a.nrows() {
-            diff = diff.max((a[(i, j)] - reference[(i, j)]).abs());
-            scale = scale.max(reference[(i, j)].abs());
+            let (x, r) = (a[(i, j)], reference[(i, j)]);
+            if !(x.is_finite() && r.is_finite()) {
+                return f64::INFINITY;
+            }
+            diff = diff.max((x - r).abs());
+            scale = scale.max(r.abs());
         }
     }
     if scale == 0.0 {

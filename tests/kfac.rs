@@ -48,11 +48,14 @@ fn kron(a: &Mat<f64>, b: &Mat<f64>) -> Mat<f64> {
     })
 }
 
+/// `max |a − b|`; different shapes fail, and a NaN gives NaN (`f64::max` would skip it).
 fn max_abs_diff(a: &Mat<f64>, b: &Mat<f64>) -> f64 {
+    assert_eq!(a.shape(), b.shape(), "max_abs_diff: shapes differ");
     let mut d: f64 = 0.0;
     for j in 0..a.ncols() {
         for i in 0..a.nrows() {
-            d = d.max((a[(i, j)] - b[(i, j)]).abs());
+            let e = (a[(i, j)] - b[(i, j)]).abs();
+            d = common::nan_max(d, e);
         }
     }
     d

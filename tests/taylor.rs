@@ -171,12 +171,15 @@ fn dense_twin(
     jac
 }
 
+/// `max |a − b| / max(1, max |b|)`; different lengths fail, and a NaN gives NaN (a
+/// plain `fold(f64::max)` would skip it).
 fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len(), "max_abs_diff: lengths differ");
     let scale = b.iter().fold(1.0f64, |s, v| s.max(v.abs()));
     a.iter()
         .zip(b)
         .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f64::max)
+        .fold(0.0, common::nan_max)
         / scale
 }
 

@@ -48,6 +48,17 @@ pub fn sparse_spd(n: usize) -> sprs::CsMat<f64> {
     tri.to_csr()
 }
 
+/// The larger of two errors, NaN if either is NaN: fold a worst error with it
+/// (`fold(0.0, nan_max)`); `f64::max` returns the other operand for a NaN and would hide
+/// a NaN error from the assertion.
+pub fn nan_max(a: f64, b: f64) -> f64 {
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else {
+        a.max(b)
+    }
+}
+
 /// Relative difference `‖a − b‖ / ‖b‖`. Vectors of different lengths are a failure, not a
 /// comparison of their common prefix (an empty result would otherwise pass).
 pub fn rel_diff(a: &[f64], b: &[f64]) -> f64 {
