@@ -56,7 +56,7 @@ pub mod stopping;
 pub use error::{Error, Result};
 pub use gram::{GramOperator, MixedGramOperator};
 pub use linsolve::{CgSettings, LinearSolver, Preconditioner};
-pub use loss::{CrossEntropy, Loss, SquaredError};
+pub use loss::{CrossEntropy, LogitCrossEntropy, Loss, SquaredError};
 pub use metric::{DenseMetric, Euclidean, Ggn, Metric, SparseMetric, WeightedL2};
 pub use model::{Linearization, Model};
 pub use momentum::Momentum;

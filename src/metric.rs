@@ -117,7 +117,9 @@ impl<K: FixedMetric> Metric for K {
 }
 
 /// Output rows of the given samples (`q` per sample), checking the indices.
+/// An empty batch is [`Error::Empty`].
 pub(crate) fn sample_rows(samples: &[usize], q: usize, m: usize) -> Result<Vec<usize>> {
+    check_nonempty("mini-batch: number of samples", samples.len())?;
     if let Some(&bad) = samples.iter().find(|&&i| i >= m) {
         return Err(Error::InvalidSetting(format!(
             "sample index {bad} out of range for {m} samples"
@@ -153,13 +155,13 @@ impl WeightedL2 {
         Ok(Self { weights })
     }
 
-    /// Uniform weights `1/n` (the Monte-Carlo quadrature of docs/math.md §1). With
-    /// `n = 0` the metric is empty; [`crate::Problem::new`] refuses it (with
-    /// [`Error::Empty`], as it refuses a model without outputs).
-    pub fn uniform(n: usize) -> Self {
-        Self {
-            weights: vec![1.0 / n.max(1) as f64; n],
-        }
+    /// Uniform weights `1/n` (the Monte-Carlo quadrature of docs/math.md §1); fails with
+    /// [`Error::Empty`] for `n = 0`.
+    pub fn uniform(n: usize) -> Result<Self> {
+        check_nonempty("WeightedL2::uniform: number of outputs n", n)?;
+        Ok(Self {
+            weights: vec![1.0 / n as f64; n],
+        })
     }
 
     /// The weights.
@@ -191,7 +193,7 @@ impl FixedMetric for WeightedL2 {
     }
     fn select_samples(&self, samples: &[usize], q: usize, m: usize) -> Result<Self> {
         let rows = sample_rows(samples, q, m)?;
-        let scale = m as f64 / samples.len().max(1) as f64;
+        let scale = m as f64 / samples.len() as f64;
         Ok(Self {
             weights: rows.iter().map(|&i| self.weights[i] * scale).collect(),
         })
@@ -438,7 +440,8 @@ impl FixedMetric for SparseMetric {
 }
 
 /// The generalised Gauss–Newton metric `M = ∇²_y ℓ(y)` of the problem's own loss (the
-/// Fisher metric for [`crate::loss::CrossEntropy`]). Natural gradient in this metric is
+/// Fisher metric for [`crate::loss::CrossEntropy`] and [`crate::loss::LogitCrossEntropy`]).
+/// Natural gradient in this metric is
 /// the GGN / Levenberg–Marquardt method.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
@@ -456,7 +459,9 @@ impl Metric for Ggn {
             Ok(())
         } else {
             Err(Error::Unsupported(
-                "the Ggn metric needs a loss with a Hessian (SquaredError, CrossEntropy)".into(),
+                "the Ggn metric needs a loss with a Hessian (SquaredError, CrossEntropy, \
+                 LogitCrossEntropy)"
+                    .into(),
             ))
         }
     }
@@ -472,6 +477,17 @@ impl Metric for Ggn {
             return Err(Error::Unsupported(
                 "Ggn inverse needs a loss with a diagonal Hessian".into(),
             ));
+        }
+        if let Some(i) = out.iter().position(|&d| !(d > 0.0 && d.is_finite())) {
+            return Err(Error::IndefiniteMetric {
+                what: "Ggn metric (the loss Hessian)".into(),
+                detail: format!(
+                    "diagonal entry {} at output {i} is not positive and finite, so M⁻¹ does \
+                     not exist (e.g. a logit so large that σ(z)(1 − σ(z)) underflows); use \
+                     a parameter-space solver, or a fixed metric",
+                    out[i]
+                ),
+            });
         }
         for (o, v) in out.iter_mut().zip(v) {
             *o = v / *o;

@@ -137,7 +137,9 @@ impl<Mo: Model, Lo: Loss, Me: Metric> Problem<Mo, Lo, Me> {
     /// [`Error::DimensionMismatch`](crate::Error::DimensionMismatch) when the
     /// linearisation's `outputs()` or `n_params()` disagree with the model's, and with
     /// [`Error::NonFinite`](crate::Error::NonFinite) on a θ of the wrong length or not
-    /// finite, non-finite outputs, or a non-finite `Loss::gradient` at finite outputs;
+    /// finite, non-finite outputs, outputs outside the loss's domain
+    /// ([`Loss::check_outputs`]), or a non-finite `Loss::value` or `Loss::gradient` at
+    /// finite outputs;
     /// each error names the trait method and the quantity. The products of the returned
     /// linearisation are checked as they are made ([`Linearized::fault`]).
     pub fn linearize(&self, theta: &[f64]) -> Result<Linearized<'_, Mo, Lo, Me>> {
@@ -157,7 +159,9 @@ impl<Mo: Model, Lo: Loss, Me: Metric> Problem<Mo, Lo, Me> {
         )?;
         let outputs = lin.outputs().to_vec();
         check_finite("Linearization::outputs (model outputs y(θ))", &outputs)?;
+        self.loss.check_outputs(&outputs)?;
         let loss = self.loss.value(&outputs);
+        check_finite("Loss::value (ℓ at finite model outputs)", &[loss])?;
         let mut loss_gradient = vec![0.0; outputs.len()];
         self.loss.gradient(&outputs, &mut loss_gradient);
         check_finite(
@@ -188,14 +192,17 @@ impl<Mo: Model, Lo: Loss, Me: Metric> Problem<Mo, Lo, Me> {
     }
 
     /// Why the loss at θ is not finite (one more forward pass): the first non-finite
-    /// output of [`Model::forward`], or else [`Loss::value`] itself; `at` names θ in the
+    /// output of [`Model::forward`], outputs outside the loss's domain
+    /// ([`Loss::check_outputs`]), or else [`Loss::value`] itself; `at` names θ in the
     /// message.
     pub(crate) fn non_finite_loss(&self, theta: &[f64], at: &str) -> crate::Error {
         let mut y = vec![0.0; self.n_outputs()];
         if let Err(e) = self.model.forward(theta, &mut y) {
             return e;
         }
-        match check_finite(&format!("Model::forward (model outputs y(θ) at {at})"), &y) {
+        let finite = check_finite(&format!("Model::forward (model outputs y(θ) at {at})"), &y)
+            .and_then(|()| self.loss.check_outputs(&y));
+        match finite {
             Err(e) => e,
             Ok(()) => crate::Error::NonFinite {
                 what: format!("Loss::value (the loss at {at}, at finite model outputs)"),

@@ -259,6 +259,7 @@ pub(crate) fn zero_gradient_reason(loss: f64) -> String {
          can be computed — a minimum only if the loss is at its lower bound, otherwise a \
          flat region (e.g. a saturated sigmoid or ReLU output, an activation that \
          underflowed). Not reported as convergence; try another start or rescale the \
-         inputs (tolerance_grad = 0 switches this stop off)"
+         inputs; for a sigmoid output fit its logits, with `LogitCrossEntropy` for \
+         probabilities (tolerance_grad = 0 switches this stop off)"
     )
 }

@@ -23,7 +23,7 @@ fn regression(m: usize, p: usize, noise: f64) -> (LinearProblem, Mat<f64>, Vec<f
         .collect();
     let model = LinearModel::dense(a.clone()).unwrap();
     let loss = SquaredError::l2(u.clone()).unwrap();
-    let problem = Problem::new(model, loss, WeightedL2::uniform(m)).unwrap();
+    let problem = Problem::new(model, loss, WeightedL2::uniform(m).unwrap()).unwrap();
     (problem, a, u)
 }
 
@@ -93,7 +93,7 @@ fn output_space_rules_on_a_linear_model_equal_their_parameter_twins_under_batche
             .iter()
             .zip(twin.iter())
             .map(|(a, b)| rel_diff(a, b))
-            .fold(0.0, f64::max);
+            .fold(0.0, common::nan_max);
         println!("{rule:?} vs its parameter twin under batches: {worst:e}");
         assert!(worst <= 1e-10, "{rule:?}: {worst:e}");
     }

@@ -7,7 +7,8 @@ use natgrad::loss::FnLoss;
 use natgrad::metric::FixedMetric;
 use natgrad::model::{Activation, ClosureModel, LinearModel, Mlp, QuadraticModel};
 use natgrad::{
-    CrossEntropy, DenseMetric, Error, Euclidean, Problem, SparseMetric, SquaredError, WeightedL2,
+    CrossEntropy, DenseMetric, Error, Euclidean, LogitCrossEntropy, Loss, Problem, SparseMetric,
+    SquaredError, WeightedL2,
 };
 use sprs::{CsMat, TriMat};
 
@@ -28,7 +29,19 @@ fn empty_data_and_no_parameters_are_typed_errors() {
         empty_text(LinearModel::sparse(CsMat::zero((0, 3)))),
         empty_text(LinearModel::sparse(CsMat::zero((3, 0)))),
         empty_text(SquaredError::l2(vec![])),
-        empty_text(SquaredError::new(vec![], WeightedL2::uniform(0))),
+        empty_text(SquaredError::new(vec![], Euclidean)),
+        empty_text(WeightedL2::uniform(0)),
+        empty_text(LogitCrossEntropy::new(vec![])),
+        empty_text(CrossEntropy::weighted(vec![], vec![])),
+        empty_text(FnLoss::new(
+            Some(0),
+            |_: &[f64]| 0.0,
+            |_: &[f64], _: &mut [f64]| {},
+        )),
+        empty_text(WeightedL2::new(vec![1.0; 4]).and_then(|w| w.select_samples(&[], 1, 4))),
+        empty_text(
+            CrossEntropy::new(vec![1.0; 4]).and_then(|l| Loss::select_samples(&l, &[], 1, 4)),
+        ),
         empty_text(CrossEntropy::new(vec![])),
         empty_text(WeightedL2::new(vec![])),
         empty_text(DenseMetric::new(Mat::zeros(0, 0))),
@@ -71,8 +84,8 @@ fn empty_data_and_no_parameters_are_typed_errors() {
         |_: &[f64], _: &mut [f64]| {},
         |_: &[f64], _: MatMut<'_, f64>| {},
     );
-    let loss = FnLoss::new(None, |_: &[f64]| 0.0, |_: &[f64], _: &mut [f64]| {});
-    let t = empty_text(Problem::new(no_data, loss, WeightedL2::uniform(0)));
+    let loss = FnLoss::new(None, |_: &[f64]| 0.0, |_: &[f64], _: &mut [f64]| {}).unwrap();
+    let t = empty_text(Problem::new(no_data, loss, Euclidean));
     assert!(t.contains("Model::n_outputs"), "{t}");
 }
 
@@ -167,4 +180,26 @@ fn mlp_evaluates_at_new_points() {
 
 fn net_params(widths: &[usize]) -> usize {
     widths.windows(2).map(|w| w[1] * (w[0] + 1)).sum()
+}
+
+/// `check::max_rel_diff` cannot pass by comparing less than it was given: shapes that
+/// differ, or a NaN or infinite entry on either side, give +∞ (a NaN used to be skipped by
+/// `f64::max`, and a smaller matrix compared on its own shape).
+#[test]
+fn max_rel_diff_fails_on_shapes_and_non_finite_entries() {
+    use natgrad::check::max_rel_diff;
+    let b = Mat::from_fn(3, 2, |i, j| (i + 2 * j) as f64 + 1.0);
+    assert_eq!(max_rel_diff(&b, &b), 0.0);
+    assert_eq!(max_rel_diff(&b.subrows(0, 2).to_owned(), &b), f64::INFINITY);
+    assert_eq!(max_rel_diff(&b, &b.subrows(0, 2).to_owned()), f64::INFINITY);
+    for bad in [f64::NAN, f64::INFINITY] {
+        let mut a = b.clone();
+        a[(1, 1)] = bad;
+        assert_eq!(max_rel_diff(&a, &b), f64::INFINITY);
+        assert_eq!(max_rel_diff(&b, &a), f64::INFINITY);
+    }
+    // The value: max |a − b| / max |b| = 0.5 / 5 (b ranges over 1..=5).
+    let mut a = b.clone();
+    a[(2, 0)] += 0.5;
+    assert!((max_rel_diff(&a, &b) - 0.5 / 5.0).abs() < 1e-15);
 }

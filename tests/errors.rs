@@ -71,14 +71,14 @@ fn model_loss_and_metric_sizes_must_agree() {
     let e = Problem::new(
         LinearModel::dense(a).unwrap(),
         SquaredError::l2(vec![0.0; 5]).unwrap(),
-        WeightedL2::uniform(6),
+        WeightedL2::uniform(6).unwrap(),
     )
     .unwrap_err();
     assert_eq!(
         e.to_string(),
         "WeightedL2 metric vs model outputs: expected length 5, found 6"
     );
-    let e = SquaredError::new(vec![0.0; 3], WeightedL2::uniform(2)).unwrap_err();
+    let e = SquaredError::new(vec![0.0; 3], WeightedL2::uniform(2).unwrap()).unwrap_err();
     assert!(matches!(
         e,
         Error::DimensionMismatch {
@@ -163,7 +163,7 @@ fn singular_problem() -> Problem<LinearModel, SquaredError, WeightedL2> {
     Problem::new(
         LinearModel::dense(a).unwrap(),
         SquaredError::l2(vec![1.0, -1.0]).unwrap(),
-        WeightedL2::uniform(2),
+        WeightedL2::uniform(2).unwrap(),
     )
     .unwrap()
 }
@@ -307,7 +307,8 @@ fn ggn_metric_needs_a_loss_with_hessian() {
             g[0] = 2.0 * y[0];
             g[1] = 0.0;
         },
-    );
+    )
+    .unwrap();
     let model = LinearModel::dense(Mat::identity(2, 2)).unwrap();
     let e = Problem::new(model, loss, natgrad::Ggn).unwrap_err();
     assert!(e.to_string().contains("needs a loss with a Hessian"), "{e}");

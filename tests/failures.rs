@@ -37,7 +37,7 @@ fn problem(model: Scripted) -> Pb {
     Problem::new(
         model,
         SquaredError::l2(U.to_vec()).unwrap(),
-        WeightedL2::uniform(3),
+        WeightedL2::uniform(3).unwrap(),
     )
     .unwrap()
 }
@@ -128,7 +128,7 @@ fn extrapolation_overflow_keeps_the_last_iterate() {
     let pb = Problem::new(
         model,
         SquaredError::l2(vec![c, 2.0 * c]).unwrap(),
-        WeightedL2::uniform(2),
+        WeightedL2::uniform(2).unwrap(),
     )
     .unwrap();
     let ng = NaturalGradient::new()
@@ -173,7 +173,7 @@ fn wrong_lengths_from_user_code_are_typed_errors() {
     let pb = Problem::new(
         default_forward,
         SquaredError::l2(U.to_vec()).unwrap(),
-        WeightedL2::uniform(3),
+        WeightedL2::uniform(3).unwrap(),
     )
     .unwrap();
     let err = Executor::new(pb, NaturalGradient::new())
@@ -350,7 +350,8 @@ fn closure_and_loss_faults_name_the_closure_or_method() {
         Some(1),
         |y: &[f64]| 0.5 * (y[0] - 1.0).powi(2),
         |y: &[f64], g: &mut [f64]| g[0] = if y[0] != 0.0 { f64::NAN } else { y[0] - 1.0 },
-    );
+    )
+    .unwrap();
     let res = half_steps(linear(), loss);
     let reason = exit_reason(res.state());
     assert!(reason.contains("Loss::gradient"), "{reason}");
@@ -360,7 +361,8 @@ fn closure_and_loss_faults_name_the_closure_or_method() {
         Some(1),
         |_: &[f64]| f64::NAN,
         |_: &[f64], g: &mut [f64]| g[0] = 0.0,
-    );
+    )
+    .unwrap();
     let pb = Problem::new(linear(), loss, natgrad::Euclidean).unwrap();
     let err = Executor::new(pb, NaturalGradient::new())
         .configure(|s| s.param(vec![0.0]).max_iters(5))

@@ -185,7 +185,7 @@ proptest! {
     ) {
         let model = Scripted::new(Mat::from_fn(n, p, |i, j| a[i * p + j]), b, dense, fault);
         let watch = model.clone();
-        let problem = Problem::new(model, SquaredError::l2(u).unwrap(), WeightedL2::uniform(n))
+        let problem = Problem::new(model, SquaredError::l2(u).unwrap(), WeightedL2::uniform(n).unwrap())
             .unwrap();
         let ng = s.solver();
         let outcome = catch_unwind(AssertUnwindSafe(|| {

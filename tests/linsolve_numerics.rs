@@ -123,7 +123,7 @@ fn linear_problem(a: &Mat<f64>, u: Vec<f64>) -> Problem<LinearModel, SquaredErro
     Problem::new(
         LinearModel::dense(a.clone()).unwrap(),
         SquaredError::l2(u).unwrap(),
-        WeightedL2::uniform(n),
+        WeightedL2::uniform(n).unwrap(),
     )
     .unwrap()
 }

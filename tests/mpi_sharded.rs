@@ -136,7 +136,13 @@ fn rel_diff(a: &[f64], b: &[f64]) -> f64 {
         .iter()
         .zip(b)
         .map(|(u, v)| (u - v).abs())
-        .fold(0.0, f64::max);
+        .fold(0.0, |m: f64, e| {
+            if m.is_nan() || e.is_nan() {
+                f64::NAN
+            } else {
+                m.max(e)
+            }
+        });
     let s = b.iter().map(|v| v.abs()).fold(0.0, f64::max);
     d / s.max(f64::MIN_POSITIVE)
 }
@@ -167,7 +173,16 @@ fn agreement(a: &[Iterate], b: &[Iterate]) -> Agreement {
         if a.len() != b.len() {
             return f64::INFINITY;
         }
-        a.iter().zip(b).map(|(x, y)| f(x, y)).fold(0.0, f64::max)
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| f(x, y))
+            .fold(0.0, |m: f64, e| {
+                if m.is_nan() || e.is_nan() {
+                    f64::NAN
+                } else {
+                    m.max(e)
+                }
+            })
     };
     Agreement {
         theta: max(&|x, y| rel_diff(&x.theta, &y.theta)),
@@ -312,7 +327,7 @@ fn blocks_cover_samples_in_rank_order(report: &mut Report) {
 
 fn full_problem(m: usize) -> Problem<impl Model, SquaredError, WeightedL2> {
     let x = xs(0..m, m);
-    let w = WeightedL2::uniform(m);
+    let w = WeightedL2::uniform(m).unwrap();
     let loss = SquaredError::new(target(&x), w.clone()).expect("valid loss");
     Problem::new(network(x), loss, w).expect("valid problem")
 }

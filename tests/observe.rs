@@ -64,7 +64,7 @@ fn every_reported_kv_key_is_documented() {
     let batched = natgrad::Problem::new(
         natgrad::model::LinearModel::dense(a).unwrap(),
         natgrad::SquaredError::l2(vec![1.0, -2.0, 0.5]).unwrap(),
-        natgrad::WeightedL2::uniform(3),
+        natgrad::WeightedL2::uniform(3).unwrap(),
     )
     .unwrap();
     let ng = NaturalGradient::new()

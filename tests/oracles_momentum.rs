@@ -13,7 +13,10 @@ use common::twin::{
     axpby, check_mixed_gram_and_transport, gram, mat_t_vec, mat_vec, metric_times, rule_step,
     step_fraction, tight_cg, Design, Kind, LogisticModel,
 };
-use natgrad::{CrossEntropy, Ggn, LinearSolver, Momentum, NaturalGradient, Problem, StepControl};
+use natgrad::{
+    CrossEntropy, Ggn, LinearSolver, LogitCrossEntropy, Momentum, NaturalGradient, Problem,
+    StepControl,
+};
 
 /// Damping of every run here (the Fisher Gram of 8 samples is well conditioned with it).
 const LAMBDA: f64 = 1e-3;
@@ -222,8 +225,19 @@ fn rules_cost_what_docs_math_says_under_mini_batches() {
     // Relative to Plain (docs/math.md §3): parameter heavy ball costs nothing more; the
     // output-space rules re-evaluate y_{k−1} on each new batch (one forward pass) and form
     // J_kᵀh (one vjp) from step 1 on; heavy ball also carries J_kδ_k (one jvp per step)
-    // and re-evaluates it on a new batch (one more jvp).
+    // and re-evaluates it on a new batch (one more jvp). The same logistic regression on
+    // its logits z = Aθ with `LogitCrossEntropy` (the same Fisher Gram): with fixed steps
+    // α = 0.5 on batches of 4, σ(Aθ) rounds to exactly 1 within a few steps, where the
+    // exact probability loss is infinite and the run rightly stops (tests/cross_entropy.rs).
     let d = design();
+    let logits = || {
+        Problem::new(
+            natgrad::model::LinearModel::dense(d.a.clone()).unwrap(),
+            LogitCrossEntropy::weighted(d.u.clone(), d.w.clone()).unwrap(),
+            Ggn,
+        )
+        .unwrap()
+    };
     let (b, seed, steps) = (4, 5, 6u64);
     let mut batches = natgrad::batch::MiniBatch::new(b, seed).unwrap();
     let drawn: Vec<Vec<usize>> = (0..steps).map(|_| batches.draw(8).unwrap()).collect();
@@ -239,10 +253,12 @@ fn rules_cost_what_docs_math_says_under_mini_batches() {
             .and_then(|s| s.with_tolerances(natgrad::Tolerances::NONE))
             .unwrap()
             .with_seed(seed);
-        let res = argmin::core::Executor::new(problem(&d), s)
+        let res = argmin::core::Executor::new(logits(), s)
             .configure(|c| c.param(THETA0.to_vec()).max_iters(steps).counting(true))
             .run()
             .unwrap();
+        let reason = res.state().get_termination_reason();
+        assert_eq!(res.state().get_iter(), steps, "{rule:?}: {reason:?}");
         let c = res.state().get_func_counts().clone();
         [c["forward_count"], c["jvp_count"], c["vjp_count"]]
     };

@@ -35,7 +35,12 @@ fn linear_problem(par: Par) -> Problem<LinearModel, SquaredError<WeightedL2>, We
     let theta: Vec<f64> = (0..p).map(|i| (i as f64).sin()).collect();
     let u: Vec<f64> = matvec(&a, &theta).iter().map(|y| y.tanh()).collect();
     let model = LinearModel::dense(a).unwrap().with_parallelism(par);
-    Problem::new(model, SquaredError::l2(u).unwrap(), WeightedL2::uniform(m)).unwrap()
+    Problem::new(
+        model,
+        SquaredError::l2(u).unwrap(),
+        WeightedL2::uniform(m).unwrap(),
+    )
+    .unwrap()
 }
 
 /// Solvers whose state carries everything: momentum memory, warm starts, the damping of

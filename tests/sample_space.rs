@@ -85,7 +85,7 @@ fn sample_space_direction_equals_parameter_space_for_every_metric() {
             (
                 "WeightedL2 uniform",
                 worst_error(
-                    &Problem::new(model(), l2(), WeightedL2::uniform(n)).unwrap(),
+                    &Problem::new(model(), l2(), WeightedL2::uniform(n).unwrap()).unwrap(),
                     &theta,
                     lambda,
                     2,
@@ -155,7 +155,7 @@ fn sample_space_needs_an_output_space_rhs_and_an_inverse_metric() {
     let pb = Problem::new(
         LinearModel::dense(common::mat(&mut r, n, p)).unwrap(),
         SquaredError::l2(vec(&mut r, n)).unwrap(),
-        WeightedL2::uniform(n),
+        WeightedL2::uniform(n).unwrap(),
     )
     .unwrap();
     let mut lin = pb.linearize(&vec(&mut r, p)).unwrap();
@@ -261,7 +261,7 @@ fn graded(
     let pb = Problem::new(
         LinearModel::dense(a.clone()).unwrap(),
         SquaredError::l2(vec(&mut r, n)).unwrap(),
-        WeightedL2::uniform(n),
+        WeightedL2::uniform(n).unwrap(),
     )
     .unwrap();
     (a, pb)
@@ -346,7 +346,7 @@ fn natural_gradient_runs_identically_in_sample_space() {
         let pb = Problem::new(
             LinearModel::dense(a.clone()).unwrap(),
             SquaredError::l2(u.clone()).unwrap(),
-            WeightedL2::uniform(n),
+            WeightedL2::uniform(n).unwrap(),
         )
         .unwrap();
         let ng = NaturalGradient::new()

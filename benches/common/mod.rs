@@ -37,7 +37,7 @@ pub fn problem(widths: &[usize], m: usize) -> (Bench, Vec<f64>) {
     let problem = Problem::new(
         model,
         SquaredError::l2(target).unwrap(),
-        WeightedL2::uniform(m),
+        WeightedL2::uniform(m).expect("samples"),
     );
     (problem.expect("consistent sizes"), theta)
 }

@@ -36,7 +36,7 @@ fn problem(d: &MackeyGlass) -> MgProblem {
     Problem::new(
         net(&d.train_inputs),
         SquaredError::l2(d.train_targets.clone()).expect("finite targets"),
-        WeightedL2::uniform(m),
+        WeightedL2::uniform(m).expect("samples"),
     )
     .expect("consistent sizes")
 }

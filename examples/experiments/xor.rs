@@ -1,5 +1,6 @@
 //! XOR classification (docs/math.md §4): 1 800 noisy points, 2-8-1 network with tanh hidden
-//! layer and sigmoid output, cross-entropy loss, Fisher (GGN) metric.
+//! layer and a linear output (the logit z; the probability is σ(z)), cross-entropy on the
+//! logits (`LogitCrossEntropy`, exact where σ(z) rounds to 0 or 1), Fisher (GGN) metric.
 
 use crate::plot::{bands, write_csv, Band};
 use crate::report::{band, csv_lines, print_table, row_at, Row};
@@ -8,17 +9,17 @@ use crate::Budget;
 use indicatif::{ProgressBar, ProgressStyle};
 use natgrad::model::{Activation, Mlp, Model};
 use natgrad::problems::xor::{dataset, Xor};
-use natgrad::{CrossEntropy, Ggn, Problem};
+use natgrad::{Ggn, LogitCrossEntropy, Problem};
 use plotters::prelude::*;
 use serde_json::{json, Value};
 use std::path::Path;
 use std::sync::Arc;
 
-/// Widths: 2 inputs, 8 tanh, 1 sigmoid output (33 parameters).
+/// Widths: 2 inputs, 8 tanh, 1 linear output, the logit (33 parameters).
 pub const WIDTHS: [usize; 3] = [2, 8, 1];
-const ACTS: [Activation; 2] = [Activation::Tanh, Activation::Sigmoid];
+const ACTS: [Activation; 2] = [Activation::Tanh, Activation::Identity];
 
-type XorProblem = Problem<Mlp, CrossEntropy, Ggn>;
+type XorProblem = Problem<Mlp, LogitCrossEntropy, Ggn>;
 
 fn net(x: &faer::Mat<f64>) -> Mlp {
     let flat: Vec<f64> = (0..x.ncols())
@@ -32,23 +33,26 @@ fn net(x: &faer::Mat<f64>) -> Mlp {
 fn problem(d: &Xor) -> XorProblem {
     Problem::new(
         net(&d.inputs),
-        CrossEntropy::new(d.labels.clone()).expect("labels"),
+        LogitCrossEntropy::new(d.labels.clone()).expect("labels"),
         Ggn,
     )
     .expect("sizes")
 }
 
-/// Test cross-entropy and accuracy of θ.
+/// Test cross-entropy and accuracy of θ (class 1 where the logit is positive, σ(z) > ½).
 fn scores(model: &Mlp, labels: &[f64], theta: &[f64]) -> (f64, f64) {
-    let mut v = vec![0.0; labels.len()];
-    if model.forward(theta, &mut v).is_err() {
+    let mut z = vec![0.0; labels.len()];
+    if model.forward(theta, &mut z).is_err() {
         return (f64::NAN, 0.0);
     }
-    let loss = natgrad::Loss::value(&CrossEntropy::new(labels.to_vec()).expect("labels"), &v);
-    let correct = v
+    let loss = natgrad::Loss::value(
+        &LogitCrossEntropy::new(labels.to_vec()).expect("labels"),
+        &z,
+    );
+    let correct = z
         .iter()
         .zip(labels)
-        .filter(|(v, u)| (**v > 0.5) == (**u > 0.5))
+        .filter(|(z, u)| (**z > 0.0) == (**u > 0.5))
         .count();
     (loss, correct as f64 / labels.len() as f64)
 }
@@ -153,7 +157,8 @@ pub fn run(out: &Path, budget: Budget) -> Result<(Vec<Row>, Value), Box<dyn std:
     ))
 }
 
-/// The decision boundary `v = ½` of θ over [−3, 3]², with the test points.
+/// The decision boundary `σ(z) = ½` (logit `z = 0`) of θ over [−3, 3]², with the test
+/// points.
 fn boundary(
     path: &Path,
     theta: &[f64],
@@ -170,8 +175,8 @@ fn boundary(
         })
         .collect();
     let grid = Mlp::new(&WIDTHS, &ACTS, &pts)?.with_parallelism(faer::Par::Seq);
-    let mut v = vec![0.0; g * g];
-    grid.forward(theta, &mut v)?;
+    let mut z = vec![0.0; g * g];
+    grid.forward(theta, &mut z)?;
     let root = SVGBackend::new(path, (640, 640)).into_drawing_area();
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
@@ -187,7 +192,7 @@ fn boundary(
     let h = 6.0 / (g - 1) as f64;
     chart.draw_series((0..g * g).map(|j| {
         let (x, y) = (pts[2 * j], pts[2 * j + 1]);
-        let c = if v[j] > 0.5 {
+        let c = if z[j] > 0.0 {
             RGBColor(255, 220, 200)
         } else {
             RGBColor(200, 220, 255)

@@ -70,7 +70,7 @@ fn regression(case: &str, hidden: &[usize], m: usize, o: &Opts) -> Result<(), St
     let pb = Problem::new(
         model,
         SquaredError::l2(target).map_err(|e| e.to_string())?,
-        WeightedL2::uniform(m),
+        WeightedL2::uniform(m).expect("samples"),
     )
     .map_err(|e| e.to_string())?;
     bench(case, &pb, &theta, 1e-3, o);

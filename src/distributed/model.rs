@@ -303,6 +303,10 @@ impl<L: Loss> Loss for ShardedLoss<L> {
         self.inner.gradient(y, out)
     }
 
+    fn check_outputs(&self, y: &[f64]) -> Result<()> {
+        self.inner.check_outputs(y)
+    }
+
     fn hessian_apply(&self, y: &[f64], v: &[f64], out: &mut [f64]) -> Result<()> {
         self.inner.hessian_apply(y, v, out)
     }
