@@ -259,7 +259,7 @@ fn mlp_rows(max_iters: u64, summary: &mut Summary) {
     let pb = Problem::new(
         model,
         SquaredError::l2(target).unwrap(),
-        WeightedL2::uniform(m),
+        WeightedL2::uniform(m).unwrap(),
     )
     .unwrap();
     let l0 = pb.loss_at(&theta0).unwrap();
