@@ -186,8 +186,10 @@ impl Observe<NgState> for ProgressBar {
         let reason = state
             .get_termination_reason()
             .map_or("not terminated".to_string(), |r| r.text().to_string());
+        // `abandon` keeps the position at the iterations done: `finish` would fill the bar
+        // to its length, as if a run that stopped early had run to `max_iters`.
         self.bar
-            .finish_with_message(format!("best loss {:.4e}: {reason}", state.get_best_cost()));
+            .abandon_with_message(format!("best loss {:.4e}: {reason}", state.get_best_cost()));
         Ok(())
     }
 }

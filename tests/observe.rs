@@ -153,8 +153,10 @@ fn iteration_table_has_a_row_per_iteration_and_the_reason() {
 fn progress_bar_ticks_once_per_iteration() {
     use natgrad::observe::ProgressBar;
     let toy = toys::quadratic_manifold();
+    // A bar longer than the run: the position must be the iterations done (finishing the
+    // bar would fill it to its length and hide a missing tick).
     let bar = indicatif::ProgressBar::hidden();
-    bar.set_length(5);
+    bar.set_length(8);
     let observer = ProgressBar::with_bar(bar.clone());
     Executor::new(
         toy.problem,
