@@ -261,7 +261,7 @@ fn linear_problem(a: &Mat<f64>, u: &[f64]) -> Problem<LinearModel, SquaredError,
     Problem::new(
         LinearModel::dense(a.clone()).unwrap(),
         SquaredError::l2(u.to_vec()).unwrap(),
-        WeightedL2::uniform(u.len()),
+        WeightedL2::uniform(u.len()).unwrap(),
     )
     .unwrap()
 }
@@ -275,7 +275,7 @@ fn mlp_problem(widths: &[usize], x: &[f64]) -> Problem<Mlp, SquaredError, Weight
     Problem::new(
         model,
         SquaredError::l2(target).unwrap(),
-        WeightedL2::uniform(m),
+        WeightedL2::uniform(m).unwrap(),
     )
     .unwrap()
 }
@@ -322,7 +322,7 @@ fn visit_all<V: Visit>(v: &mut V, only: Option<&str>) {
             Problem::new(
                 ClosureModel::new(2 * k, 400, value, jacobian),
                 SquaredError::l2(u.clone()).unwrap(),
-                WeightedL2::uniform(400),
+                WeightedL2::uniform(400).unwrap(),
             )
             .unwrap()
         };
