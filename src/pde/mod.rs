@@ -44,12 +44,16 @@
 //! # Ok::<(), natgrad::Error>(())
 //! ```
 
+mod energy;
 mod model;
 mod residual;
+mod ritz;
 mod term;
 
 pub use crate::model::taylor::{ChannelSet, SecondOrder};
+pub use energy::{energy_derivatives, EnergyDensity, EnergyTerm};
 pub use model::{PdeLinearization, PdeModel};
-pub use num_dual::{Dual64, DualNum};
+pub use num_dual::{Dual64, DualNum, HyperDual64};
 pub use residual::{residual_gradient, Fields, Point, Residual};
+pub use ritz::{RitzEnergy, RitzLinearization, RitzModel};
 pub use term::Term;

@@ -55,6 +55,9 @@ impl From<crate::Error> for Failure {
                 Failure::Numerical(format!("{e} — {NON_FINITE_ADVICE}"))
             }
             crate::Error::GramNotPositiveDefinite { .. } => Failure::Numerical(e.to_string()),
+            // Raised during a step only by a metric that depends on θ (a Deep Ritz
+            // energy's Hessian, `pde::RitzModel`) and turns indefinite at this iterate.
+            crate::Error::IndefiniteMetric { .. } => Failure::Numerical(e.to_string()),
             e => Failure::Input(e),
         }
     }
