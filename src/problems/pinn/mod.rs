@@ -4,8 +4,10 @@
 
 mod cases;
 mod grids;
+mod recipe;
 
 pub use cases::{heat_1d, heat_exact, neumann_2d, neumann_exact, nonlinear_2d};
+pub use recipe::{default_solver, RECIPE_BETA, RECIPE_DAMPING, RECIPE_DAMPING_RANGE};
 
 use crate::error::Result;
 use crate::loss::SquaredError;
