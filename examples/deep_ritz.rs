@@ -18,7 +18,9 @@
 use argmin::core::{Executor, State};
 use faer::Mat;
 use natgrad::model::{ChannelSet, TaylorMlp};
-use natgrad::pde::{DualNum, EnergyDensity, EnergyTerm, Fields, Point, RitzModel};
+use natgrad::pde::{
+    gauss_legendre_3, DualNum, EnergyDensity, EnergyTerm, Fields, Point, RitzModel,
+};
 use natgrad::{LinearSolver, NaturalGradient, StepControl};
 use std::f64::consts::PI;
 
@@ -49,18 +51,9 @@ impl EnergyDensity for Penalty {
     }
 }
 
-/// Composite 3-point Gauss–Legendre rule on (−1, 1): nodes (1 × 3·cells) and weights.
+/// Composite 3-point Gauss–Legendre rule on (−1, 1) with `cells` cells.
 fn gauss(cells: usize) -> (Mat<f64>, Vec<f64>) {
-    let (h, s) = (2.0 / cells as f64, 0.6f64.sqrt());
-    let (mut x, mut w) = (Vec::new(), Vec::new());
-    for c in 0..cells {
-        let mid = -1.0 + h * (c as f64 + 0.5);
-        for (t, wt) in [(-s, 5.0 / 9.0), (0.0, 8.0 / 9.0), (s, 5.0 / 9.0)] {
-            x.push(mid + 0.5 * h * t);
-            w.push(0.5 * h * wt);
-        }
-    }
-    (Mat::from_fn(1, x.len(), |_, j| x[j]), w)
+    gauss_legendre_3(-1.0, 1.0, cells).expect("a valid interval")
 }
 
 /// Runs energy natural gradient and prints the error every `every` steps.
@@ -100,7 +93,10 @@ fn solve(
             start.elapsed().as_secs_f64()
         );
         if res.state().get_iter() < 25 {
-            println!("{name}: stopped: {:?}", res.state().get_termination_reason());
+            println!(
+                "{name}: stopped: {:?}",
+                res.state().get_termination_reason()
+            );
             break;
         }
     }
@@ -113,17 +109,36 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let net = || TaylorMlp::new(vec![1, 20, 1]);
 
     let quartic = EnergyTerm::new("interior", x.as_ref(), w.clone(), grad.clone(), Quartic);
-    println!("exact minimal energy −π²/2 − 9/16 = {:+.10}", -PI * PI / 2.0 - 9.0 / 16.0);
-    solve("quartic", RitzModel::new(net()?, vec![quartic])?, |x| (PI * x).cos(), 200)?;
+    println!(
+        "exact minimal energy −π²/2 − 9/16 = {:+.10}",
+        -PI * PI / 2.0 - 9.0 / 16.0
+    );
+    solve(
+        "quartic",
+        RitzModel::new(net()?, vec![quartic])?,
+        |x| (PI * x).cos(),
+        200,
+    )?;
 
     let ends = Mat::from_fn(1, 2, |_, j| if j == 0 { -1.0 } else { 1.0 });
     for beta in [1e2, 1e4] {
         let terms = vec![
             EnergyTerm::new("interior", x.as_ref(), w.clone(), grad.clone(), Poisson),
-            EnergyTerm::new("boundary", ends.as_ref(), vec![1.0; 2], ChannelSet::value(1), Penalty { beta }),
+            EnergyTerm::new(
+                "boundary",
+                ends.as_ref(),
+                vec![1.0; 2],
+                ChannelSet::value(1),
+                Penalty { beta },
+            ),
         ];
         let name = format!("poisson, β = {beta:e}");
-        solve(&name, RitzModel::new(net()?, terms)?, |x| (PI * x).sin(), 300)?;
+        solve(
+            &name,
+            RitzModel::new(net()?, terms)?,
+            |x| (PI * x).sin(),
+            300,
+        )?;
     }
     Ok(())
 }

@@ -13,7 +13,8 @@ use faer::Par;
 use natgrad::gram::{dense_gram, dense_jacobian};
 use natgrad::model::{ChannelSet, Smooth, TaylorMlp};
 use natgrad::pde::{
-    energy_derivatives, DualNum, EnergyDensity, EnergyTerm, Fields, Point, RitzModel,
+    energy_derivatives, gauss_legendre_3, DualNum, EnergyDensity, EnergyTerm, Fields, Point,
+    RitzModel,
 };
 use natgrad::{Error, LinearSolver, Model, NaturalGradient, StepControl};
 use num_dual::Dual64;
@@ -188,18 +189,9 @@ fn energy_gram_is_the_h1_seminorm_gram_of_a_dense_twin() {
     }
 }
 
-/// Composite 3-point Gauss–Legendre rule on (−1, 1) with `cells` cells: nodes and weights.
+/// Composite 3-point Gauss–Legendre rule on (−1, 1) with `cells` cells.
 fn gauss(cells: usize) -> (Mat<f64>, Vec<f64>) {
-    let (h, s) = (2.0 / cells as f64, (0.6f64).sqrt());
-    let (mut x, mut w) = (Vec::new(), Vec::new());
-    for c in 0..cells {
-        let mid = -1.0 + h * (c as f64 + 0.5);
-        for (t, wt) in [(-s, 5.0 / 9.0), (0.0, 8.0 / 9.0), (s, 5.0 / 9.0)] {
-            x.push(mid + 0.5 * h * t);
-            w.push(0.5 * h * wt);
-        }
-    }
-    (Mat::from_fn(1, x.len(), |_, j| x[j]), w)
+    gauss_legendre_3(-1.0, 1.0, cells).expect("a valid interval")
 }
 
 /// The example: E(v) = ∫ ½v'² + ¼v⁴ − f v on (−1, 1), f = π² cos πx + cos³ πx.
@@ -345,4 +337,19 @@ fn misuse_is_a_typed_error_at_construction() {
         Err(Error::DimensionMismatch { .. })
     ));
     assert!(RitzModel::new(net(), vec![]).is_err());
+}
+
+#[test]
+fn gauss_legendre_is_exact_to_degree_five_per_cell() {
+    // ∫₋₁¹ x⁵ + x⁴ − 3x² dx = 2/5 − 2, exactly with one cell.
+    let (x, w) = gauss_legendre_3(-1.0, 1.0, 1).unwrap();
+    let q: f64 = (0..3)
+        .map(|j| w[j] * (x[(0, j)].powi(5) + x[(0, j)].powi(4) - 3.0 * x[(0, j)].powi(2)))
+        .sum();
+    assert!((q - (0.4 - 2.0)).abs() <= 1e-15, "{q}");
+    // ∫₀^π sin = 2 with error O(h⁶): h = π/10 gives about 1e-9 (Gauss: (b−a)h⁶ f⁽⁶⁾/2 016 000).
+    let (x, w) = gauss_legendre_3(0.0, PI, 10).unwrap();
+    let q: f64 = (0..30).map(|j| w[j] * x[(0, j)].sin()).sum();
+    assert!((q - 2.0).abs() <= 2e-9 && (q - 2.0).abs() > 0.0, "{q}");
+    assert!(gauss_legendre_3(1.0, 1.0, 3).is_err() && gauss_legendre_3(0.0, 1.0, 0).is_err());
 }

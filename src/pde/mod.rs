@@ -46,6 +46,7 @@
 
 mod energy;
 mod model;
+mod quadrature;
 mod residual;
 mod ritz;
 mod term;
@@ -54,6 +55,7 @@ pub use crate::model::taylor::{ChannelSet, SecondOrder};
 pub use energy::{energy_derivatives, EnergyDensity, EnergyTerm};
 pub use model::{PdeLinearization, PdeModel};
 pub use num_dual::{Dual64, DualNum, HyperDual64};
+pub use quadrature::gauss_legendre_3;
 pub use residual::{residual_gradient, Fields, Point, Residual};
 pub use ritz::{RitzEnergy, RitzLinearization, RitzModel};
 pub use term::Term;
