@@ -36,9 +36,9 @@ enum Tuned {
     /// Fixed step α with fixed damping λ; a momentum rule with coefficient β takes
     /// `α(1 − β)`, so that its steady-state step `α(1 − β)/(1 − β)` stays α.
     Fixed { alpha: f64, damping: f64 },
-    /// Levenberg–Marquardt damping in `[min, 100]` from λ = 1e-3, step α = 1, with
+    /// Levenberg–Marquardt damping in `[min, 100]` from λ = `start`, step α = 1, with
     /// Armijo backtracking or without a line search.
-    Lm { min: f64, armijo: bool },
+    Lm { start: f64, min: f64, armijo: bool },
     /// No damping: the minimum-norm least-squares direction (truncated pseudo-inverse,
     /// singular values below `rcond·σ_max` dropped) with the log-grid line search — the
     /// setting of the published energy natural gradient. The grid reaches 2⁻³⁰: the first
@@ -56,8 +56,8 @@ impl Tuned {
             Tuned::Fixed { alpha, damping } => {
                 format!("fixed α = {}, λ = {damping:e}", alpha * (1.0 - beta))
             }
-            Tuned::Lm { min, armijo } => format!(
-                "LM damping λ ∈ [{min:e}, 1e2] from 1e-3, α = 1{}",
+            Tuned::Lm { start, min, armijo } => format!(
+                "LM damping λ ∈ [{min:e}, 1e2] from {start:e}, α = 1{}",
                 if armijo { ", Armijo" } else { "" }
             ),
             Tuned::LeastSquares { rcond } => {
@@ -77,8 +77,8 @@ impl Tuned {
             Tuned::Fixed { alpha, damping } => base
                 .and_then(|s| s.with_step_size(alpha * (1.0 - momentum.beta())))
                 .and_then(|s| s.with_damping(damping)),
-            Tuned::Lm { min, armijo } => base
-                .and_then(|s| s.with_damping(1e-3))
+            Tuned::Lm { start, min, armijo } => base
+                .and_then(|s| s.with_damping(start))
                 // The threshold rule of the runs recorded in docs/pinn.md.
                 .and_then(|s| {
                     s.with_levenberg_marquardt(LevenbergMarquardt {
@@ -126,6 +126,7 @@ fn configs(budget: Budget, explicit: bool) -> Vec<Config> {
         damping: DAMPING,
     };
     let ad_lm = Tuned::Lm {
+        start: 1e-3,
         min: 1e-9,
         armijo: true,
     };
@@ -134,6 +135,8 @@ fn configs(budget: Budget, explicit: bool) -> Vec<Config> {
             name: "ad_eps0.1_m100",
             m: 100,
             build: || advection_diffusion(0.1, 100, &[32, 32], 1.0),
+            // λ = 1e-8 with Armijo reaches 9.0e-9 here, but Nesterov on top of it stalls
+            // above its initial loss (docs/pinn.md), so the records keep this setting.
             tuned: ad_fixed,
             linear: LinearSolver::SampleCholesky,
             records: (300, 3000),
@@ -175,9 +178,14 @@ fn configs(budget: Budget, explicit: bool) -> Vec<Config> {
             name: "heat1d",
             m: 900,
             build: || heat_1d(30, &[64]),
-            // λ = 1e-12: the loss keeps falling below 1e-12 (λ = 1e-8 crawls at 1.0e-6
-            // from step 1 300 on); heavy ball on top is below 1e-6 after about 600 steps.
-            tuned: Tuned::FixedArmijo { damping: 1e-12 },
+            // A fixed λ = 1e-8 crawls at 1.0e-6 from step 1 300 on; λ = 1e-12 keeps the
+            // loss falling but Nesterov diverges with it; LM from 1e-8 down to 1e-12 does
+            // both (docs/pinn.md).
+            tuned: Tuned::Lm {
+                start: 1e-8,
+                min: 1e-12,
+                armijo: true,
+            },
             linear: LinearSolver::Cholesky,
             records: (2000, 3000),
         },
@@ -269,7 +277,11 @@ fn optimisers(cfg: &Config, n: usize, p: usize) -> Vec<(&'static str, String, Op
                  from {RECIPE_DAMPING:e}, Armijo, {}",
                 RECIPE_DAMPING_RANGE.0,
                 RECIPE_DAMPING_RANGE.1,
-                if p <= n { "Cholesky" } else { "sample-space Cholesky" }
+                if p <= n {
+                    "Cholesky"
+                } else {
+                    "sample-space Cholesky"
+                }
             ),
             Optimiser::Natgrad(Box::new(default_solver(n, p))),
             true,

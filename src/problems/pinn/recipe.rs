@@ -5,7 +5,7 @@
 use crate::linsolve::LinearSolver;
 use crate::momentum::Momentum;
 use crate::solver::NaturalGradient;
-use crate::step_control::StepControl;
+use crate::step_control::{DampingRule, LevenbergMarquardt, StepControl};
 
 /// Starting damping of the recipe.
 pub const RECIPE_DAMPING: f64 = 1e-10;
@@ -16,7 +16,8 @@ pub const RECIPE_BETA: f64 = 0.3;
 
 /// The default for a physics-informed problem with `n` outputs (residuals) and `p`
 /// parameters: Cholesky in the smaller space (`Cholesky` when `p ≤ n`, the sample-space
-/// kernel otherwise), Levenberg–Marquardt damping from λ = 1e-10 in `[1e-12, 1e2]`,
+/// kernel otherwise), Levenberg–Marquardt damping from λ = 1e-10 in `[1e-12, 1e2]` with
+/// the threshold rule ([`DampingRule::Threshold`]: ×3/2 below ρ = ¼, ×2/3 above ¾),
 /// Armijo backtracking from α = 1, and transported heavy-ball momentum with β = 0.3.
 ///
 /// Why each part (measured, docs/pinn.md): a small starting λ lets easy problems converge
@@ -36,7 +37,13 @@ pub fn default_solver(n: usize, p: usize) -> NaturalGradient {
     NaturalGradient::new()
         .with_linear_solver(linear)
         .and_then(|s| s.with_damping(RECIPE_DAMPING))
-        .and_then(|s| s.with_adaptive_damping(min, max))
+        .and_then(|s| {
+            s.with_levenberg_marquardt(LevenbergMarquardt {
+                min,
+                max,
+                rule: DampingRule::Threshold,
+            })
+        })
         .and_then(|s| s.with_step_control(StepControl::armijo()))
         .and_then(|s| s.with_momentum(Momentum::HeavyBall { beta: RECIPE_BETA }))
         .expect("the recipe's settings are valid")
