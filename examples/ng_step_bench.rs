@@ -13,7 +13,8 @@
 //! `--steps-only` times the natural-gradient steps and nothing else (for a profiler, e.g.
 //! `valgrind --tool=callgrind … --size S --steps-only`). `--chunk N` sets the samples per
 //! chunk of the fused Gram product ([`natgrad::model::Mlp::with_gram_chunk`]; default: the
-//! model's own choice, `N = m` is the whole-batch jvp → W → vjp).
+//! model's own choice, `N = m` is the whole-batch jvp → W → vjp); `--gram-only` then times
+//! one Gram product and nothing else (chunk-size sweeps).
 //!
 //! `--json` prints one line with the keys of the issue (`size, widths, m, p, cg_iters,
 //! ng_step_s, jvp_vjp_pair_s, cholesky_step_s, fwd_gflop, gemm_gflops`) followed by
@@ -194,6 +195,8 @@ struct Args {
     steps_only: bool,
     /// Samples per chunk of the fused Gram product (`--chunk`).
     chunk: Option<usize>,
+    /// Only time one Gram product (`--gram-only`, for chunk-size sweeps).
+    gram_only: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -203,6 +206,7 @@ fn parse_args() -> Result<Args, String> {
         reps: 5,
         steps_only: false,
         chunk: None,
+        gram_only: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -210,6 +214,7 @@ fn parse_args() -> Result<Args, String> {
             "--size" => args.size = it.next().ok_or("--size needs S|M|L|XL")?,
             "--json" => args.json = true,
             "--steps-only" => args.steps_only = true,
+            "--gram-only" => args.gram_only = true,
             "--chunk" => {
                 let v = it.next().ok_or("--chunk needs a number")?;
                 args.chunk = Some(v.parse().map_err(|_| format!("bad --chunk {v}"))?);
@@ -242,6 +247,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let p = problem.n_params();
     let fwd_gflop = problem.model().forward_flops() / 1e9;
     let cg = LinearSolver::Cg(CgSettings::fixed_iterations(CG_ITERS));
+
+    if args.gram_only {
+        let model = problem.model();
+        let t = gram_product_time(model, &theta0, args.reps);
+        println!("chunk {} gram_product_s {t:.6e}", model.gram_chunk());
+        return Ok(());
+    }
 
     // The roofline GEMM runs before every step (interleaved, so that both see the same
     // machine state); the median over the steps is the reference rate.
