@@ -211,8 +211,9 @@ fn armijo<Mo: Model, Lo: Loss, Me: Metric>(
 pub enum DampingRule {
     /// Nielsen's continuous update (H. B. Nielsen, *Damping parameter in Marquardt's
     /// method*, IMM-REP-1999-05; K. Madsen, H. B. Nielsen, O. Tingleff, *Methods for
-    /// non-linear least squares problems*, 2nd ed. 2004, eq. (3.16)): on an accepted step
-    /// `λ ← λ·max(1/3, 1 − (2ρ − 1)³)` and `ν ← 2`; on a rejected one `λ ← λν`,
+    /// non-linear least squares problems*, 2nd ed. 2004, eq. (3.16)): a step is accepted
+    /// when `ρ > 0`, and then `λ ← λ·max(1/3, 1 − (2ρ − 1)³)` and `ν ← 2`; on a rejected
+    /// one (the loss went up or stayed exactly the same) `λ ← λν`,
     /// `ν ← 2ν`. λ moves on every step — down by up to 3 when the model is good
     /// (`ρ → 1`), up by up to 2 when it is poor (`ρ → 0`) — and consecutive rejections
     /// grow it faster and faster (×2, ×4, ×8, …). The default: on the NIST problems and
@@ -302,6 +303,11 @@ impl LevenbergMarquardt {
         } else {
             f64::NAN
         };
+        // Nielsen accepts a step only if ρ > 0: a step that predicts a decrease and
+        // leaves the loss exactly where it was (rounding level) is rejected, so that λ
+        // reaches its maximum and the run ends ("stuck at its maximum damping") instead
+        // of accepting null steps forever.
+        let rejected = increased || (self.rule == DampingRule::Nielsen && rho == 0.0);
         let (factor, nu) = match self.rule {
             DampingRule::Threshold => {
                 let factor = if increased || rho < 0.25 {
@@ -313,7 +319,7 @@ impl LevenbergMarquardt {
                 };
                 (factor, nu)
             }
-            DampingRule::Nielsen if increased => (nu, 2.0 * nu),
+            DampingRule::Nielsen if rejected => (nu, 2.0 * nu),
             // No information in ρ (NaN): λ stays.
             DampingRule::Nielsen if rho.is_nan() => (1.0, NIELSEN_NU0),
             DampingRule::Nielsen => (nielsen_factor(rho), NIELSEN_NU0),
@@ -323,13 +329,13 @@ impl LevenbergMarquardt {
             damping: (damping * factor).clamp(self.min, self.max),
             // ν only multiplies λ, which is clipped: past 2^64 it carries no information.
             nu: nu.min(2f64.powi(64)),
-            accepted: !increased,
+            accepted: !rejected,
         }
     }
 }
 
 /// Nielsen's factor `max(1/3, 1 − (2ρ − 1)³)` for an accepted step with gain ratio `ρ`
-/// (Madsen–Nielsen–Tingleff 2004, eq. (3.16)): 2 at `ρ = 0`, 1 at `ρ = ½`, 1/3 from
+/// (Madsen–Nielsen–Tingleff 2004, eq. (3.16)): 2 as `ρ → 0`, 1 at `ρ = ½`, 1/3 from
 /// `ρ = (1 + ∛(2/3))/2 ≈ 0.937` on.
 pub fn nielsen_factor(rho: f64) -> f64 {
     (1.0 - (2.0 * rho - 1.0).powi(3)).max(1.0 / 3.0)
@@ -408,9 +414,10 @@ pub(crate) fn gram_scale(
 /// (`actual`, negative or NaN) and the model's predicted decrease.
 pub(crate) fn stalled_reason(max: f64, loss: f64, actual: f64, predicted: f64) -> String {
     let relative = predicted / loss.abs();
-    let hint = if relative <= 1e-12 {
-        "the predicted decrease is at rounding level, so θ may already be a minimum to \
-         machine precision (a relative-reduction tolerance above it would have stopped the \
+    // An unchanged loss: the step moved θ by less than the loss's rounding can see.
+    let hint = if relative <= 1e-12 || actual == 0.0 {
+        "the predicted decrease is at rounding level or the loss did not change at all, so \
+         θ may already be a minimum to machine precision (a relative-reduction tolerance above it would have stopped the \
          run as converged)"
     } else {
         "the step does not decrease the loss even when damped this much: the quadratic \

@@ -13,6 +13,7 @@ use natgrad::metric::FixedMetric;
 use natgrad::model::ClosureModel;
 use natgrad::observe::Iterates;
 use natgrad::problems::nist::{self, Certified, JacobianFn, ValueFn};
+use natgrad::problems::toys;
 use natgrad::{
     converged_by, DampingRule, DampingScale, DenseMetric, LevenbergMarquardt, LinearSolver, Metric,
     NaturalGradient, Problem, SquaredError, Tolerances, WeightedL2,
@@ -199,4 +200,37 @@ fn relative_damping_is_invariant_to_scaling_the_metric() {
         let e = distance(&a, &b);
         assert!(e > 1e-3, "absolute damping sees the scale: {e:e}");
     }
+}
+
+#[test]
+fn nielsen_rejects_null_steps_so_a_converged_run_ends() {
+    // The non-L² toy has zero residual at c = c_u (docs/math.md §4). Levenberg–Marquardt
+    // from λ₀ = 1e-8 drives the loss to rounding level, where a step predicts a decrease
+    // but leaves the loss exactly unchanged (ρ = 0). Accepting such steps (ρ ≥ 0) doubled
+    // λ up to its cap and went on accepting null steps until max_iters; Nielsen accepts
+    // only ρ > 0, so they are rejected, λ reaches its cap and the run ends saying why.
+    let toy = toys::non_l2();
+    let s = NaturalGradient::new()
+        .with_linear_solver(LinearSolver::Cholesky)
+        .and_then(|s| s.with_adaptive_damping(1e-12, 1e12))
+        .unwrap();
+    let res = Executor::new(toy.problem, s)
+        .configure(|st| st.param(toy.theta0.clone()).max_iters(2000))
+        .run()
+        .unwrap();
+    let reason = res
+        .state()
+        .get_termination_reason()
+        .unwrap()
+        .text()
+        .to_string();
+    let (iters, loss) = (res.state().get_iter(), res.state().get_best_cost());
+    println!("{iters} iterations, loss {loss:e}: {reason}");
+    assert!(iters < 2000, "{reason}");
+    assert!(loss <= 1e-20, "loss {loss:e}");
+    assert!(
+        reason.contains("stuck at its maximum damping")
+            && reason.contains("the loss did not change at all"),
+        "{reason}"
+    );
 }
