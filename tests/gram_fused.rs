@@ -244,3 +244,60 @@ fn one_and_two_threads_agree_bitwise() {
         assert!(a == b, "result {i} differs between 1 and 2 threads");
     }
 }
+
+/// A linear model whose fused Gram product returns NaN while its jvp and vjp are finite.
+struct NanGram(natgrad::model::LinearModel);
+
+struct NanGramLin<'a>(natgrad::model::LinearLinearization<'a>);
+
+impl Model for NanGram {
+    type Linearization<'a> = NanGramLin<'a>;
+    fn n_params(&self) -> usize {
+        self.0.n_params()
+    }
+    fn n_outputs(&self) -> usize {
+        self.0.n_outputs()
+    }
+    fn linearize(&self, theta: &[f64]) -> natgrad::Result<NanGramLin<'_>> {
+        Ok(NanGramLin(self.0.linearize(theta)?))
+    }
+}
+
+impl Linearization for NanGramLin<'_> {
+    fn n_params(&self) -> usize {
+        self.0.n_params()
+    }
+    fn outputs(&self) -> &[f64] {
+        self.0.outputs()
+    }
+    fn jvp(&mut self, t: &[f64], out: &mut [f64]) {
+        self.0.jvp(t, out)
+    }
+    fn vjp(&mut self, s: &[f64], out: &mut [f64]) {
+        self.0.vjp(s, out)
+    }
+    fn gram_product(&mut self, _w: &[f64], _t: &[f64], _s: &mut [f64], out: &mut [f64]) {
+        out.fill(f64::NAN);
+    }
+}
+
+#[test]
+fn a_non_finite_fused_product_is_named_as_such() {
+    let mut r = rng(12);
+    let (n, p) = (20, 6);
+    let model = NanGram(natgrad::model::LinearModel::dense(common::mat(&mut r, n, p)).unwrap());
+    let problem = Problem::new(
+        model,
+        SquaredError::l2(vec(&mut r, n)).unwrap(),
+        WeightedL2::uniform(n).unwrap(),
+    )
+    .unwrap();
+    let mut lin = problem.linearize(&vec(&mut r, p)).unwrap();
+    let mut out = vec![0.0; p];
+    lin.gram(1e-3).apply_vec(&vec(&mut r, p), &mut out);
+    let fault = lin
+        .fault()
+        .expect("the NaN product is recorded")
+        .to_string();
+    assert!(fault.contains("gram_product"), "{fault}");
+}
