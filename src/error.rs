@@ -69,6 +69,10 @@ pub enum Error {
     /// wrapped by [`crate::argmin_adapter`]); the text carries its error.
     #[error("{0}")]
     Problem(String),
+    /// An argmin line search used as step control failed mid-run (e.g. no point
+    /// satisfying its conditions); inside a run it ends the run with the reason.
+    #[error("line search failed: {0}")]
+    LineSearch(String),
     /// The operation is not supported by this model, loss or metric.
     #[error("not supported: {0}")]
     Unsupported(String),
@@ -96,7 +100,7 @@ impl Error {
             | Error::InvalidSetting(_)
             | Error::Empty(_) => ArgminError::InvalidParameter { text },
             Error::Unsupported(_) => ArgminError::NotImplemented { text },
-            Error::GramNotPositiveDefinite { .. } | Error::Problem(_) => {
+            Error::GramNotPositiveDefinite { .. } | Error::Problem(_) | Error::LineSearch(_) => {
                 ArgminError::ConditionViolated { text }
             }
         };

@@ -40,6 +40,7 @@ pub mod distributed;
 pub mod error;
 pub mod gram;
 mod linalg;
+pub mod line_search;
 pub mod linsolve;
 pub mod loss;
 pub mod metric;
@@ -55,6 +56,7 @@ pub mod stopping;
 
 pub use error::{Error, Result};
 pub use gram::{GramOperator, MixedGramOperator};
+pub use line_search::ArgminLineSearch;
 pub use linsolve::{CgSettings, LinearSolver, Preconditioner};
 pub use loss::{CrossEntropy, LogitCrossEntropy, Loss, SquaredError};
 pub use metric::{DenseMetric, Euclidean, Ggn, Metric, SparseMetric, WeightedL2};

@@ -15,8 +15,12 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 /// Counts of model evaluations made through a [`Problem`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Evaluations {
-    /// Forward passes (plain or linearising).
+    /// Forward passes (plain or linearising); each evaluates the loss, so this is argmin's
+    /// `cost_count`.
     pub forward: u64,
+    /// Parameter gradients `g = Jᵀ∇_yℓ` formed (each one vjp, also counted in `vjp`);
+    /// argmin's `gradient_count`.
+    pub gradient: u64,
     /// Jacobian–vector products `J t`.
     pub jvp: u64,
     /// Vector–Jacobian products `Jᵀ s`.
@@ -28,8 +32,21 @@ impl std::ops::Sub for Evaluations {
     fn sub(self, rhs: Self) -> Self {
         Evaluations {
             forward: self.forward.saturating_sub(rhs.forward),
+            gradient: self.gradient.saturating_sub(rhs.gradient),
             jvp: self.jvp.saturating_sub(rhs.jvp),
             vjp: self.vjp.saturating_sub(rhs.vjp),
+        }
+    }
+}
+
+impl std::ops::Add for Evaluations {
+    type Output = Evaluations;
+    fn add(self, rhs: Self) -> Self {
+        Evaluations {
+            forward: self.forward + rhs.forward,
+            gradient: self.gradient + rhs.gradient,
+            jvp: self.jvp + rhs.jvp,
+            vjp: self.vjp + rhs.vjp,
         }
     }
 }
@@ -37,6 +54,7 @@ impl std::ops::Sub for Evaluations {
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     forward: AtomicU64,
+    gradient: AtomicU64,
     pub(crate) jvp: AtomicU64,
     pub(crate) vjp: AtomicU64,
 }
@@ -45,6 +63,7 @@ impl Counters {
     fn snapshot(&self) -> Evaluations {
         Evaluations {
             forward: self.forward.load(Relaxed),
+            gradient: self.gradient.load(Relaxed),
             jvp: self.jvp.load(Relaxed),
             vjp: self.vjp.load(Relaxed),
         }
@@ -302,6 +321,7 @@ impl<'a, Mo: Model, Lo: Loss, Me: Metric> Linearized<'a, Mo, Lo, Me> {
     /// The parameter gradient `g = Jᵀ ∇_y ℓ` (one vjp).
     pub fn gradient(&mut self) -> Vec<f64> {
         let mut g = vec![0.0; self.problem.n_params()];
+        self.problem.counters.gradient.fetch_add(1, Relaxed);
         self.problem.counters.vjp.fetch_add(1, Relaxed);
         self.lin.vjp(&self.loss_gradient, &mut g);
         g

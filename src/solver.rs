@@ -10,7 +10,8 @@
 //!    [`crate::stopping`] run in `Solver::terminate`, after each step);
 //! 3. the step rule ([`Momentum`]): one solve `(G_k + λI) δ_k = J_kᵀ r` with the rule's
 //!    output-space `r` (two for the Nesterov rules), matrix-free by CG or by Cholesky;
-//! 4. step control ([`StepControl`]): cap `‖δ_k‖`, then fixed step, Armijo backtracking
+//! 4. step control ([`StepControl`] or any argmin line search, [`ArgminLineSearch`]): cap
+//!    `‖δ_k‖`, then fixed step, Armijo backtracking
 //!    or the log-grid search; Levenberg–Marquardt damping update ([`LevenbergMarquardt`]);
 //! 5. keep what the next step needs (`θ_k`, `δ_k`, `y_k`, `∇_yℓ(y_k)`, `J_kδ_k`) and report
 //!    the loss at `θ_{k+1}` on all samples, so that argmin's state pairs a parameter with
@@ -27,6 +28,7 @@ mod step;
 
 use crate::batch::MiniBatch;
 use crate::error::Error;
+use crate::line_search::{ArgminLineSearch, StepSearch};
 use crate::linsolve::{LinearSolver, SolveCache};
 use crate::loss::Loss;
 use crate::metric::Metric;
@@ -86,6 +88,35 @@ struct Memory {
     rejected_at_max: u32,
     /// Nielsen's ν and the damping's scale at this step.
     damping: DampingMemory,
+    /// The gradient on all samples at the state's parameter (computed at the end of the
+    /// step that moved there, or in `init`), reused by the next step on all samples.
+    gradient: Option<GradientAt>,
+}
+
+/// A parameter vector and the full gradient `g = Jᵀ∇_yℓ` there.
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+struct GradientAt {
+    theta: Vec<f64>,
+    gradient: Vec<f64>,
+}
+
+impl GradientAt {
+    /// `g(θ)` on all samples of `problem`; `None` when the linearisation fails or a product
+    /// is faulty or not finite (the next step then meets the failure at θ itself, as it
+    /// would without this value).
+    fn at<Mo: Model, Lo: Loss, Me: Metric>(
+        problem: &Problem<Mo, Lo, Me>,
+        theta: &[f64],
+    ) -> Option<Self> {
+        let mut lin = problem.linearize(theta).ok()?;
+        let gradient = lin.gradient();
+        let good = lin.fault().is_none() && gradient.iter().all(|v| v.is_finite());
+        good.then(|| GradientAt {
+            theta: theta.to_vec(),
+            gradient,
+        })
+    }
 }
 
 /// Natural-gradient descent with momentum (docs/math.md §2–3): each step solves
@@ -142,26 +173,26 @@ struct Memory {
 ///
 /// | key | type | meaning (unit) |
 /// |---|---|---|
-/// | `loss` | float | `ℓ(θ_k)` on this step's samples (loss units); the state's cost is `ℓ(θ_{k+1})` on all samples |
+/// | `start_loss` | float | `ℓ(θ_k)`, the loss where the step starts, on this step's samples (loss units); the state's cost is `ℓ(θ_{k+1})` on all samples, its gradient `g(θ_{k+1})` on all samples |
 /// | `grad_norm` | float | `‖g_k‖₂`, `g_k = J_kᵀ∇_yℓ` (loss units per unit of θ) |
 /// | `damping` | float | λ used by this step's solves (loss units per unit of θ²) |
 /// | `momentum` | string | the step rule, [`Momentum::name`] |
 /// | `beta` | float | its coefficient β (dimensionless; 0 for `plain`, `gd`) |
 /// | `batch_size` | uint | sample points of the mini-batch (only with mini-batches) |
 /// | `solves` | uint | linear solves made (Nesterov rules: two; `gd`: none) |
-/// | `cg_iters` | uint | CG iterations summed over the solves (0 for direct solvers); a failed solve's too |
-/// | `cg_rel_residual` | float | largest final relative residual `‖b − Ax‖/‖b‖` of the solves (dimensionless) |
+/// | `cg_iters` | uint | CG iterations summed over the solves, a failed solve's too (only when a solve ran CG; absent for direct solvers) |
+/// | `rel_residual` | float | largest final relative residual `‖b − Ax‖/‖b‖` of the solves: CG's, or the direct solve's (dimensionless) |
 /// | `linear_solver` | string | what solved the last system: [`crate::linsolve::SolveInfo::method`] (`cg`, `cholesky`, `auto:sample-cg`, …) |
-/// | `preconditioner` | string | CG's preconditioner (`none`, `jacobi`, `nystrom`) |
+/// | `preconditioner` | string | CG's preconditioner (`none`, `jacobi`, `nystrom`, `kfac`; only when the last solve ran CG) |
 /// | `step_scale` | float | `t`, the fraction of the step taken by the step control (dimensionless) |
-/// | `line_search` | string | what the step control did (`fixed`, `armijo`, `log_grid`, `armijo_skipped_not_descent`, …) |
+/// | `line_search` | string | what the step control did (`fixed`, `armijo`, `log_grid`, `armijo_skipped_not_descent`, …; an argmin line search's name, e.g. `More-Thuente Line search`) |
 /// | `step_norm` | float | `‖θ_{k+1} − θ_k‖₂ = t‖δ_k‖₂` (units of θ) |
 /// | `lm_rho` | float | Levenberg–Marquardt gain ratio actual/predicted decrease (dimensionless; with adaptive damping) |
 /// | `momentum_restart` | bool | a rejected LM step cleared the momentum memory (rejected steps only) |
 /// | `reason` | string | why the run ends (a failing step only; the same text as the termination reason) |
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-pub struct NaturalGradient {
+pub struct NaturalGradient<S = StepControl> {
     step_size: f64,
     /// The damping λ of the next step (changed by Levenberg–Marquardt).
     damping: f64,
@@ -173,7 +204,9 @@ pub struct NaturalGradient {
     tolerances: Tolerances,
     parallelism: Parallelism,
     momentum: Momentum,
-    step_control: StepControl,
+    /// The step control: a [`StepControl`] or an argmin line search
+    /// ([`ArgminLineSearch`]).
+    step_control: S,
     adaptive_damping: Option<LevenbergMarquardt>,
     max_step_norm: Option<f64>,
     batch: Option<MiniBatch>,
@@ -212,6 +245,60 @@ impl NaturalGradient {
             memory: Memory::default(),
             solve_cache: SolveCache::default(),
         }
+    }
+
+    /// The step control.
+    pub fn step_control(&self) -> StepControl {
+        self.step_control
+    }
+}
+
+impl<S> NaturalGradient<S> {
+    /// The same solver with another step control.
+    fn with_step_search<T>(self, step_control: T) -> NaturalGradient<T> {
+        NaturalGradient {
+            step_size: self.step_size,
+            damping: self.damping,
+            initial_damping: self.initial_damping,
+            damping_scale: self.damping_scale,
+            linear_solver: self.linear_solver,
+            tolerances: self.tolerances,
+            parallelism: self.parallelism,
+            momentum: self.momentum,
+            step_control,
+            adaptive_damping: self.adaptive_damping,
+            max_step_norm: self.max_step_norm,
+            batch: self.batch,
+            seed: self.seed,
+            memory: self.memory,
+            solve_cache: self.solve_cache,
+        }
+    }
+
+    /// How much of each step is taken: fixed, Armijo backtracking or the log grid
+    /// (replaces an argmin line search set by [`with_line_search`](Self::with_line_search)).
+    pub fn with_step_control(
+        self,
+        control: StepControl,
+    ) -> ArgminResult<NaturalGradient<StepControl>> {
+        control.validate().map_err(invalid)?;
+        Ok(self.with_step_search(control))
+    }
+
+    /// Any argmin line search as the step control (argmin's convention, as in `LBFGS` and
+    /// `GaussNewtonLS`): e.g. `MoreThuenteLineSearch::new()` or
+    /// `HagerZhangLineSearch::new()`, run along `δ_k` from `t = 1` at each step
+    /// ([`ArgminLineSearch`] says how; wrap it yourself to change its iteration limit).
+    pub fn with_line_search<L>(self, search: L) -> NaturalGradient<ArgminLineSearch<L>> {
+        self.with_step_search(ArgminLineSearch::new(search))
+    }
+
+    /// The same, with the wrapper given ([`ArgminLineSearch::with_max_iters`]).
+    pub fn with_argmin_line_search<L>(
+        self,
+        search: ArgminLineSearch<L>,
+    ) -> NaturalGradient<ArgminLineSearch<L>> {
+        self.with_step_search(search)
     }
 
     /// Step size α > 0.
@@ -297,13 +384,6 @@ impl NaturalGradient {
             )));
         }
         self.momentum = momentum;
-        Ok(self)
-    }
-
-    /// How much of each step is taken: fixed, Armijo backtracking or the log grid.
-    pub fn with_step_control(mut self, control: StepControl) -> ArgminResult<Self> {
-        control.validate().map_err(invalid)?;
-        self.step_control = control;
         Ok(self)
     }
 
@@ -394,11 +474,6 @@ impl NaturalGradient {
         self.momentum
     }
 
-    /// The step control.
-    pub fn step_control(&self) -> StepControl {
-        self.step_control
-    }
-
     /// The tolerances of the stopping tests.
     pub fn tolerances(&self) -> Tolerances {
         self.tolerances
@@ -421,15 +496,20 @@ fn inner<O>(problem: &ArgminProblem<O>) -> ArgminResult<&O> {
     })
 }
 
-/// Records evaluation counts in argmin's counters (`forward_count`, `jvp_count`,
-/// `vjp_count`), so that they reach the state with `.counting(true)`.
+/// Records evaluation counts in argmin's counters, so that they reach the state with
+/// `.counting(true)`: `cost_count` (forward passes, each evaluates the loss) and
+/// `gradient_count` under the names argmin's own solvers use, and `jvp_count`,
+/// `vjp_count` (every Jacobian product, gradients included).
 fn record_counts<O>(problem: &mut ArgminProblem<O>, d: Evaluations) -> ArgminResult<()> {
-    problem.bulk_problem("forward_count", d.forward as usize, |_| Ok(()))?;
+    problem.bulk_problem("cost_count", d.forward as usize, |_| Ok(()))?;
+    problem.bulk_problem("gradient_count", d.gradient as usize, |_| Ok(()))?;
     problem.bulk_problem("jvp_count", d.jvp as usize, |_| Ok(()))?;
     problem.bulk_problem("vjp_count", d.vjp as usize, |_| Ok(()))
 }
 
-impl<Mo: Model, Lo: Loss, Me: Metric> Solver<Problem<Mo, Lo, Me>, NgState> for NaturalGradient {
+impl<Mo: Model, Lo: Loss, Me: Metric, S: StepSearch> Solver<Problem<Mo, Lo, Me>, NgState>
+    for NaturalGradient<S>
+{
     fn name(&self) -> &str {
         NAME
     }
@@ -480,9 +560,17 @@ impl<Mo: Model, Lo: Loss, Me: Metric> Solver<Problem<Mo, Lo, Me>, NgState> for N
         if !cost.is_finite() {
             return Err(p.non_finite_loss(theta, "the initial θ").into_argmin(NAME));
         }
+        let gradient = GradientAt::at(p, theta);
         let used = p.evaluations() - before;
         record_counts(problem, used)?;
-        self.memory = Memory::default();
+        let state = match &gradient {
+            Some(at) => state.gradient(at.gradient.clone()),
+            None => state,
+        };
+        self.memory = Memory {
+            gradient,
+            ..Memory::default()
+        };
         self.solve_cache = SolveCache::default();
         self.damping = match self.adaptive_damping {
             Some(lm) => self.initial_damping.clamp(lm.min, lm.max),
@@ -504,13 +592,19 @@ impl<Mo: Model, Lo: Loss, Me: Metric> Solver<Problem<Mo, Lo, Me>, NgState> for N
         let p = inner(problem)?;
         let before = p.evaluations();
         let (outcome, batch_evaluations) = self.step(p, &theta);
-        let mut used = p.evaluations() - before;
-        used.forward += batch_evaluations.forward;
-        used.jvp += batch_evaluations.jvp;
-        used.vjp += batch_evaluations.vjp;
-        record_counts(problem, used)?;
+        record_counts(problem, p.evaluations() - before + batch_evaluations)?;
         Ok(match outcome.map_err(|e| e.into_argmin(NAME))? {
-            step::Step::Moved { theta, cost, kv } => (state.param(theta).cost(cost), Some(kv)),
+            step::Step::Moved { theta, cost, kv } => {
+                // The gradient at θ_{k+1}, or none when it could not be formed there.
+                state = match &self.memory.gradient {
+                    Some(at) if at.theta == theta => state.gradient(at.gradient.clone()),
+                    _ => {
+                        state.take_gradient();
+                        state
+                    }
+                };
+                (state.param(theta).cost(cost), Some(kv))
+            }
             step::Step::Rejected(kv) => (state.param(theta), Some(kv)),
             step::Step::Stop(reason, kv) => (state.param(theta).terminate_with(reason), Some(kv)),
         })

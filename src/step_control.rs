@@ -82,7 +82,7 @@ pub struct Accepted {
     /// The loss at `θ_{k+1}` on the problem the step was computed on.
     pub loss: f64,
     /// What the line search did, for the KV log.
-    pub note: &'static str,
+    pub note: std::borrow::Cow<'static, str>,
 }
 
 /// Applies `control` to the step `delta` from `theta` (loss `loss`, gradient `g`).
@@ -103,7 +103,7 @@ pub fn take_step<Mo: Model, Lo: Loss, Me: Metric>(
                 t: 1.0,
                 theta,
                 loss,
-                note: "fixed",
+                note: "fixed".into(),
             })
         }
         StepControl::LogGrid { max_halvings } => {
@@ -117,7 +117,7 @@ pub fn take_step<Mo: Model, Lo: Loss, Me: Metric>(
                         t,
                         theta: candidate,
                         loss,
-                        note: "log_grid",
+                        note: "log_grid".into(),
                     });
                 }
                 t *= 0.5;
@@ -131,7 +131,7 @@ pub fn take_step<Mo: Model, Lo: Loss, Me: Metric>(
         } => {
             if dot(g, delta) >= 0.0 {
                 let mut full = take_step(&StepControl::Fixed, problem, theta, loss, g, delta)?;
-                full.note = "armijo_skipped_not_descent";
+                full.note = "armijo_skipped_not_descent".into();
                 return Ok(full);
             }
             armijo(problem, theta, loss, g, delta, c, shrink, max_halvings)
@@ -197,9 +197,9 @@ fn armijo<Mo: Model, Lo: Loss, Me: Metric>(
         theta: state.get_param().cloned().unwrap_or_else(|| theta.to_vec()),
         loss: state.get_cost(),
         note: if satisfied {
-            "armijo"
+            "armijo".into()
         } else {
-            "armijo_not_satisfied_smallest_step"
+            "armijo_not_satisfied_smallest_step".into()
         },
     })
 }

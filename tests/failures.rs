@@ -91,8 +91,11 @@ fn solvers() -> [LinearSolver; 3] {
 fn non_finite_product_is_named_not_blamed_on_the_operator() {
     for method in [Method::Jvp, Method::Vjp] {
         for solver in solvers() {
+            // Linearisations: θ₀ for the initial state's gradient, θ₀ for step 0, θ₁ for
+            // the state's gradient after step 0 (a faulty one is dropped, and step 1
+            // forms g₁ itself), θ₁ for step 1: the fault starts in the products at θ₁.
             let fault = Fault {
-                linearized: 2,
+                linearized: 3,
                 ..Fault::new(method, 1, Kind::NaN)
             };
             let ng = NaturalGradient::new()
@@ -301,10 +304,11 @@ fn closure_and_loss_faults_name_the_closure_or_method() {
     use natgrad::loss::FnLoss;
     use natgrad::model::ClosureModel;
     // y = θ (p = n = 1); the value closure returns NaN from its `from`-th call on: the
-    // calls are the initial loss, the linearisation at θ₀, the loss at θ₁ (through
-    // `Model::forward`; the run then linearises there to say why), the linearisation
-    // at θ₁.
-    for from in [3, 4] {
+    // calls are the initial loss, the linearisation at θ₀ for the state's gradient, the
+    // linearisation at θ₀ for step 0, the loss at θ₁ (through `Model::forward`; the run
+    // then linearises there to say why), the linearisation at θ₁ for the state's
+    // gradient (dropped when it fails), the linearisation at θ₁ for step 1.
+    for from in [4, 5] {
         let calls = Arc::new(Mutex::new(0usize));
         let model = ClosureModel::new(
             1,
@@ -319,7 +323,7 @@ fn closure_and_loss_faults_name_the_closure_or_method() {
         let res = half_steps(model, SquaredError::l2(vec![1.0]).unwrap());
         let reason = exit_reason(res.state());
         assert!(reason.contains("ClosureModel value closure"), "{reason}");
-        let kept = if from == 3 { 0.0 } else { 0.5 };
+        let kept = if from == 4 { 0.0 } else { 0.5 };
         assert_eq!(res.state().get_best_param().unwrap(), &vec![kept]);
     }
 
@@ -332,7 +336,8 @@ fn closure_and_loss_faults_name_the_closure_or_method() {
         move |_: &[f64], mut j: MatMut<'_, f64>| {
             let mut c = jc.lock().unwrap();
             *c += 1;
-            j[(0, 0)] = if *c >= 2 { f64::INFINITY } else { 1.0 };
+            // Calls: θ₀ for the state's gradient, θ₀ for step 0, then θ₁.
+            j[(0, 0)] = if *c >= 3 { f64::INFINITY } else { 1.0 };
         },
     );
     let res = half_steps(model, SquaredError::l2(vec![1.0]).unwrap());
@@ -418,11 +423,11 @@ fn failing_step_reports_what_it_knew() {
         .map(|j| -(0..3).map(|i| A[i][j] * U[i]).sum::<f64>() / 3.0)
         .collect();
     let grad_norm = (g[0] * g[0] + g[1] * g[1]).sqrt();
-    assert!((get("loss").get_float().unwrap() - loss).abs() < 1e-15 * loss);
+    assert!((get("start_loss").get_float().unwrap() - loss).abs() < 1e-15 * loss);
     assert!((get("grad_norm").get_float().unwrap() - grad_norm).abs() < 1e-14 * grad_norm);
     assert_eq!(get("cg_iters").get_uint(), Some(1));
     assert_eq!(get("solves").get_uint(), Some(1));
-    assert!(get("cg_rel_residual").get_float().unwrap() > 1e-15);
+    assert!(get("rel_residual").get_float().unwrap() > 1e-15);
     assert_eq!(get("reason").get_string().unwrap(), reason);
     assert!(reason.contains("CG did not converge"), "{reason}");
 }

@@ -79,7 +79,7 @@ fn every_reported_kv_key_is_documented() {
         .unwrap();
     let keys = keys.0.lock().unwrap().clone();
     for k in [
-        "loss",
+        "start_loss",
         "lm_rho",
         "momentum_restart",
         "batch_size",

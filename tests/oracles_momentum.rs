@@ -260,7 +260,7 @@ fn rules_cost_what_docs_math_says_under_mini_batches() {
         let reason = res.state().get_termination_reason();
         assert_eq!(res.state().get_iter(), steps, "{rule:?}: {reason:?}");
         let c = res.state().get_func_counts().clone();
-        [c["forward_count"], c["jvp_count"], c["vjp_count"]]
+        [c["cost_count"], c["jvp_count"], c["vjp_count"]]
     };
     let [f, j, v] = counts(Momentum::Plain);
     assert_eq!(counts(Momentum::ParamHeavyBall { beta: 0.5 }), [f, j, v]);

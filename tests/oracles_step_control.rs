@@ -309,10 +309,10 @@ fn step_controls_by_their_definitions_on_ties_non_descent_and_exhausted_searches
     };
     // Log grid on a flat direction: all losses tie, the first (t = 1) is kept.
     let a = step(StepControl::LogGrid { max_halvings: 4 }, &[0.0, 0.0, 1.0]);
-    assert_eq!((a.t, a.note, a.theta[2]), (1.0, "log_grid", 1.0));
+    assert_eq!((a.t, &*a.note, a.theta[2]), (1.0, "log_grid", 1.0));
     // Armijo along +g (not a descent direction): skipped, the full step.
     let a = step(StepControl::armijo(), &g);
-    assert_eq!((a.t, a.note), (1.0, "armijo_skipped_not_descent"));
+    assert_eq!((a.t, &*a.note), (1.0, "armijo_skipped_not_descent"));
     assert_eq!(a.theta, axpby(1.0, &theta, 1.0, &g));
     // Armijo with a step 1e6 too long and one halving: nothing satisfies it, the smallest
     // t = shrink^max_halvings is taken.
@@ -323,13 +323,13 @@ fn step_controls_by_their_definitions_on_ties_non_descent_and_exhausted_searches
     };
     let long: Vec<f64> = g.iter().map(|g| -1e6 * g).collect();
     let a = step(control, &long);
-    assert_eq!((a.t, a.note), (0.5, "armijo_not_satisfied_smallest_step"));
+    assert_eq!((a.t, &*a.note), (0.5, "armijo_not_satisfied_smallest_step"));
     assert!(rel_diff(&a.theta, &axpby(1.0, &theta, 0.5, &long)) <= 1e-15);
     assert_eq!(a.loss, p.loss_at(&a.theta).unwrap());
     // A short descent step satisfies it at once.
     let short: Vec<f64> = g.iter().map(|g| -1e-3 * g).collect();
     let a = step(control, &short);
-    assert_eq!((a.t, a.note), (1.0, "armijo"));
+    assert_eq!((a.t, &*a.note), (1.0, "armijo"));
     // The documented defaults.
     assert_eq!(
         StepControl::armijo(),

@@ -26,7 +26,7 @@ use natgrad::{NaturalGradient, NgState, Problem};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-/// Per-step KV values: (`cg_iters`, `cg_rel_residual`, `loss` at θ_k).
+/// Per-step KV values: (`cg_iters`, `rel_residual`, `start_loss` at θ_k).
 #[derive(Clone, Default)]
 struct StepLog(Arc<Mutex<Vec<(u64, f64, f64)>>>);
 
@@ -34,10 +34,12 @@ impl Observe<NgState> for StepLog {
     fn observe_iter(&mut self, _state: &NgState, kv: &KV) -> Result<(), argmin::core::Error> {
         let get = |k: &str| kv.get(k);
         let iters = get("cg_iters").and_then(|v| v.get_uint()).unwrap_or(0);
-        let res = get("cg_rel_residual")
+        let res = get("rel_residual")
             .and_then(|v| v.get_float())
             .unwrap_or(f64::NAN);
-        let loss = get("loss").and_then(|v| v.get_float()).unwrap_or(f64::NAN);
+        let loss = get("start_loss")
+            .and_then(|v| v.get_float())
+            .unwrap_or(f64::NAN);
         self.0
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -2,6 +2,7 @@
 
 use super::{exit, NaturalGradient};
 use crate::linalg::{dot, norm};
+use crate::line_search::{StepSearch, StepStart};
 use crate::linsolve::{solve_direction, Rhs, SolveFailure, SolveInfo};
 use crate::loss::Loss;
 use crate::metric::Metric;
@@ -9,7 +10,7 @@ use crate::model::Model;
 use crate::momentum::{Momentum, Previous, PreviousOutputs};
 use crate::problem::{Evaluations, Linearized, Problem};
 use crate::step_control::{
-    cap_step_norm, gram_scale, predicted_decrease, stalled_reason, take_step, DampingScale,
+    cap_step_norm, gram_scale, predicted_decrease, stalled_reason, DampingScale,
 };
 use crate::stopping::{column_cosine, zero_gradient_reason, StepRecord, Tolerances};
 use argmin::core::{TerminationReason, KV};
@@ -54,7 +55,9 @@ impl From<crate::Error> for Failure {
             crate::Error::NonFinite { .. } => {
                 Failure::Numerical(format!("{e} — {NON_FINITE_ADVICE}"))
             }
-            crate::Error::GramNotPositiveDefinite { .. } => Failure::Numerical(e.to_string()),
+            crate::Error::GramNotPositiveDefinite { .. } | crate::Error::LineSearch(_) => {
+                Failure::Numerical(e.to_string())
+            }
             // Raised during a step only by a metric that depends on θ (a Deep Ritz
             // energy's Hessian, `pde::RitzModel`) and turns indefinite at this iterate.
             crate::Error::IndefiniteMetric { .. } => Failure::Numerical(e.to_string()),
@@ -96,6 +99,8 @@ fn finite(what: &str, v: &[f64]) -> Result<(), Failure> {
 struct SolveLog<'k> {
     kv: &'k mut KV,
     solves: u64,
+    /// Whether any solve ran CG (only then is `cg_iters` reported).
+    cg: bool,
     iters: usize,
     rel_residual: f64,
     last: Option<SolveInfo>,
@@ -106,6 +111,7 @@ impl<'k> SolveLog<'k> {
         Self {
             kv,
             solves: 0,
+            cg: false,
             iters: 0,
             rel_residual: 0.0,
             last: None,
@@ -114,6 +120,7 @@ impl<'k> SolveLog<'k> {
 
     fn record(&mut self, info: SolveInfo) {
         self.solves += 1;
+        self.cg |= info.method.ends_with("cg");
         self.iters += info.iters;
         self.rel_residual = self.rel_residual.max(info.rel_residual);
         self.last = Some(info);
@@ -126,12 +133,16 @@ impl<'k> SolveLog<'k> {
         self.solves += 1;
         self.iters += match *failure {
             F::OperatorNotPositiveDefinite { iteration, .. }
-            | F::PreconditionerNotPositiveDefinite { iteration } => iteration,
+            | F::PreconditionerNotPositiveDefinite { iteration } => {
+                self.cg = true;
+                iteration
+            }
             F::NoConvergence {
                 iters,
                 rel_residual,
                 ..
             } => {
+                self.cg = true;
                 self.rel_residual = self.rel_residual.max(rel_residual);
                 iters
             }
@@ -143,11 +154,15 @@ impl<'k> SolveLog<'k> {
     fn write(&mut self) {
         let kv = &mut *self.kv;
         kv.insert("solves", self.solves.into());
-        kv.insert("cg_iters", (self.iters as u64).into());
-        kv.insert("cg_rel_residual", self.rel_residual.into());
+        if self.cg {
+            kv.insert("cg_iters", (self.iters as u64).into());
+        }
+        kv.insert("rel_residual", self.rel_residual.into());
         if let Some(info) = &self.last {
             kv.insert("linear_solver", info.method.to_string().into());
-            kv.insert("preconditioner", info.preconditioner.to_string().into());
+            if info.method.ends_with("cg") {
+                kv.insert("preconditioner", info.preconditioner.to_string().into());
+            }
         }
     }
 }
@@ -170,7 +185,7 @@ fn scaled(t: f64, v: &[f64]) -> Vec<f64> {
     v.iter().map(|v| t * v).collect()
 }
 
-impl NaturalGradient {
+impl<S: StepSearch> NaturalGradient<S> {
     /// One step from `θ_k = theta`; also returns the evaluations made on a mini-batch
     /// problem (those on `problem` itself are counted by the caller).
     pub(super) fn step<Mo: Model, Lo: Loss, Me: Metric>(
@@ -247,12 +262,16 @@ impl NaturalGradient {
             .linearize(theta)
             .map_err(|e| Failure::from(e).at("θ_k"))?;
         let loss = lin.loss();
-        let g = lin.gradient();
+        // g_k on all samples was formed at the end of the step that moved to θ_k.
+        let g = match &self.memory.gradient {
+            Some(at) if samples.is_none() && at.theta == theta => at.gradient.clone(),
+            _ => lin.gradient(),
+        };
         let grad_norm = norm(&g);
         let tested = self.tolerances != Tolerances::NONE;
         let diagonal = self.scale_damping(&mut lin, &g, tested);
         *kv = argmin::kv!(
-            "loss" => loss; "grad_norm" => grad_norm; "damping" => self.lambda();
+            "start_loss" => loss; "grad_norm" => grad_norm; "damping" => self.lambda();
             "momentum" => rule.name(); "beta" => rule.beta();
         );
         if self.damping_scale != DampingScale::Absolute {
@@ -349,7 +368,13 @@ impl NaturalGradient {
         drop(lin);
         finite("the step δ_k", &delta)?;
         finite("θ_k + δ_k (the step overflows θ)", &add(theta, &delta))?;
-        let accepted = take_step(&self.step_control, on, theta, loss, &g, &delta)?;
+        let start = StepStart {
+            theta,
+            loss,
+            gradient: &g,
+            delta: &delta,
+        };
+        let accepted = self.step_control.search(on, &start)?;
         let t = accepted.t;
         kv.insert("step_scale", t.into());
         kv.insert("line_search", accepted.note.to_string().into());
@@ -428,6 +453,9 @@ impl NaturalGradient {
         } else {
             all.loss_at(&accepted.theta)?
         };
+        // For the state (argmin's convention: the gradient at the returned iterate) and for
+        // the next step.
+        self.memory.gradient = super::GradientAt::at(all, &accepted.theta);
         Ok(Step::Moved {
             theta: accepted.theta,
             cost,
