@@ -3,8 +3,8 @@
 //! [`StepSearch`] is what the solver asks of a step control: given `θ_k`, `L(θ_k)`, `g_k`
 //! and the step `δ_k`, return `θ_{k+1} = θ_k + tδ_k` and its loss. [`StepControl`]
 //! (fixed, Armijo, log grid) implements it, and so does [`ArgminLineSearch`], which runs
-//! any argmin line search (`MoreThuenteLineSearch`, `HagerZhangLineSearch`,
-//! `BacktrackingLineSearch`) along `δ_k` from `t = 1` in an inner argmin [`Executor`], as
+//! an argmin line search (`MoreThuenteLineSearch` and `HagerZhangLineSearch` are tested)
+//! along `δ_k` from `t = 1` in an inner argmin [`Executor`], as
 //! argmin's own `LBFGS` and `GaussNewtonLS` run theirs. Pass it with
 //! [`NaturalGradient::with_line_search`](crate::NaturalGradient::with_line_search).
 
@@ -56,9 +56,15 @@ impl StepSearch for StepControl {
 /// The line-search problem `t ↦ L(θ)` with its gradient, type-erased so that one line
 /// search type serves every natgrad problem.
 pub struct SearchProblem<'a> {
-    cost: &'a (dyn Fn(&Vec<f64>) -> Result<f64, argmin::core::Error> + Sync),
-    gradient: &'a (dyn Fn(&Vec<f64>) -> Result<Vec<f64>, argmin::core::Error> + Sync),
+    cost: &'a CostFn<'a>,
+    gradient: &'a GradientFn<'a>,
 }
+
+/// `θ ↦ L(θ)`, argmin's `CostFunction::cost` of the problem.
+type CostFn<'a> = dyn Fn(&Vec<f64>) -> Result<f64, argmin::core::Error> + Sync + 'a;
+
+/// `θ ↦ ∇L(θ)`, argmin's `Gradient::gradient` of the problem.
+type GradientFn<'a> = dyn Fn(&Vec<f64>) -> Result<Vec<f64>, argmin::core::Error> + Sync + 'a;
 
 impl CostFunction for SearchProblem<'_> {
     type Param = Vec<f64>;

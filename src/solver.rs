@@ -24,6 +24,7 @@
 //! damping, random generator) is serialisable, so argmin's checkpointing resumes a run
 //! exactly.
 
+mod solve;
 mod step;
 
 use crate::batch::MiniBatch;

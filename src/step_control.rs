@@ -134,7 +134,7 @@ pub fn take_step<Mo: Model, Lo: Loss, Me: Metric>(
                 full.note = "armijo_skipped_not_descent".into();
                 return Ok(full);
             }
-            armijo(problem, theta, loss, g, delta, c, shrink, max_halvings)
+            armijo(problem, theta, loss, g, delta, (c, shrink, max_halvings))
         }
     }
 }
@@ -158,16 +158,14 @@ impl<P: Gradient<Param = Vec<f64>, Gradient = Vec<f64>>> Gradient for ByRef<'_, 
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Armijo backtracking with `(c, shrink, max_halvings)` of [`StepControl::Armijo`].
 fn armijo<Mo: Model, Lo: Loss, Me: Metric>(
     problem: &Problem<Mo, Lo, Me>,
     theta: &[f64],
     loss: f64,
     g: &[f64],
     delta: &[f64],
-    c: f64,
-    shrink: f64,
-    max_halvings: usize,
+    (c, shrink, max_halvings): (f64, f64, usize),
 ) -> crate::Result<Accepted> {
     let argmin_failure = |e: argmin::core::Error| {
         crate::Error::InvalidSetting(format!("Armijo line search (argmin): {e}"))

@@ -44,12 +44,11 @@
 //!
 //! [`SolveCache`]: super::SolveCache
 
-use super::{run_path, CgSettings, Rhs, SolveCache, SolveFailure, SolveInfo};
+use super::{run_path, CgSettings, Rhs, SolveCtx, SolveFailure, SolveInfo};
 use crate::loss::Loss;
 use crate::metric::Metric;
 use crate::model::Model;
 use crate::problem::Linearized;
-use faer::Par;
 
 /// The four ways to solve for the direction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -215,9 +214,7 @@ pub(super) fn solve<Mo: Model, Lo: Loss, Me: Metric>(
     a: &AutoSettings,
     rhs: Rhs<'_>,
     x: &mut [f64],
-    damping: f64,
-    cache: &mut SolveCache,
-    par: Par,
+    ctx: &mut SolveCtx<'_>,
 ) -> Result<SolveInfo, SolveFailure> {
     // On a sharded problem: the global n (so that every rank, and the single-process run,
     // choose alike), and never sample space (its unknown lives on the samples).
@@ -234,23 +231,26 @@ pub(super) fn solve<Mo: Model, Lo: Loss, Me: Metric>(
         p,
         metric_diagonal: lin.problem().metric().diagonal(&lin.point(), &mut w),
     };
-    let iters = cache.auto_cg_iters.map_or(a.cg_iters_prior, |i| i as usize);
+    let iters = ctx
+        .cache
+        .auto_cg_iters
+        .map_or(a.cg_iters_prior, |i| i as usize);
     let (path, _) = a.plan(&costs, sample_ok, iters);
     let mut info = match (path.is_direct(), a.cg_budget(&costs, sample_ok, path)) {
-        (true, _) | (false, None) => run_path(lin, path, rhs, x, damping, &a.cg, cache, par)?,
+        (true, _) | (false, None) => run_path(lin, path, rhs, x, &a.cg, ctx)?,
         (false, Some(budget)) => {
             let budgeted = CgSettings {
                 max_iters: budget,
                 accept_truncated: false,
                 ..a.cg.clone()
             };
-            match run_path(lin, path, rhs, x, damping, &budgeted, cache, par) {
+            match run_path(lin, path, rhs, x, &budgeted, ctx) {
                 Ok(info) => info,
                 Err(_) => {
                     // CG cost at least its budget: the next plan goes direct.
-                    cache.auto_cg_iters = Some(budget as u64 + 1);
+                    ctx.cache.auto_cg_iters = Some(budget as u64 + 1);
                     let direct = a.plan(&costs, sample_ok, usize::MAX).0;
-                    let mut info = run_path(lin, direct, rhs, x, damping, &a.cg, cache, par)?;
+                    let mut info = run_path(lin, direct, rhs, x, &a.cg, ctx)?;
                     info.method = direct.auto_name();
                     return Ok(info);
                 }
@@ -258,7 +258,7 @@ pub(super) fn solve<Mo: Model, Lo: Loss, Me: Metric>(
         }
     };
     if !path.is_direct() {
-        cache.auto_cg_iters = Some(info.iters as u64);
+        ctx.cache.auto_cg_iters = Some(info.iters as u64);
     }
     info.method = path.auto_name();
     Ok(info)

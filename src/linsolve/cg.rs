@@ -2,7 +2,7 @@
 
 use super::kfac::KfacPrecond;
 use super::nystrom::{NystromPrecond, NystromSketch};
-use super::{CgSettings, Preconditioner, SolveCache, SolveFailure, SolveInfo};
+use super::{CgSettings, Preconditioner, SolveCache, SolveCtx, SolveFailure, SolveInfo};
 use crate::gram::Space;
 use crate::loss::Loss;
 use crate::metric::Metric;
@@ -73,19 +73,26 @@ impl LinOp<f64> for CgPrecond<'_> {
 
 impl Precond<f64> for CgPrecond<'_> {}
 
+/// The Nyström preconditioner's settings ([`Preconditioner::Nystrom`]).
+#[derive(Clone, Copy)]
+struct Sketch {
+    rank: usize,
+    refresh_every: usize,
+    seed: u64,
+}
+
 /// Preconditioned CG on the Gram operator of `space` (`p×p` or `n×n`): `rhs` and `x` have
 /// that operator's size. On entry `x` is the initial guess (when warm starting).
-#[allow(clippy::too_many_arguments)]
 pub(super) fn solve_cg<Mo: Model, Lo: Loss, Me: Metric>(
     lin: &mut Linearized<'_, Mo, Lo, Me>,
     space: Space,
     rhs: &[f64],
     x: &mut [f64],
-    damping: f64,
     s: &CgSettings,
-    cache: &mut SolveCache,
-    par: Par,
+    ctx: &mut SolveCtx<'_>,
 ) -> Result<SolveInfo, SolveFailure> {
+    let (damping, par) = (ctx.damping, ctx.par);
+    let cache = &mut *ctx.cache;
     let dim = rhs.len();
     let identity = || CgPrecond::Identity(IdentityPrecond { dim });
     let mut sketch_products = 0;
@@ -95,8 +102,12 @@ pub(super) fn solve_cg<Mo: Model, Lo: Loss, Me: Metric>(
         seed,
     } = s.preconditioner
     {
-        sketch_products =
-            refresh_sketch(lin, space, damping, rank, refresh_every, seed, cache, par)?;
+        let sketch = Sketch {
+            rank,
+            refresh_every,
+            seed,
+        };
+        sketch_products = refresh_sketch(lin, space, sketch, damping, cache, par)?;
     }
     if let Preconditioner::Kfac {
         refresh_every,
@@ -306,17 +317,19 @@ impl<O: LinOp<f64>> LinOp<f64> for Tracked<'_, O> {
 ///
 /// Parameter space: `A₀ = G`, `μ = λ`. Sample space with `M = wI`: `A₀ = JJᵀ`, `μ = λ/w`;
 /// with any other metric `A₀ = JJᵀ + λM⁻¹`, `μ = 0` (see [`super::nystrom`]).
-#[allow(clippy::too_many_arguments)]
 fn refresh_sketch<Mo: Model, Lo: Loss, Me: Metric>(
     lin: &mut Linearized<'_, Mo, Lo, Me>,
     space: Space,
+    sketch: Sketch,
     damping: f64,
-    rank: usize,
-    refresh_every: usize,
-    seed: u64,
     cache: &mut SolveCache,
     par: Par,
 ) -> Result<u64, SolveFailure> {
+    let Sketch {
+        rank,
+        refresh_every,
+        seed,
+    } = sketch;
     let (sketch_damping, shift_per_damping) = match space {
         Space::Params => (0.0, 1.0),
         Space::Samples => match scalar_metric(lin) {

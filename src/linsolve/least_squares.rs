@@ -44,16 +44,17 @@ pub const MAX_JACOBIAN_ENTRIES: usize = 1 << 26;
 
 /// Solves for the least-squares direction; `r` is the output-space right-hand side when
 /// the caller has it, `b = Jᵀ r` (or the parameter-space right-hand side) always.
-#[allow(clippy::too_many_arguments)]
+///
+/// `filter` is `(λ, rcond, par)`: the damping, the relative cut-off of the spectrum and
+/// the thread setting.
 pub(super) fn solve<Mo: Model, Lo: Loss, Me: Metric>(
     lin: &mut Linearized<'_, Mo, Lo, Me>,
     r: Option<&[f64]>,
     b: &[f64],
     d: &mut [f64],
-    damping: f64,
-    rcond: f64,
-    par: Par,
+    filter: (f64, f64, Par),
 ) -> Result<SolveInfo, SolveFailure> {
+    let par = filter.2;
     if lin.problem().model().is_sharded() {
         return Err(SolveFailure::Direct(Error::Unsupported(
             "`LinearSolver::LeastSquares` on a sample-sharded problem: it factors the whole \
@@ -74,25 +75,21 @@ pub(super) fn solve<Mo: Model, Lo: Loss, Me: Metric>(
         && w.iter().all(|&x| x > 0.0 && x.is_finite());
     let jac = cholesky::counted_jacobian(lin);
     match r {
-        Some(r) if diagonal => by_svd(jac, &w, r, b, d, damping, rcond, par),
+        Some(r) if diagonal => by_svd(jac, (&w, r), b, d, filter),
         _ => {
             let g = dense_gram(jac.as_ref(), lin.problem().metric(), &lin.point(), 0.0, par);
-            by_eigen(g, b, d, damping, rcond, par)
+            by_eigen(g, b, d, filter)
         }
     }
 }
 
 /// `d = V f(Σ) Uᵀ W^{-1/2} r` from the thin SVD of `W^{1/2} J`.
-#[allow(clippy::too_many_arguments)]
 fn by_svd(
     mut jac: Mat<f64>,
-    w: &[f64],
-    r: &[f64],
+    (w, r): (&[f64], &[f64]),
     b: &[f64],
     d: &mut [f64],
-    damping: f64,
-    rcond: f64,
-    par: Par,
+    (damping, rcond, par): (f64, f64, Par),
 ) -> Result<SolveInfo, SolveFailure> {
     let (n, p) = (jac.nrows(), jac.ncols());
     let sw: Vec<f64> = w.iter().map(|w| w.sqrt()).collect();
@@ -128,9 +125,7 @@ fn by_eigen(
     g: Mat<f64>,
     b: &[f64],
     d: &mut [f64],
-    damping: f64,
-    rcond: f64,
-    par: Par,
+    (damping, rcond, par): (f64, f64, Par),
 ) -> Result<SolveInfo, SolveFailure> {
     let evd = g
         .self_adjoint_eigen(Side::Lower)

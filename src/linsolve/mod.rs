@@ -451,6 +451,14 @@ fn first_non_finite(v: &[f64]) -> Option<usize> {
     v.iter().position(|x| !x.is_finite())
 }
 
+/// What every path of one solve shares: the damping λ, the cache kept between solves and
+/// the thread setting of the dense parts.
+pub(crate) struct SolveCtx<'c> {
+    pub(crate) damping: f64,
+    pub(crate) cache: &'c mut SolveCache,
+    pub(crate) par: Par,
+}
+
 /// Solves `(G + λI) x = b` at a linearisation. On entry `x` holds the initial guess
 /// (used when warm starting), on exit the solution.
 pub fn solve_direction<Mo: Model, Lo: Loss, Me: Metric>(
@@ -474,25 +482,38 @@ pub fn solve_direction<Mo: Model, Lo: Loss, Me: Metric>(
             index,
         });
     }
+    let ctx = &mut SolveCtx {
+        damping,
+        cache,
+        par,
+    };
     let info = match solver {
-        LinearSolver::Cg(s) => run_path(lin, Path::ParamCg, rhs, x, damping, s, cache, par)?,
-        LinearSolver::Cholesky => {
-            let s = CgSettings::default();
-            run_path(lin, Path::ParamCholesky, rhs, x, damping, &s, cache, par)?
-        }
-        LinearSolver::SampleCg(s) => run_path(lin, Path::SampleCg, rhs, x, damping, s, cache, par)?,
-        LinearSolver::SampleCholesky => {
-            let s = CgSettings::default();
-            run_path(lin, Path::SampleCholesky, rhs, x, damping, &s, cache, par)?
-        }
-        LinearSolver::Auto(a) => auto::solve(lin, a, rhs, x, damping, cache, par)?,
+        LinearSolver::Cg(s) => run_path(lin, Path::ParamCg, rhs, x, s, ctx)?,
+        LinearSolver::Cholesky => run_path(
+            lin,
+            Path::ParamCholesky,
+            rhs,
+            x,
+            &CgSettings::default(),
+            ctx,
+        )?,
+        LinearSolver::SampleCg(s) => run_path(lin, Path::SampleCg, rhs, x, s, ctx)?,
+        LinearSolver::SampleCholesky => run_path(
+            lin,
+            Path::SampleCholesky,
+            rhs,
+            x,
+            &CgSettings::default(),
+            ctx,
+        )?,
+        LinearSolver::Auto(a) => auto::solve(lin, a, rhs, x, ctx)?,
         LinearSolver::LeastSquares { rcond } => {
             let r = match rhs {
                 Rhs::Cotangent { r, .. } => Some(r),
                 Rhs::Params(_) => None,
             };
             let b = param_rhs(lin, rhs);
-            least_squares::solve(lin, r, &b, x, damping, *rcond, par)?
+            least_squares::solve(lin, r, &b, x, (damping, *rcond, par))?
         }
         LinearSolver::Kfac {
             refresh_every,
@@ -500,7 +521,7 @@ pub fn solve_direction<Mo: Model, Lo: Loss, Me: Metric>(
         } => {
             let b = param_rhs(lin, rhs);
             let settings = (*refresh_every, *decay);
-            kfac::solve_direction(lin, &b, x, damping, settings, cache, par)?
+            kfac::solve_direction(lin, &b, x, damping, settings, ctx.cache, par)?
         }
     };
     if let Some(index) = first_non_finite(x) {
@@ -541,24 +562,21 @@ fn param_rhs<'a, Mo: Model, Lo: Loss, Me: Metric>(
 }
 
 /// Solves by one of the four paths; `cg` is used by the CG paths.
-#[allow(clippy::too_many_arguments)]
 fn run_path<Mo: Model, Lo: Loss, Me: Metric>(
     lin: &mut Linearized<'_, Mo, Lo, Me>,
     path: Path,
     rhs: Rhs<'_>,
     x: &mut [f64],
-    damping: f64,
     cg: &CgSettings,
-    cache: &mut SolveCache,
-    par: Par,
+    ctx: &mut SolveCtx<'_>,
 ) -> Result<SolveInfo, SolveFailure> {
     match path {
         Path::ParamCg | Path::ParamCholesky => {
             let b = param_rhs(lin, rhs);
             if path == Path::ParamCg {
-                cg::solve_cg(lin, Space::Params, &b, x, damping, cg, cache, par)
+                cg::solve_cg(lin, Space::Params, &b, x, cg, ctx)
             } else {
-                cholesky::solve_cholesky(lin, &b, x, damping, par)
+                cholesky::solve_cholesky(lin, &b, x, ctx.damping, ctx.par)
             }
         }
         Path::SampleCg | Path::SampleCholesky => {
@@ -574,7 +592,7 @@ fn run_path<Mo: Model, Lo: Loss, Me: Metric>(
                 )));
             };
             let direct = path == Path::SampleCholesky;
-            sample_space::solve(lin, r, x, damping, direct, cg, cache, par)
+            sample_space::solve(lin, r, x, direct, cg, ctx)
         }
     }
 }

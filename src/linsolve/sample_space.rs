@@ -2,7 +2,7 @@
 //! `(JJᵀ + λM⁻¹) s = M⁻¹ r`, an `n×n` SPD system, by matrix-free CG or by a dense
 //! Cholesky factorisation of the kernel. See the [module docs](super) for the algebra.
 
-use super::{cg, cholesky, CgSettings, SolveCache, SolveFailure, SolveInfo};
+use super::{cg, cholesky, CgSettings, SolveCtx, SolveFailure, SolveInfo};
 use crate::gram::Space;
 use crate::linalg::{gemv, norm};
 use crate::loss::Loss;
@@ -14,17 +14,15 @@ use faer::linalg::solvers::Solve;
 use faer::{Accum, ColMut, Mat, Par};
 
 /// Solves for `d = (JᵀMJ + λI)⁻¹ Jᵀ r` in sample space; `d` has length `p`.
-#[allow(clippy::too_many_arguments)]
 pub(super) fn solve<Mo: Model, Lo: Loss, Me: Metric>(
     lin: &mut Linearized<'_, Mo, Lo, Me>,
     r: &[f64],
     d: &mut [f64],
-    damping: f64,
     direct: bool,
     settings: &CgSettings,
-    cache: &mut SolveCache,
-    par: Par,
+    ctx: &mut SolveCtx<'_>,
 ) -> Result<SolveInfo, SolveFailure> {
+    let (damping, par) = (ctx.damping, ctx.par);
     let n = r.len();
     let mut rhs = vec![0.0; n];
     lin.solve_metric(r, &mut rhs)
@@ -32,23 +30,14 @@ pub(super) fn solve<Mo: Model, Lo: Loss, Me: Metric>(
     if direct {
         return solve_direct(lin, &rhs, d, damping, par);
     }
-    let mut s = match (&cache.sample_guess, settings.warm_start) {
+    let mut s = match (&ctx.cache.sample_guess, settings.warm_start) {
         (Some(g), true) if g.len() == n => g.clone(),
         _ => vec![0.0; n],
     };
-    let mut info = cg::solve_cg(
-        lin,
-        Space::Samples,
-        &rhs,
-        &mut s,
-        damping,
-        settings,
-        cache,
-        par,
-    )?;
+    let mut info = cg::solve_cg(lin, Space::Samples, &rhs, &mut s, settings, ctx)?;
     info.method = "sample-cg";
     lin.vjp(&s, d);
-    cache.sample_guess = Some(s);
+    ctx.cache.sample_guess = Some(s);
     Ok(info)
 }
 

@@ -1,21 +1,23 @@
 //! One iteration of [`NaturalGradient`]: the table of docs/math.md §3, top to bottom.
 
+use super::solve::SolveLog;
 use super::{exit, NaturalGradient};
 use crate::linalg::{dot, norm};
 use crate::line_search::{StepSearch, StepStart};
-use crate::linsolve::{solve_direction, Rhs, SolveFailure, SolveInfo};
 use crate::loss::Loss;
 use crate::metric::Metric;
 use crate::model::Model;
 use crate::momentum::{Momentum, Previous, PreviousOutputs};
 use crate::problem::{Evaluations, Linearized, Problem};
 use crate::step_control::{
-    cap_step_norm, gram_scale, predicted_decrease, stalled_reason, DampingScale,
+    cap_step_norm, gram_scale, predicted_decrease, stalled_reason, Accepted, DampingScale,
+    LevenbergMarquardt,
 };
 use crate::stopping::{column_cosine, zero_gradient_reason, StepRecord, Tolerances};
 use argmin::core::{TerminationReason, KV};
 use std::borrow::Cow;
 use std::mem::take;
+use std::ops::ControlFlow;
 
 /// Outcome of one step, before it is written to the argmin state.
 pub(super) enum Step {
@@ -33,7 +35,7 @@ pub(super) enum Step {
 const STALLED_REJECTIONS: u32 = 2;
 
 /// Why a step could not be made.
-enum Failure {
+pub(super) enum Failure {
     /// Bad input or settings: an argmin error.
     Input(crate::Error),
     /// A numerical failure: the run ends with this reason.
@@ -68,7 +70,7 @@ impl From<crate::Error> for Failure {
 
 impl Failure {
     /// Says where a numerical failure happened (`"θ_k"`, `"the extrapolation point"`).
-    fn at(self, point: &str) -> Self {
+    pub(super) fn at(self, point: &str) -> Self {
         match self {
             Failure::Numerical(text) => Failure::Numerical(format!("at {point}: {text}")),
             input => input,
@@ -78,12 +80,14 @@ impl Failure {
 
 /// A fault recorded by the checked linearisation (a non-finite product, a wrong-shape
 /// Jacobian from user code), as the failure that names it.
-fn fault<Mo: Model, Lo: Loss, Me: Metric>(lin: &Linearized<'_, Mo, Lo, Me>) -> Result<(), Failure> {
+pub(super) fn fault<Mo: Model, Lo: Loss, Me: Metric>(
+    lin: &Linearized<'_, Mo, Lo, Me>,
+) -> Result<(), Failure> {
     lin.fault().map_or(Ok(()), |e| Err(e.clone().into()))
 }
 
 /// Fails when `v` (named `what`) has a non-finite entry.
-fn finite(what: &str, v: &[f64]) -> Result<(), Failure> {
+pub(super) fn finite(what: &str, v: &[f64]) -> Result<(), Failure> {
     match v.iter().position(|x| !x.is_finite()) {
         None => Ok(()),
         Some(i) => Err(Failure::Numerical(format!(
@@ -93,82 +97,52 @@ fn finite(what: &str, v: &[f64]) -> Result<(), Failure> {
     }
 }
 
-/// What the linear solves of one step did (summed over Nesterov's two solves), written
-/// to the step's KV after every solve, so that a step that fails in a solve still
-/// reports the solves made so far.
-struct SolveLog<'k> {
-    kv: &'k mut KV,
-    solves: u64,
-    /// Whether any solve ran CG (only then is `cg_iters` reported).
-    cg: bool,
-    iters: usize,
-    rel_residual: f64,
-    last: Option<SolveInfo>,
+/// Where a step starts: the problem on all samples, the one of this step (`on`: the
+/// mini-batch problem, or `all` itself), `θ_k`, the previous iterate and its output
+/// vectors on this step's samples, and the samples.
+struct StepAt<'s, Mo, Lo, Me> {
+    all: &'s Problem<Mo, Lo, Me>,
+    on: &'s Problem<Mo, Lo, Me>,
+    theta: &'s [f64],
+    previous: Option<&'s Previous>,
+    previous_outputs: Option<Cow<'s, PreviousOutputs>>,
+    samples: Option<Vec<usize>>,
 }
 
-impl<'k> SolveLog<'k> {
-    fn new(kv: &'k mut KV) -> Self {
-        Self {
-            kv,
-            solves: 0,
-            cg: false,
-            iters: 0,
-            rel_residual: 0.0,
-            last: None,
-        }
-    }
+/// What the start of a step found at `θ_k`.
+struct Start {
+    /// `ℓ(θ_k)` on the step's samples.
+    loss: f64,
+    /// `g_k = J_kᵀ∇_yℓ`.
+    g: Vec<f64>,
+    zero_gradient: bool,
+    /// The gradient test's cosine, when the stopping tests run and the model has
+    /// `diag(G_k)`.
+    column_cosine: Option<f64>,
+}
 
-    fn record(&mut self, info: SolveInfo) {
-        self.solves += 1;
-        self.cg |= info.method.ends_with("cg");
-        self.iters += info.iters;
-        self.rel_residual = self.rel_residual.max(info.rel_residual);
-        self.last = Some(info);
-        self.write();
-    }
+/// What the step needs of `J_k` after the rule (see `measure`).
+struct Measured {
+    /// `δ_k`, capped.
+    delta: Vec<f64>,
+    /// `J_kδ_k`, when heavy ball, LM or the stopping tests need it.
+    jd: Option<Vec<f64>>,
+    /// `‖J_kδ_k‖²_M` (0 when not needed).
+    jd_m_sq: f64,
+    outputs: PreviousOutputs,
+    /// `gᵀ(G + λI)⁻¹g` of a plain solve, for the gradient test.
+    g_ginv_g: Option<f64>,
+}
 
-    /// A solve that failed: its CG iterations count, and the KV says why.
-    fn failed(&mut self, failure: &crate::linsolve::SolveFailure) {
-        use crate::linsolve::SolveFailure as F;
-        self.solves += 1;
-        self.iters += match *failure {
-            F::OperatorNotPositiveDefinite { iteration, .. }
-            | F::PreconditionerNotPositiveDefinite { iteration } => {
-                self.cg = true;
-                iteration
-            }
-            F::NoConvergence {
-                iters,
-                rel_residual,
-                ..
-            } => {
-                self.cg = true;
-                self.rel_residual = self.rel_residual.max(rel_residual);
-                iters
-            }
-            _ => 0,
-        };
-        self.write();
-    }
-
-    fn write(&mut self) {
-        let kv = &mut *self.kv;
-        kv.insert("solves", self.solves.into());
-        if self.cg {
-            kv.insert("cg_iters", (self.iters as u64).into());
-        }
-        kv.insert("rel_residual", self.rel_residual.into());
-        if let Some(info) = &self.last {
-            kv.insert("linear_solver", info.method.to_string().into());
-            if info.method.ends_with("cg") {
-                kv.insert("preconditioner", info.preconditioner.to_string().into());
-            }
-        }
-    }
+/// The loss at `θ_k`, and its actual and predicted decrease along the step.
+struct Decrease {
+    loss: f64,
+    actual: f64,
+    predicted: f64,
 }
 
 /// `−α v` or `β h − α v`, elementwise (with `β = 0` bitwise equal to `−α v`).
-fn combine(momentum: Option<(f64, &[f64])>, alpha: f64, v: &[f64]) -> Vec<f64> {
+pub(super) fn combine(momentum: Option<(f64, &[f64])>, alpha: f64, v: &[f64]) -> Vec<f64> {
     match momentum {
         None => v.iter().map(|v| -(alpha * v)).collect(),
         Some((beta, h)) => h.iter().zip(v).map(|(h, v)| beta * h - alpha * v).collect(),
@@ -176,12 +150,12 @@ fn combine(momentum: Option<(f64, &[f64])>, alpha: f64, v: &[f64]) -> Vec<f64> {
 }
 
 /// `a + b`, elementwise.
-fn add(a: &[f64], b: &[f64]) -> Vec<f64> {
+pub(super) fn add(a: &[f64], b: &[f64]) -> Vec<f64> {
     a.iter().zip(b).map(|(a, b)| a + b).collect()
 }
 
 /// `t v`, elementwise.
-fn scaled(t: f64, v: &[f64]) -> Vec<f64> {
+pub(super) fn scaled(t: f64, v: &[f64]) -> Vec<f64> {
     v.iter().map(|v| t * v).collect()
 }
 
@@ -206,11 +180,19 @@ impl<S: StepSearch> NaturalGradient<S> {
             Some(Ok(s)) => Some(s),
             Some(Err(e)) => return (Err(e), batch_evaluations),
         };
+        let at = |on, samples| StepAt {
+            all: problem,
+            on,
+            theta,
+            previous: previous.as_ref(),
+            previous_outputs: None,
+            samples,
+        };
         let outcome = match samples.as_deref().map(|s| problem.select_samples(s)) {
-            None => self.step_on(problem, problem, theta, previous.as_ref(), None, &mut kv),
+            None => self.step_on(at(problem, None), &mut kv),
             Some(Err(e)) => Err(Failure::Input(e)),
             Some(Ok(sub)) => {
-                let o = self.step_on(problem, &sub, theta, previous.as_ref(), samples, &mut kv);
+                let o = self.step_on(at(&sub, samples), &mut kv);
                 batch_evaluations = sub.evaluations();
                 o
             }
@@ -240,69 +222,106 @@ impl<S: StepSearch> NaturalGradient<S> {
         (outcome, batch_evaluations)
     }
 
-    /// The step computed on `on` (the mini-batch problem, or `all` itself).
+    /// The step computed on `at.on` (the mini-batch problem, or `at.all` itself):
+    /// docs/math.md §3, linearise → gradient → step rule → step control → remember.
     fn step_on<Mo: Model, Lo: Loss, Me: Metric>(
         &mut self,
-        all: &Problem<Mo, Lo, Me>,
-        on: &Problem<Mo, Lo, Me>,
-        theta: &[f64],
-        previous: Option<&Previous>,
-        samples: Option<Vec<usize>>,
+        mut at: StepAt<'_, Mo, Lo, Me>,
         kv: &mut KV,
     ) -> Result<Step, Failure> {
-        let rule = self.momentum;
-        let prev_outputs = match previous {
-            Some(prev) if rule.uses_previous_outputs() => {
-                Some(self.previous_on(on, prev, samples.as_deref())?)
-            }
-            _ => None,
-        };
-
-        let mut lin = on
-            .linearize(theta)
+        at.previous_outputs = self.previous_outputs(&at)?;
+        let mut lin = at
+            .on
+            .linearize(at.theta)
             .map_err(|e| Failure::from(e).at("θ_k"))?;
+        let start = self.start(&mut lin, &at, kv)?;
+        // An exactly zero gradient is no convergence (crate::stopping); with
+        // tolerance_grad = 0 the run goes on, and no test fires on its zero steps.
+        if start.zero_gradient && self.tolerances.grad > 0.0 {
+            return Ok(Step::Stop(exit(zero_gradient_reason(start.loss)), take(kv)));
+        }
+        let delta = self.direction(&mut lin, &at, &start.g, kv)?;
+        let measured = self.measure(lin, &at, &start, delta)?;
+        match self.control(&at, &start, &measured, kv)? {
+            ControlFlow::Continue(accepted) => self.remember(at, measured, accepted, kv),
+            ControlFlow::Break(ended) => Ok(ended),
+        }
+    }
+
+    /// The previous iterate's output vectors on this step's samples, for the rules that
+    /// use them.
+    fn previous_outputs<'s, Mo: Model, Lo: Loss, Me: Metric>(
+        &self,
+        at: &StepAt<'s, Mo, Lo, Me>,
+    ) -> Result<Option<Cow<'s, PreviousOutputs>>, Failure> {
+        match at.previous {
+            Some(prev) if self.momentum.uses_previous_outputs() => Ok(Some(self.previous_on(
+                at.on,
+                prev,
+                at.samples.as_deref(),
+            )?)),
+            _ => Ok(None),
+        }
+    }
+
+    /// At `θ_k`: the loss, the gradient `g_k` (formed at the end of the previous step on
+    /// all samples, else one vjp), this step's damping, and the KV's first entries.
+    fn start<Mo: Model, Lo: Loss, Me: Metric>(
+        &mut self,
+        lin: &mut Linearized<'_, Mo, Lo, Me>,
+        at: &StepAt<'_, Mo, Lo, Me>,
+        kv: &mut KV,
+    ) -> Result<Start, Failure> {
+        let rule = self.momentum;
         let loss = lin.loss();
-        // g_k on all samples was formed at the end of the step that moved to θ_k.
         let g = match &self.memory.gradient {
-            Some(at) if samples.is_none() && at.theta == theta => at.gradient.clone(),
+            Some(kept) if at.samples.is_none() && kept.theta == at.theta => kept.gradient.clone(),
             _ => lin.gradient(),
         };
-        let grad_norm = norm(&g);
         let tested = self.tolerances != Tolerances::NONE;
-        let diagonal = self.scale_damping(&mut lin, &g, tested);
+        let diagonal = self.scale_damping(lin, &g, tested);
         *kv = argmin::kv!(
-            "start_loss" => loss; "grad_norm" => grad_norm; "damping" => self.lambda();
+            "start_loss" => loss; "grad_norm" => norm(&g); "damping" => self.lambda();
             "momentum" => rule.name(); "beta" => rule.beta();
         );
         if self.damping_scale != DampingScale::Absolute {
             kv.insert("damping_relative", self.damping.into());
         }
-        if let Some(s) = &samples {
+        if let Some(s) = &at.samples {
             kv.insert("batch_size", (s.len() as u64).into());
         }
-        fault(&lin).map_err(|f| f.at("θ_k"))?;
+        fault(lin).map_err(|f| f.at("θ_k"))?;
         finite(
             "the gradient g_k = J_kᵀ∇_yℓ (at finite outputs and ∇_yℓ)",
             &g,
         )?;
         self.memory.record = None;
-        // An exactly zero gradient is no convergence (crate::stopping); with
-        // tolerance_grad = 0 the run goes on, and no test fires on its zero steps.
-        let zero_gradient = g.iter().all(|&v| v == 0.0);
-        if zero_gradient && self.tolerances.grad > 0.0 {
-            return Ok(Step::Stop(exit(zero_gradient_reason(loss)), take(kv)));
-        }
+        Ok(Start {
+            loss,
+            zero_gradient: g.iter().all(|&v| v == 0.0),
+            column_cosine: diagonal.map(|d| column_cosine(&g, &d, loss)),
+            g,
+        })
+    }
 
-        // The rule (docs/math.md §3). `previous` is `None` at k = 0: the Plain step.
-        let alpha = self.step_size;
+    /// The step rule (docs/math.md §3): `δ_k`, by one solve (two for the Nesterov rules,
+    /// none for gradient descent). `previous` is `None` at k = 0: the Plain step.
+    fn direction<Mo: Model, Lo: Loss, Me: Metric>(
+        &mut self,
+        lin: &mut Linearized<'_, Mo, Lo, Me>,
+        at: &StepAt<'_, Mo, Lo, Me>,
+        g: &[f64],
+        kv: &mut KV,
+    ) -> Result<Vec<f64>, Failure> {
+        let (rule, alpha) = (self.momentum, self.step_size);
         let mut log = SolveLog::new(kv);
-        let mut delta = match (rule, previous) {
+        let log = &mut log;
+        let prev_outputs = at.previous_outputs.as_deref();
+        Ok(match (rule, at.previous) {
             // G = I: δ_k = −α g_k
-            (Momentum::GradientDescent, _) => combine(None, alpha, &g),
+            (Momentum::GradientDescent, _) => combine(None, alpha, g),
             // G_k δ_k = −α g_k
-            (Momentum::Plain, _) | (_, None) => {
-                self.solve_gradient(&mut lin, None, &g, &mut log)?
-            }
+            (Momentum::Plain, _) | (_, None) => self.solve_gradient(lin, None, g, log)?,
             // G_k δ_k = β J_kᵀ h − α g_k, h = M J_{k−1}δ_{k−1} | M (y_k − y_{k−1}) | ∇ℓ(y_{k−1})
             (
                 Momentum::HeavyBall { beta }
@@ -310,53 +329,58 @@ impl<S: StepSearch> NaturalGradient<S> {
                 | Momentum::LaggedGradient { beta },
                 Some(_),
             ) => {
-                let prev = prev_outputs.as_deref().expect("read above for these rules");
-                let h = rule.output_term(&lin, prev).ok_or_else(|| {
+                let prev = prev_outputs.expect("read by `previous_outputs` for these rules");
+                let h = rule.output_term(lin, prev).ok_or_else(|| {
                     Failure::Input(crate::Error::InvalidSetting(
                         "heavy ball: J_{k−1}δ_{k−1} missing from the previous step".into(),
                     ))
                 })?;
-                self.solve_gradient(&mut lin, Some((beta, &h)), &g, &mut log)?
+                self.solve_gradient(lin, Some((beta, &h)), g, log)?
             }
             // δ_k = β δ_{k−1} − α G_k⁻¹ g_k
             (Momentum::ParamHeavyBall { beta }, Some(prev)) => {
-                let d = self.solve_gradient(&mut lin, None, &g, &mut log)?;
+                let d = self.solve_gradient(lin, None, g, log)?;
                 add(&scaled(beta, &prev.delta), &d)
             }
             // z = θ_k + β G_k⁻¹ J_kᵀ M (y_k − y_{k−1});  θ_{k+1} = z − α G(z)⁻¹ g(z)
             (Momentum::Nesterov { beta }, Some(_)) => {
-                let prev = prev_outputs.as_deref().expect("read above for this rule");
-                let h = rule.output_term(&lin, prev).unwrap_or_default();
-                let s = self.solve_extrapolation(&mut lin, beta, &h, &mut log)?;
-                add(&s, &self.gradient_step_at(on, theta, &s, &mut log)?)
+                let prev = prev_outputs.expect("read by `previous_outputs` for this rule");
+                let h = rule.output_term(lin, prev).unwrap_or_default();
+                let s = self.solve_extrapolation(lin, beta, &h, log)?;
+                add(&s, &self.gradient_step_at(at.on, at.theta, &s, log)?)
             }
             // z = θ_k + β (θ_k − θ_{k−1});  θ_{k+1} = z − α G(z)⁻¹ g(z)
             (Momentum::ParamNesterov { beta }, Some(prev)) => {
                 let s = scaled(beta, &prev.delta);
-                add(&s, &self.gradient_step_at(on, theta, &s, &mut log)?)
+                add(&s, &self.gradient_step_at(at.on, at.theta, &s, log)?)
             }
-        };
-        // (`log`, which borrows `kv`, ends here.)
+        })
+    }
 
+    /// What the step control, the stopping tests and the next step need of `J_k`: the
+    /// capped `δ_k`, `J_kδ_k` (carried by heavy ball; the curvature of LM's model and of
+    /// the stopping tests), `‖J_kδ_k‖²_M`, and the outputs. Ends the linearisation.
+    fn measure<Mo: Model, Lo: Loss, Me: Metric>(
+        &self,
+        mut lin: Linearized<'_, Mo, Lo, Me>,
+        at: &StepAt<'_, Mo, Lo, Me>,
+        start: &Start,
+        mut delta: Vec<f64>,
+    ) -> Result<Measured, Failure> {
+        let rule = self.momentum;
         // gᵀ(G + λI)⁻¹g of a plain solve δ = −α(G + λI)⁻¹g, for the gradient test.
-        let column_cosine = diagonal.map(|d| column_cosine(&g, &d, loss));
         let plain_solve = !matches!(rule, Momentum::GradientDescent)
-            && (matches!(rule, Momentum::Plain) || previous.is_none());
-        let g_ginv_g = plain_solve.then(|| -dot(&g, &delta) / alpha);
-
-        // Step control: cap, then J_kδ_k (carried by heavy ball; curvature of LM's model
-        // and of the stopping tests).
+            && (matches!(rule, Momentum::Plain) || at.previous.is_none());
+        let g_ginv_g = plain_solve.then(|| -dot(&start.g, &delta) / self.step_size);
         cap_step_norm(&mut delta, self.max_step_norm);
-        let lm = self.adaptive_damping;
-        let jd = if rule.uses_jvp_of_step() || lm.is_some() || tested {
+        let curvature = self.adaptive_damping.is_some() || self.tolerances != Tolerances::NONE;
+        let jd = (rule.uses_jvp_of_step() || curvature).then(|| {
             let mut jd = vec![0.0; lin.outputs().len()];
             lin.jvp(&delta, &mut jd);
-            Some(jd)
-        } else {
-            None
-        };
+            jd
+        });
         let jd_m_sq = match &jd {
-            Some(jd) if lm.is_some() || tested => lin.metric_norm_sq(jd),
+            Some(jd) if curvature => lin.metric_norm_sq(jd),
             _ => 0.0,
         };
         let outputs = PreviousOutputs {
@@ -367,95 +391,146 @@ impl<S: StepSearch> NaturalGradient<S> {
         fault(&lin).map_err(|f| f.at("θ_k"))?;
         drop(lin);
         finite("the step δ_k", &delta)?;
-        finite("θ_k + δ_k (the step overflows θ)", &add(theta, &delta))?;
-        let start = StepStart {
-            theta,
-            loss,
-            gradient: &g,
-            delta: &delta,
+        finite("θ_k + δ_k (the step overflows θ)", &add(at.theta, &delta))?;
+        Ok(Measured {
+            delta,
+            jd,
+            jd_m_sq,
+            outputs,
+            g_ginv_g,
+        })
+    }
+
+    /// Step control: the line search or fixed step, the stopping tests' record, and
+    /// Levenberg–Marquardt's verdict. `Break` ends the step without moving.
+    fn control<Mo: Model, Lo: Loss, Me: Metric>(
+        &mut self,
+        at: &StepAt<'_, Mo, Lo, Me>,
+        start: &Start,
+        m: &Measured,
+        kv: &mut KV,
+    ) -> Result<ControlFlow<Step, Accepted>, Failure> {
+        let search_from = StepStart {
+            theta: at.theta,
+            loss: start.loss,
+            gradient: &start.g,
+            delta: &m.delta,
         };
-        let accepted = self.step_control.search(on, &start)?;
+        let accepted = self.step_control.search(at.on, &search_from)?;
         let t = accepted.t;
+        let step_norm = t * norm(&m.delta);
         kv.insert("step_scale", t.into());
         kv.insert("line_search", accepted.note.to_string().into());
-        kv.insert("step_norm", (t * norm(&delta)).into());
-
-        let predicted = predicted_decrease(t, dot(&g, &delta), jd_m_sq);
-        let step_norm = t * norm(&delta);
-        if tested && !zero_gradient {
-            let damping = match rule {
+        kv.insert("step_norm", step_norm.into());
+        let decrease = Decrease {
+            loss: start.loss,
+            actual: start.loss - accepted.loss,
+            predicted: predicted_decrease(t, dot(&start.g, &m.delta), m.jd_m_sq),
+        };
+        if self.tolerances != Tolerances::NONE && !start.zero_gradient {
+            let damping = match self.momentum {
                 Momentum::GradientDescent => 0.0,
                 _ => self.lambda(),
             };
             self.memory.record = Some(StepRecord {
-                loss,
-                actual: loss - accepted.loss,
-                predicted,
+                loss: start.loss,
+                actual: decrease.actual,
+                predicted: decrease.predicted,
                 step_norm,
-                theta_norm: norm(theta),
-                curvature: t * t * jd_m_sq,
+                theta_norm: norm(at.theta),
+                curvature: t * t * m.jd_m_sq,
                 damping_term: damping * step_norm * step_norm,
-                g_ginv_g,
-                column_cosine,
+                g_ginv_g: m.g_ginv_g,
+                column_cosine: start.column_cosine,
             });
         }
-        if let Some(lm) = lm {
-            let at_max = self.damping >= lm.max;
-            let nu = self.memory.damping.nu;
-            let update = lm.update(self.damping, nu, loss - accepted.loss, predicted);
-            kv.insert("lm_rho", update.rho.into());
-            self.damping = update.damping;
-            self.memory.damping.nu = update.nu;
-            if !update.accepted {
-                self.memory.rejected_at_max = if at_max {
-                    self.memory.rejected_at_max + 1
-                } else {
-                    0
-                };
-                if self.memory.rejected_at_max >= STALLED_REJECTIONS {
-                    let reason = stalled_reason(lm.max, loss, loss - accepted.loss, predicted);
-                    return Ok(Step::Stop(exit(reason), take(kv)));
-                }
-                return Ok(Step::Rejected(take(kv)));
+        if let Some(lm) = self.adaptive_damping {
+            if let Some(ended) = self.levenberg_marquardt(lm, &decrease, kv) {
+                return Ok(ControlFlow::Break(ended));
             }
-            self.memory.rejected_at_max = 0;
         } else if !accepted.loss.is_finite() {
-            // The model may know where (a PDE term and point): its linearisation says.
-            // Else the forward pass or the loss says which value.
-            let cause = match on.linearize(&accepted.theta) {
-                Err(e) => e.to_string(),
-                Ok(_) => on
-                    .non_finite_loss(&accepted.theta, "θ_k + tδ_k")
-                    .to_string(),
-            };
-            return Err(Failure::Numerical(format!(
-                "the loss is not finite after the step (α = {alpha}, λ = {:e}): {cause}; \
-                 reduce the step size, increase the damping or use adaptive damping",
-                self.lambda()
-            )));
+            return Err(self.non_finite_after_step(at.on, &accepted.theta));
         }
+        Ok(ControlFlow::Continue(accepted))
+    }
 
-        // What the next step needs of this one.
-        let delta = scaled(t, &delta);
+    /// Levenberg–Marquardt's damping update; a rejected step (or the end of the run after
+    /// repeated rejections at the maximum damping) when the step does not decrease.
+    fn levenberg_marquardt(
+        &mut self,
+        lm: LevenbergMarquardt,
+        d: &Decrease,
+        kv: &mut KV,
+    ) -> Option<Step> {
+        let at_max = self.damping >= lm.max;
+        let nu = self.memory.damping.nu;
+        let update = lm.update(self.damping, nu, d.actual, d.predicted);
+        kv.insert("lm_rho", update.rho.into());
+        self.damping = update.damping;
+        self.memory.damping.nu = update.nu;
+        if update.accepted {
+            self.memory.rejected_at_max = 0;
+            return None;
+        }
+        self.memory.rejected_at_max = if at_max {
+            self.memory.rejected_at_max + 1
+        } else {
+            0
+        };
+        if self.memory.rejected_at_max >= STALLED_REJECTIONS {
+            let reason = stalled_reason(lm.max, d.loss, d.actual, d.predicted);
+            return Some(Step::Stop(exit(reason), take(kv)));
+        }
+        Some(Step::Rejected(take(kv)))
+    }
+
+    /// The failure when the loss after the step is not finite: the model may know where
+    /// (a PDE term and point), its linearisation says; else the forward pass or the loss
+    /// says which value.
+    fn non_finite_after_step<Mo: Model, Lo: Loss, Me: Metric>(
+        &self,
+        on: &Problem<Mo, Lo, Me>,
+        theta: &[f64],
+    ) -> Failure {
+        let cause = match on.linearize(theta) {
+            Err(e) => e.to_string(),
+            Ok(_) => on.non_finite_loss(theta, "θ_k + tδ_k").to_string(),
+        };
+        Failure::Numerical(format!(
+            "the loss is not finite after the step (α = {}, λ = {:e}): {cause}; reduce the \
+             step size, increase the damping or use adaptive damping",
+            self.step_size,
+            self.lambda()
+        ))
+    }
+
+    /// Keeps what the next step needs of this one (`θ_k`, `tδ_k`, `y_k`, `∇_yℓ(y_k)`,
+    /// `tJ_kδ_k`, the samples), the loss at `θ_{k+1}` on all samples for the state, and
+    /// the gradient there (argmin's convention: the gradient at the returned iterate).
+    fn remember<Mo: Model, Lo: Loss, Me: Metric>(
+        &mut self,
+        at: StepAt<'_, Mo, Lo, Me>,
+        m: Measured,
+        accepted: Accepted,
+        kv: &mut KV,
+    ) -> Result<Step, Failure> {
+        let t = accepted.t;
+        let uses_jvp = self.momentum.uses_jvp_of_step();
         self.memory.previous = Some(Previous {
-            theta: theta.to_vec(),
-            delta,
+            theta: at.theta.to_vec(),
+            delta: scaled(t, &m.delta),
             outputs: PreviousOutputs {
-                jvp_delta: jd
-                    .filter(|_| rule.uses_jvp_of_step())
-                    .map(|jd| scaled(t, &jd)),
-                ..outputs
+                jvp_delta: m.jd.filter(|_| uses_jvp).map(|jd| scaled(t, &jd)),
+                ..m.outputs
             },
-            samples,
+            samples: at.samples,
         });
-        let cost = if std::ptr::eq(all, on) {
+        let cost = if std::ptr::eq(at.all, at.on) {
             accepted.loss
         } else {
-            all.loss_at(&accepted.theta)?
+            at.all.loss_at(&accepted.theta)?
         };
-        // For the state (argmin's convention: the gradient at the returned iterate) and for
-        // the next step.
-        self.memory.gradient = super::GradientAt::at(all, &accepted.theta);
+        self.memory.gradient = super::GradientAt::at(at.all, &accepted.theta);
         Ok(Step::Moved {
             theta: accepted.theta,
             cost,
@@ -465,7 +540,7 @@ impl<S: StepSearch> NaturalGradient<S> {
 
     /// The damping λ_k of this step's solves: λ, or `μ·s_k` relative to the Gram's
     /// scale ([`DampingScale`]).
-    fn lambda(&self) -> f64 {
+    pub(super) fn lambda(&self) -> f64 {
         self.damping * self.memory.damping.scale
     }
 
@@ -520,134 +595,5 @@ impl<S: StepSearch> NaturalGradient<S> {
             output_gradient: lin.output_gradient().to_vec(),
             jvp_delta,
         }))
-    }
-
-    /// Solves `(G + λI) δ = J_kᵀ r`, `r = β h − α ∇_yℓ` (`r = −α∇_yℓ` without `h`):
-    /// `J_kᵀ r = β J_kᵀh − α g` costs one vjp for `h`, none for the gradient.
-    fn solve_gradient<Mo: Model, Lo: Loss, Me: Metric>(
-        &mut self,
-        lin: &mut Linearized<'_, Mo, Lo, Me>,
-        momentum: Option<(f64, &[f64])>,
-        g: &[f64],
-        log: &mut SolveLog,
-    ) -> Result<Vec<f64>, Failure> {
-        let alpha = self.step_size;
-        let r = combine(momentum, alpha, lin.output_gradient());
-        let b = match momentum {
-            None => combine(None, alpha, g),
-            Some((beta, h)) => {
-                let mut jt_h = vec![0.0; g.len()];
-                lin.vjp(h, &mut jt_h);
-                combine(Some((beta, &jt_h)), alpha, g)
-            }
-        };
-        let mut warm = self.memory.warm_gradient.take();
-        let x = self.solve(lin, &r, &b, &mut warm, log);
-        self.memory.warm_gradient = warm;
-        x
-    }
-
-    /// Nesterov's extrapolation `s = β G_k⁻¹ J_kᵀ h`, `h = M (y_k − y_{k−1})`, by one solve
-    /// with `r = β h` (no solve when the right-hand side is zero, e.g. β = 0).
-    fn solve_extrapolation<Mo: Model, Lo: Loss, Me: Metric>(
-        &mut self,
-        lin: &mut Linearized<'_, Mo, Lo, Me>,
-        beta: f64,
-        h: &[f64],
-        log: &mut SolveLog,
-    ) -> Result<Vec<f64>, Failure> {
-        let r = scaled(beta, h);
-        let mut b = vec![0.0; lin.problem().n_params()];
-        lin.vjp(&r, &mut b);
-        if b.iter().all(|&v| v == 0.0) {
-            return Ok(b);
-        }
-        let mut warm = self.memory.warm_extrapolation.take();
-        let x = self.solve(lin, &r, &b, &mut warm, log);
-        self.memory.warm_extrapolation = warm;
-        x
-    }
-
-    /// The gradient step `−α G(z)⁻¹ g(z)` at `z = θ + s` (the Nesterov rules).
-    fn gradient_step_at<Mo: Model, Lo: Loss, Me: Metric>(
-        &mut self,
-        on: &Problem<Mo, Lo, Me>,
-        theta: &[f64],
-        s: &[f64],
-        log: &mut SolveLog,
-    ) -> Result<Vec<f64>, Failure> {
-        let rule = self.momentum;
-        let at_z = |f: Failure| {
-            f.at(&format!(
-                "the extrapolation point z = θ_k + s of {} (β = {:e}; a smaller β keeps z \
-                 nearer θ_k)",
-                rule.name(),
-                rule.beta()
-            ))
-        };
-        let z = add(theta, s);
-        finite("z (the momentum overflows θ; reduce β)", &z).map_err(at_z)?;
-        let mut lin_z = on.linearize(&z).map_err(|e| at_z(e.into()))?;
-        let g_z = lin_z.gradient();
-        fault(&lin_z).map_err(at_z)?;
-        finite(
-            "the gradient g(z) = J(z)ᵀ∇_yℓ (at finite outputs and ∇_yℓ)",
-            &g_z,
-        )
-        .map_err(at_z)?;
-        self.solve_gradient(&mut lin_z, None, &g_z, log)
-            .map_err(at_z)
-    }
-
-    /// `(G + λI) x = b` with `b = J_kᵀ r`, warm-started from `warm` (updated to `x`).
-    fn solve<Mo: Model, Lo: Loss, Me: Metric>(
-        &mut self,
-        lin: &mut Linearized<'_, Mo, Lo, Me>,
-        r: &[f64],
-        b: &[f64],
-        warm: &mut Option<Vec<f64>>,
-        log: &mut SolveLog,
-    ) -> Result<Vec<f64>, Failure> {
-        // A product the model got wrong (e.g. the vjp of the momentum term) comes first.
-        fault(lin)?;
-        finite("the output-space right-hand side r of the solve", r)?;
-        finite("the right-hand side Jᵀr of the solve", b)?;
-        let mut x = match warm.take() {
-            Some(w) if w.len() == b.len() => w,
-            _ => vec![0.0; b.len()],
-        };
-        let result = solve_direction(
-            lin,
-            Rhs::Cotangent { r, jt_r: Some(b) },
-            &mut x,
-            self.lambda(),
-            &self.linear_solver,
-            &mut self.solve_cache,
-            self.parallelism.par(),
-        );
-        // A product the model got wrong is the cause of whatever the solve reports.
-        fault(lin)?;
-        let info = result.map_err(|f| {
-            log.failed(&f);
-            match f {
-                // Right-hand side and products were finite (checked above): the solution
-                // itself overflows.
-                SolveFailure::NonFinite {
-                    what: "direction",
-                    index,
-                } => Failure::Numerical(format!(
-                    "the solved direction is not finite at index {index} although the \
-                     right-hand side and every Jacobian product were finite: the damped Gram \
-                     system is too ill-conditioned or its solution overflows (damping λ = \
-                     {:e}) — add damping (`with_damping`, `with_adaptive_damping`) or rescale \
-                     the parameters",
-                    self.lambda()
-                )),
-                f => Failure::Numerical(f.to_string()),
-            }
-        })?;
-        log.record(info);
-        *warm = Some(x.clone());
-        Ok(x)
     }
 }
