@@ -203,7 +203,7 @@ fn the_state_gradient_is_on_all_samples_under_mini_batches() {
         natgrad::Problem::new(
             natgrad::model::LinearModel::dense(a.clone()).unwrap(),
             natgrad::SquaredError::l2(vec![1.0, -2.0, 0.5, 0.1]).unwrap(),
-            natgrad::WeightedL2::uniform(4),
+            natgrad::WeightedL2::uniform(4).unwrap(),
         )
         .unwrap()
     };
