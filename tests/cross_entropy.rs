@@ -425,3 +425,30 @@ fn ggn_inverse_refuses_a_hessian_that_underflowed() {
         "{out:?} vs {expected:?}"
     );
 }
+
+#[test]
+fn both_cross_entropies_have_the_size_of_their_labels() {
+    // A loss on 3 labels with a model of 2 outputs is a size error at Problem::new (a
+    // loss without a fixed size would accept it, and index past its labels later).
+    let labels = vec![0.0, 0.5, 1.0];
+    let model = || affine(vec![0.0, 1.0], identity);
+    let ce = CrossEntropy::new(labels.clone()).unwrap();
+    let logit = LogitCrossEntropy::new(labels).unwrap();
+    assert_eq!((ce.dim(), logit.dim()), (Some(3), Some(3)));
+    for e in [
+        Problem::new(model(), ce, Ggn).err(),
+        Problem::new(model(), logit, Ggn).err(),
+    ] {
+        assert!(
+            matches!(
+                e,
+                Some(natgrad::Error::DimensionMismatch {
+                    expected: 2,
+                    found: 3,
+                    ..
+                })
+            ),
+            "{e:?}"
+        );
+    }
+}
