@@ -92,6 +92,8 @@ struct Memory {
     /// The gradient on all samples at the state's parameter (computed at the end of the
     /// step that moved there, or in `init`), reused by the next step on all samples.
     gradient: Option<GradientAt>,
+    /// Why that gradient could not be formed (the run ends with it).
+    gradient_failure: Option<String>,
 }
 
 /// A parameter vector and the full gradient `g = Jᵀ∇_yℓ` there.
@@ -103,17 +105,19 @@ struct GradientAt {
 }
 
 impl GradientAt {
-    /// `g(θ)` on all samples of `problem`; `None` when the linearisation fails or a product
-    /// is faulty or not finite (the next step then meets the failure at θ itself, as it
-    /// would without this value).
+    /// `g(θ)` on all samples of `problem`; the error's text when the linearisation fails
+    /// or a product is faulty or not finite (the run then ends naming it).
     fn at<Mo: Model, Lo: Loss, Me: Metric>(
         problem: &Problem<Mo, Lo, Me>,
         theta: &[f64],
-    ) -> Option<Self> {
-        let mut lin = problem.linearize(theta).ok()?;
+    ) -> Result<Self, step::Failure> {
+        let mut lin = problem.linearize(theta)?;
         let gradient = lin.gradient();
-        let good = lin.fault().is_none() && gradient.iter().all(|v| v.is_finite());
-        good.then(|| GradientAt {
+        if let Some(e) = lin.fault() {
+            return Err(e.clone().into());
+        }
+        crate::error::check_finite("the gradient g = Jᵀ∇_yℓ", &gradient)?;
+        Ok(GradientAt {
             theta: theta.to_vec(),
             gradient,
         })
@@ -564,9 +568,13 @@ impl<Mo: Model, Lo: Loss, Me: Metric, S: StepSearch> Solver<Problem<Mo, Lo, Me>,
         let gradient = GradientAt::at(p, theta);
         let used = p.evaluations() - before;
         record_counts(problem, used)?;
-        let state = match &gradient {
-            Some(at) => state.gradient(at.gradient.clone()),
-            None => state,
+        let (state, gradient) = match gradient {
+            Ok(at) => (state.gradient(at.gradient.clone()), Some(at)),
+            Err(step::Failure::Numerical(e)) => (
+                state.terminate_with(exit(format!("at the initial θ: {e}"))),
+                None,
+            ),
+            Err(step::Failure::Input(e)) => return Err(e.into_argmin(NAME)),
         };
         self.memory = Memory {
             gradient,
@@ -596,7 +604,7 @@ impl<Mo: Model, Lo: Loss, Me: Metric, S: StepSearch> Solver<Problem<Mo, Lo, Me>,
         record_counts(problem, p.evaluations() - before + batch_evaluations)?;
         Ok(match outcome.map_err(|e| e.into_argmin(NAME))? {
             step::Step::Moved { theta, cost, kv } => {
-                // The gradient at θ_{k+1}, or none when it could not be formed there.
+                // The gradient at θ_{k+1}; the run ends when it could not be formed there.
                 state = match &self.memory.gradient {
                     Some(at) if at.theta == theta => state.gradient(at.gradient.clone()),
                     _ => {
@@ -604,7 +612,14 @@ impl<Mo: Model, Lo: Loss, Me: Metric, S: StepSearch> Solver<Problem<Mo, Lo, Me>,
                         state
                     }
                 };
-                (state.param(theta).cost(cost), Some(kv))
+                let state = state.param(theta).cost(cost);
+                match self.memory.gradient_failure.take() {
+                    Some(e) => (
+                        state.terminate_with(exit(format!("at θ_{{k+1}}: {e}"))),
+                        Some(kv),
+                    ),
+                    None => (state, Some(kv)),
+                }
             }
             step::Step::Rejected(kv) => (state.param(theta), Some(kv)),
             step::Step::Stop(reason, kv) => (state.param(theta).terminate_with(reason), Some(kv)),

@@ -530,7 +530,14 @@ impl<S: StepSearch> NaturalGradient<S> {
         } else {
             at.all.loss_at(&accepted.theta)?
         };
-        self.memory.gradient = super::GradientAt::at(at.all, &accepted.theta);
+        match super::GradientAt::at(at.all, &accepted.theta) {
+            Ok(g) => self.memory.gradient = Some(g),
+            Err(Failure::Numerical(e)) => {
+                self.memory.gradient = None;
+                self.memory.gradient_failure = Some(e);
+            }
+            Err(input) => return Err(input),
+        }
         Ok(Step::Moved {
             theta: accepted.theta,
             cost,
