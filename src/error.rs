@@ -44,8 +44,9 @@ pub enum Error {
         detail: String,
     },
     /// The dense Gram matrix `JᵀMJ + λI` (or the sample-space kernel) could not be
-    /// Cholesky-factored, or is singular to working precision (a pivot below `dim·ε` times
-    /// the largest).
+    /// Cholesky-factored, or is singular to working precision: a pivot `d_i = L_ii²` at or
+    /// below `dim·ε` times its own diagonal entry `k_ii` (elimination cancelled it to
+    /// rounding).
     #[error(
         "Cholesky factorisation of the Gram matrix G + λI failed at pivot {index} \
          (damping λ = {damping:e}): the Gram matrix is singular (to working precision) or \
@@ -53,7 +54,8 @@ pub enum Error {
          `LinearSolver::LeastSquares` for the minimum-norm direction"
     )]
     GramNotPositiveDefinite {
-        /// Index of the first non-positive pivot reported by faer.
+        /// Index of the first refused pivot (non-positive in faer's factorisation, or
+        /// cancelled to rounding as above).
         index: usize,
         /// The damping in use.
         damping: f64,
