@@ -3,8 +3,9 @@
 //! [`StepSearch`] is what the solver asks of a step control: given `θ_k`, `L(θ_k)`, `g_k`
 //! and the step `δ_k`, return `θ_{k+1} = θ_k + tδ_k` and its loss. [`StepControl`]
 //! (fixed, Armijo, log grid) implements it, and so does [`ArgminLineSearch`], which runs
-//! an argmin line search (`MoreThuenteLineSearch` and `HagerZhangLineSearch` are tested)
-//! along `δ_k` from `t = 1` in an inner argmin [`Executor`], as
+//! any argmin line search (`MoreThuenteLineSearch`, `HagerZhangLineSearch` and
+//! `BacktrackingLineSearch` are tested) along `δ_k` from `t = 1` in an inner argmin
+//! [`Executor`], as
 //! argmin's own `LBFGS` and `GaussNewtonLS` run theirs. Pass it with
 //! [`NaturalGradient::with_line_search`](crate::NaturalGradient::with_line_search).
 
@@ -93,6 +94,10 @@ pub type SearchState = IterState<Vec<f64>, Vec<f64>, (), (), (), f64>;
 /// returned point. A `δ_k` that is no descent direction (`g_kᵀδ_k ≥ 0`, possible with
 /// momentum) is taken whole (`t = 1`, KV `line_search` = `…_skipped_not_descent`), as
 /// argmin's line searches require a descent direction.
+///
+/// argmin's `BacktrackingLineSearch` shrinks `t` by its factor `rho`, **0.9 by default**
+/// (not ½): from `t = 1` it tries `1, 0.9, 0.81, …` and stops at the first `t` where its
+/// condition holds. Set `.rho(0.5)` for halving, or use [`StepControl::armijo`].
 #[derive(Clone)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ArgminLineSearch<L> {

@@ -2,7 +2,10 @@
 //! problems with a known minimiser.
 
 use argmin::core::{Executor, Jacobian, Operator, State};
-use argmin::solver::linesearch::{HagerZhangLineSearch, MoreThuenteLineSearch};
+use argmin::solver::linesearch::condition::ArmijoCondition;
+use argmin::solver::linesearch::{
+    BacktrackingLineSearch, HagerZhangLineSearch, MoreThuenteLineSearch,
+};
 use natgrad::argmin_adapter::{least_squares, JacobianMatrix};
 use natgrad::line_search::StepSearch;
 use natgrad::problems::toys::{self, ToyMetric};
@@ -33,9 +36,28 @@ where
         natgrad::NgState,
     >,
 {
+    stretched(2.0, solver)
+}
+
+/// One step of `alpha` times the Gauss–Newton step `θ* − θ₀` on the quadratic toy (λ = 0,
+/// Cholesky, so the step is exact): `θ₀ + t·alpha·(θ* − θ₀)` for the `t` the search takes.
+fn stretched<S: StepSearch>(
+    alpha: f64,
+    solver: impl FnOnce(NaturalGradient) -> NaturalGradient<S>,
+) -> (Vec<f64>, f64)
+where
+    NaturalGradient<S>: argmin::core::Solver<
+        natgrad::Problem<
+            natgrad::model::LinearModel,
+            natgrad::SquaredError<natgrad::DenseMetric>,
+            natgrad::DenseMetric,
+        >,
+        natgrad::NgState,
+    >,
+{
     let toy = toys::biased_linear(ToyMetric::Anisotropic);
     let ng = NaturalGradient::new()
-        .with_step_size(2.0)
+        .with_step_size(alpha)
         .unwrap()
         .with_damping(0.0)
         .unwrap()
@@ -59,6 +81,45 @@ fn more_thuente_finds_the_exact_line_minimum_of_a_quadratic() {
 fn hager_zhang_finds_the_exact_line_minimum_of_a_quadratic() {
     let (theta, cost) = overshooting(|s| s.with_line_search(HagerZhangLineSearch::new()));
     assert!(max_diff(&theta, &STAR) < 1e-8, "{theta:?} (cost {cost:e})");
+}
+
+/// Backtracking with Armijo's condition `φ(t) ≤ φ(0) + c t φ'(0)` and shrink factor ρ from
+/// `t = 1` along a 4× Gauss–Newton step. On the quadratic, with `D = L(θ₀) − L(θ*)`,
+/// `φ(t) = L* + (1 − 4t)² D` and `φ'(0) = −8D`, so the condition reads
+/// `(1 − 4t)² ≤ 1 − 8ct`: the search must take the first `t = ρᵏ` satisfying it.
+fn backtracking_lands_where_armijo_first_holds(rho: f64) {
+    let c = 1e-4;
+    let search = BacktrackingLineSearch::new(ArmijoCondition::new(c).unwrap())
+        .rho(rho)
+        .unwrap();
+    let (theta, cost) = stretched(4.0, |s| s.with_line_search(search));
+    let t = (0..)
+        .map(|k| rho.powi(k))
+        .find(|t| (1.0 - 4.0 * t).powi(2) <= 1.0 - 8.0 * c * t)
+        .unwrap();
+    assert!(t < 1.0, "the step must be shortened");
+    let theta0 = toys::biased_linear(ToyMetric::Anisotropic).theta0;
+    let want: Vec<f64> = theta0
+        .iter()
+        .zip(STAR)
+        .map(|(a, s)| a + 4.0 * t * (s - a))
+        .collect();
+    assert!(
+        max_diff(&theta, &want) < 1e-12,
+        "ρ = {rho}: {theta:?} (cost {cost:e}), want t = {t}: {want:?}"
+    );
+}
+
+#[test]
+fn backtracking_halving_lands_on_the_minimiser() {
+    // ρ = ½: t = 1 (φ = 9D) and ½ (φ = D, no decrease) fail, t = ¼ is θ*.
+    backtracking_lands_where_armijo_first_holds(0.5);
+}
+
+#[test]
+fn backtracking_with_argmins_default_shrink_factor() {
+    // ρ = 0.9 (argmin's default): t = 0.9⁷ ≈ 0.478, past θ* (4t ≈ 1.91).
+    backtracking_lands_where_armijo_first_holds(0.9);
 }
 
 /// r(θ) = (θ₀ − 1, 10 (θ₁ − θ₀²)): Rosenbrock's residuals, minimiser (1, 1).
