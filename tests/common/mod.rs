@@ -1,6 +1,7 @@
 //! Shared helpers for the integration tests: seeded random data and dense twins.
 #![allow(dead_code)]
 
+pub mod conformance;
 pub mod taylor_ref;
 
 use faer::Mat;

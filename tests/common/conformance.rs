@@ -1,0 +1,403 @@
+//! One conformance check for every model and every metric (issue 17): each product a
+//! model or the Gram operator offers is compared with a dense reference built here, by
+//! plain loops, from single jvps — and the Jacobian itself with central finite differences
+//! of `forward`, an oracle that shares no code with the products.
+
+use super::{mat, rel_diff, rng, vec};
+use faer::dyn_stack::{MemBuffer, MemStack};
+use faer::matrix_free::LinOp;
+use faer::{Mat, Par};
+use natgrad::gram::Space;
+use natgrad::model::Model;
+use natgrad::{Linearization, Linearized, Loss, Metric, Problem};
+
+/// Adjointness `⟨Jv, w⟩ = ⟨v, Jᵀw⟩`, relative to `‖Jv‖‖w‖ + ‖v‖‖Jᵀw‖`.
+pub const ADJOINT_TOL: f64 = 1e-12;
+/// Products against the dense reference (relative, Frobenius / Euclidean): only the
+/// summation order differs.
+pub const PRODUCT_TOL: f64 = 1e-12;
+/// The Jacobian against central differences with step `h = 1e-5 (1 + |θ_j|)`: truncation
+/// `O(h²) ≈ 1e-10`, rounding `O(ε/h) ≈ 1e-11` relative to the outputs.
+pub const FD_TOL: f64 = 1e-6;
+
+/// The largest relative errors one model showed, to print.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ModelErrors {
+    pub adjoint: f64,
+    pub vjp: f64,
+    pub blocks: f64,
+    pub dense: Option<f64>,
+    pub diagonal: Option<f64>,
+    pub gram_product: f64,
+    pub forward: f64,
+    pub finite_differences: f64,
+}
+
+/// `J` (n×p) column by column from `p` single jvps of the unit vectors.
+pub fn jacobian_by_jvps<L: Linearization + ?Sized>(lin: &mut L, n: usize) -> Mat<f64> {
+    let p = lin.n_params();
+    let mut j = Mat::zeros(n, p);
+    let mut e = vec![0.0; p];
+    let mut col = vec![0.0; n];
+    for c in 0..p {
+        e[c] = 1.0;
+        lin.jvp(&e, &mut col);
+        e[c] = 0.0;
+        for r in 0..n {
+            j[(r, c)] = col[r];
+        }
+    }
+    j
+}
+
+/// `‖a − b‖_F / ‖b‖_F` (the absolute difference when `b = 0`).
+pub fn mat_rel(a: &Mat<f64>, b: &Mat<f64>) -> f64 {
+    assert_eq!(
+        (a.nrows(), a.ncols()),
+        (b.nrows(), b.ncols()),
+        "shapes differ"
+    );
+    let flat = |m: &Mat<f64>| -> Vec<f64> {
+        (0..m.ncols())
+            .flat_map(|c| (0..m.nrows()).map(move |r| (r, c)))
+            .map(|(r, c)| m[(r, c)])
+            .collect()
+    };
+    rel_diff(&flat(a), &flat(b))
+}
+
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+fn norm(a: &[f64]) -> f64 {
+    dot(a, a).sqrt()
+}
+
+/// `y = A x` by plain loops.
+fn mat_vec(a: &Mat<f64>, x: &[f64]) -> Vec<f64> {
+    (0..a.nrows())
+        .map(|r| (0..a.ncols()).map(|c| a[(r, c)] * x[c]).sum())
+        .collect()
+}
+
+/// `y = Aᵀ x` by plain loops.
+fn mat_t_vec(a: &Mat<f64>, x: &[f64]) -> Vec<f64> {
+    (0..a.ncols())
+        .map(|c| (0..a.nrows()).map(|r| a[(r, c)] * x[r]).sum())
+        .collect()
+}
+
+fn column(m: &Mat<f64>, c: usize) -> Vec<f64> {
+    (0..m.nrows()).map(|r| m[(r, c)]).collect()
+}
+
+fn check(name: &str, what: &str, err: f64, tol: f64) -> f64 {
+    assert!(
+        err <= tol,
+        "{name}: {what}: relative error {err:e} > {tol:e}"
+    );
+    err
+}
+
+/// Every product of `model`'s linearisation at `theta` against the dense reference, and
+/// the Jacobian against central differences of [`Model::forward`]. Panics naming the
+/// model and the product that disagrees.
+pub fn check_model<M: Model>(name: &str, model: &M, theta: &[f64], seed: u64) -> ModelErrors {
+    let (n, p) = (model.n_outputs(), model.n_params());
+    assert_eq!(theta.len(), p, "{name}: θ has the wrong length");
+    let mut r = rng(seed);
+    let mut lin = model.linearize(theta).unwrap();
+    assert_eq!(lin.n_params(), p, "{name}: Linearization::n_params");
+    assert_eq!(lin.outputs().len(), n, "{name}: outputs length");
+    let jac = jacobian_by_jvps(&mut lin, n);
+    let mut e = ModelErrors::default();
+
+    // vjp: row i of J is Jᵀe_i.
+    let mut jt = Mat::zeros(n, p);
+    let (mut ei, mut row) = (vec![0.0; n], vec![0.0; p]);
+    for i in 0..n {
+        ei[i] = 1.0;
+        lin.vjp(&ei, &mut row);
+        ei[i] = 0.0;
+        (0..p).for_each(|c| jt[(i, c)] = row[c]);
+    }
+    e.vjp = check(name, "vjp vs J by jvps", mat_rel(&jt, &jac), PRODUCT_TOL);
+
+    for _ in 0..3 {
+        let (v, w) = (vec(&mut r, p), vec(&mut r, n));
+        let (mut jv, mut jtw) = (vec![0.0; n], vec![0.0; p]);
+        lin.jvp(&v, &mut jv);
+        lin.vjp(&w, &mut jtw);
+        let scale = norm(&jv) * norm(&w) + norm(&v) * norm(&jtw);
+        let err = (dot(&jv, &w) - dot(&v, &jtw)).abs() / scale.max(f64::MIN_POSITIVE);
+        e.adjoint = e.adjoint.max(check(name, "adjointness", err, ADJOINT_TOL));
+    }
+
+    e.blocks = check_blocks(name, &mut lin, &jac, &mut r);
+
+    if let Some(d) = lin.dense_jacobian() {
+        e.dense = Some(check(
+            name,
+            "dense_jacobian",
+            mat_rel(&d, &jac),
+            PRODUCT_TOL,
+        ));
+    }
+
+    let w: Vec<f64> = (0..n).map(|_| 0.1 + vec(&mut r, 1)[0].abs()).collect();
+    let want_diag: Vec<f64> = (0..p)
+        .map(|c| (0..n).map(|i| w[i] * jac[(i, c)] * jac[(i, c)]).sum())
+        .collect();
+    let mut diag = vec![0.0; p];
+    if lin.gram_diagonal(&w, &mut diag) {
+        let err = rel_diff(&diag, &want_diag);
+        e.diagonal = Some(check(name, "gram_diagonal vs diag(JᵀWJ)", err, PRODUCT_TOL));
+    }
+
+    let t = vec(&mut r, p);
+    let wjt: Vec<f64> = mat_vec(&jac, &t)
+        .iter()
+        .zip(&w)
+        .map(|(a, b)| a * b)
+        .collect();
+    let want = mat_t_vec(&jac, &wjt);
+    let (mut scratch, mut got) = (vec![0.0; n], vec![0.0; p]);
+    lin.gram_product(&w, &t, &mut scratch, &mut got);
+    e.gram_product = check(
+        name,
+        "gram_product vs JᵀWJt",
+        rel_diff(&got, &want),
+        PRODUCT_TOL,
+    );
+
+    let mut y = vec![0.0; n];
+    model.forward(theta, &mut y).unwrap();
+    e.forward = check(
+        name,
+        "forward vs outputs",
+        rel_diff(&y, lin.outputs()),
+        1e-14,
+    );
+    drop(lin);
+
+    e.finite_differences = check(
+        name,
+        "J vs central differences of forward",
+        mat_rel(&central_differences(model, theta), &jac),
+        FD_TOL,
+    );
+    e
+}
+
+/// `jvp_block` / `vjp_block` on three random columns against single products.
+fn check_blocks<L: Linearization>(
+    name: &str,
+    lin: &mut L,
+    jac: &Mat<f64>,
+    r: &mut rand::rngs::StdRng,
+) -> f64 {
+    let (n, p, k) = (jac.nrows(), jac.ncols(), 3);
+    let t = mat(r, p, k);
+    let mut out = Mat::zeros(n, k);
+    lin.jvp_block(t.as_ref(), out.as_mut());
+    let mut single = Mat::zeros(n, k);
+    let mut col = vec![0.0; n];
+    for c in 0..k {
+        lin.jvp(&column(&t, c), &mut col);
+        (0..n).for_each(|i| single[(i, c)] = col[i]);
+    }
+    let a = check(
+        name,
+        "jvp_block vs jvps",
+        mat_rel(&out, &single),
+        PRODUCT_TOL,
+    );
+    let s = mat(r, n, k);
+    let mut out = Mat::zeros(p, k);
+    lin.vjp_block(s.as_ref(), out.as_mut());
+    let mut single = Mat::zeros(p, k);
+    let mut col = vec![0.0; p];
+    for c in 0..k {
+        lin.vjp(&column(&s, c), &mut col);
+        (0..p).for_each(|i| single[(i, c)] = col[i]);
+    }
+    a.max(check(
+        name,
+        "vjp_block vs vjps",
+        mat_rel(&out, &single),
+        PRODUCT_TOL,
+    ))
+}
+
+/// `∂y/∂θ_j ≈ (y(θ + h e_j) − y(θ − h e_j)) / 2h` with `h = 1e-5 (1 + |θ_j|)`.
+pub fn central_differences<M: Model>(model: &M, theta: &[f64]) -> Mat<f64> {
+    let (n, p) = (model.n_outputs(), model.n_params());
+    let mut j = Mat::zeros(n, p);
+    let (mut plus, mut minus) = (vec![0.0; n], vec![0.0; n]);
+    let mut th = theta.to_vec();
+    for c in 0..p {
+        let h = 1e-5 * (1.0 + theta[c].abs());
+        th[c] = theta[c] + h;
+        model.forward(&th, &mut plus).unwrap();
+        th[c] = theta[c] - h;
+        model.forward(&th, &mut minus).unwrap();
+        th[c] = theta[c];
+        // The step actually taken, as rounded in θ.
+        let two_h = (theta[c] + h) - (theta[c] - h);
+        (0..n).for_each(|i| j[(i, c)] = (plus[i] - minus[i]) / two_h);
+    }
+    j
+}
+
+/// The largest relative errors of one problem's Gram operator.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct GramErrors {
+    pub params: f64,
+    pub samples: Option<f64>,
+    pub diagonal: Option<f64>,
+}
+
+/// `op` applied to each column of `x` on its own (k products of one column).
+fn apply_columns(op: &impl LinOp<f64>, x: &Mat<f64>) -> Mat<f64> {
+    let mut out = Mat::zeros(op.nrows(), x.ncols());
+    for c in 0..x.ncols() {
+        let xc = Mat::from_fn(x.nrows(), 1, |i, _| x[(i, c)]);
+        let oc = apply_block(op, &xc);
+        (0..op.nrows()).for_each(|i| out[(i, c)] = oc[(i, 0)]);
+    }
+    out
+}
+
+/// `op` applied to the block `x` in one call, with the scratch it declares.
+fn apply_block(op: &impl LinOp<f64>, x: &Mat<f64>) -> Mat<f64> {
+    let mut out = Mat::zeros(op.nrows(), x.ncols());
+    let mut mem = MemBuffer::new(op.apply_scratch(x.ncols(), Par::Seq));
+    op.apply(out.as_mut(), x.as_ref(), Par::Seq, MemStack::new(&mut mem));
+    out
+}
+
+/// Dense `J` (by jvps) and `M` (applied to the unit vectors) of a linearised problem.
+fn dense_j_and_m<Mo: Model, Lo: Loss, Me: Metric>(
+    lin: &mut Linearized<'_, Mo, Lo, Me>,
+    n: usize,
+    p: usize,
+) -> (Mat<f64>, Mat<f64>) {
+    let mut jac = Mat::zeros(n, p);
+    let mut m = Mat::zeros(n, n);
+    let (mut e, mut col) = (vec![0.0; n.max(p)], vec![0.0; n]);
+    for c in 0..p {
+        e[c] = 1.0;
+        lin.jvp(&e[..p], &mut col);
+        e[c] = 0.0;
+        (0..n).for_each(|i| jac[(i, c)] = col[i]);
+    }
+    for c in 0..n {
+        e[c] = 1.0;
+        lin.apply_metric(&e[..n], &mut col);
+        e[c] = 0.0;
+        (0..n).for_each(|i| m[(i, c)] = col[i]);
+    }
+    (jac, m)
+}
+
+/// The damped Gram operator of `problem` at `theta` in parameter space (`JᵀMJ + λI`) and,
+/// when the metric has an inverse, in sample space (`JJᵀ + λM⁻¹`), single and block
+/// products, against `J` by jvps and `M` applied to the unit vectors; and
+/// `gram_diagonal` against `diag(JᵀMJ) + λ` when the problem offers it.
+pub fn check_gram<Mo: Model, Lo: Loss, Me: Metric>(
+    name: &str,
+    problem: &Problem<Mo, Lo, Me>,
+    theta: &[f64],
+    seed: u64,
+) -> GramErrors {
+    let (n, p) = (problem.n_outputs(), problem.n_params());
+    let lambda = 0.3;
+    let mut r = rng(seed);
+    let mut lin = problem.linearize(theta).unwrap();
+    let (jac, m) = dense_j_and_m(&mut lin, n, p);
+    let mut errs = GramErrors::default();
+
+    // Parameter space: (JᵀMJ + λI) t.
+    let t = mat(&mut r, p, 3);
+    let op = lin.gram_in(Space::Params, lambda);
+    let single = apply_columns(&op, &t);
+    let block = apply_block(&op, &t);
+    drop(op);
+    errs.params = check(
+        name,
+        "Gram (params): block vs single",
+        mat_rel(&block, &single),
+        PRODUCT_TOL,
+    );
+    for c in 0..3 {
+        let tc = column(&t, c);
+        let mut want = mat_t_vec(&jac, &mat_vec(&m, &mat_vec(&jac, &tc)));
+        want.iter_mut().zip(&tc).for_each(|(g, t)| *g += lambda * t);
+        let err = rel_diff(&column(&single, c), &want);
+        errs.params = errs.params.max(check(
+            name,
+            "Gram (params) vs (JᵀMJ + λI)t",
+            err,
+            PRODUCT_TOL,
+        ));
+    }
+
+    let mut probe = vec![0.0; n];
+    if lin.solve_metric(&vec![1.0; n], &mut probe).is_ok() {
+        errs.samples = Some(check_samples(name, &mut lin, (&jac, &m), lambda, &mut r));
+    }
+
+    if let Some(d) = lin.gram_diagonal(lambda) {
+        let want: Vec<f64> = (0..p)
+            .map(|c| dot(&column(&jac, c), &mat_vec(&m, &column(&jac, c))) + lambda)
+            .collect();
+        let err = rel_diff(&d, &want);
+        errs.diagonal = Some(check(
+            name,
+            "gram_diagonal vs diag(JᵀMJ) + λ",
+            err,
+            PRODUCT_TOL,
+        ));
+    }
+    errs
+}
+
+/// Sample space `(JJᵀ + λM⁻¹) s`, checked as `M (op s − JJᵀs) = λs` so that the reference
+/// needs no inverse; the difference cancels the digits of `JJᵀs`, so the tolerance grows
+/// with `‖JJᵀs‖ / ‖op s − JJᵀs‖` and with `M`'s condition (`‖M‖‖M⁻¹‖`, bounded here by
+/// the metrics' construction: well below 1e3).
+fn check_samples<Mo: Model, Lo: Loss, Me: Metric>(
+    name: &str,
+    lin: &mut Linearized<'_, Mo, Lo, Me>,
+    (jac, m): (&Mat<f64>, &Mat<f64>),
+    lambda: f64,
+    r: &mut rand::rngs::StdRng,
+) -> f64 {
+    let n = jac.nrows();
+    let s = mat(r, n, 3);
+    let op = lin.gram_in(Space::Samples, lambda);
+    let single = apply_columns(&op, &s);
+    let block = apply_block(&op, &s);
+    let mut worst = check(
+        name,
+        "Gram (samples): block vs single",
+        mat_rel(&block, &single),
+        PRODUCT_TOL,
+    );
+    for c in 0..3 {
+        let sc = column(&s, c);
+        let jjt = mat_vec(jac, &mat_t_vec(jac, &sc));
+        let rest: Vec<f64> = column(&single, c)
+            .iter()
+            .zip(&jjt)
+            .map(|(a, b)| a - b)
+            .collect();
+        let got = mat_vec(m, &rest);
+        let want: Vec<f64> = sc.iter().map(|x| lambda * x).collect();
+        let scale = 1.0 + norm(&jjt) / norm(&rest).max(f64::MIN_POSITIVE);
+        let err = rel_diff(&got, &want) / scale;
+        worst = worst.max(check(name, "Gram (samples) vs JJᵀs + λM⁻¹s", err, 1e-10));
+    }
+    worst
+}
