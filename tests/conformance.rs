@@ -169,7 +169,7 @@ fn every_model_conforms() {
     );
     model("closure", &closure_model(5, 8, 4), 6);
     for toy in toys::all() {
-        model(&toy.name, toy.problem.model(), 7);
+        model(toy.name, toy.problem.model(), 7);
     }
     let q = QuadraticModel::new(
         mat(&mut r, 6, 4),
@@ -271,7 +271,7 @@ fn every_metric_conforms_in_both_spaces() {
 fn the_demo_problems_gram_operators_conform() {
     for toy in toys::all() {
         let th = theta(40, toy.problem.n_params());
-        let e = check_gram(&toy.name, &toy.problem, &th, 41);
+        let e = check_gram(toy.name, &toy.problem, &th, 41);
         println!("{}: {e:?}", toy.name);
     }
     let case = pinn::poisson_2d(2, 4, &[3], 10.0).unwrap();
