@@ -72,13 +72,16 @@ pub type LeastSquaresProblem<O> = Problem<ResidualModel<O>, SquaredError<Euclide
 /// `r(θ₀)` is not finite, and with [`Error::Empty`] for `p = 0` or `n = 0`.
 pub fn least_squares<O>(operator: O, theta0: &[f64]) -> Result<LeastSquaresProblem<O>>
 where
-    O: Operator<Param = Vec<f64>, Output = Vec<f64>> + Jacobian<Param = Vec<f64>> + Send + Sync,
+    O: Operator + Jacobian<Param = <O as Operator>::Param> + Send + Sync,
+    <O as Operator>::Param: ArgminVector,
+    <O as Operator>::Output: ArgminVector,
     <O as Jacobian>::Jacobian: AsDenseJacobian,
 {
     check_finite("least_squares: θ₀", theta0)?;
     let r = operator
-        .apply(&theta0.to_vec())
-        .map_err(|e| problem_error("Operator::apply at θ₀", e))?;
+        .apply(&ArgminVector::from_slice(theta0))
+        .map_err(|e| problem_error("Operator::apply at θ₀", e))?
+        .into_vec();
     check_finite("least_squares: r(θ₀) from Operator::apply", &r)?;
     let n = r.len();
     let model = ResidualModel {
@@ -112,6 +115,66 @@ impl AsDenseJacobian for JacobianMatrix {
     }
 }
 
+/// A parameter or residual vector of an argmin problem, converted to and from natgrad's
+/// `&[f64]` at the boundary (one copy per call, as for `Vec<f64>`): `Vec<f64>`, and with
+/// the cargo features `ndarray` / `nalgebra`, `ndarray::Array1<f64>` and
+/// `nalgebra::DVector<f64>` (the versions argmin-math 0.5's `ndarray_latest` and
+/// `nalgebra_latest` use).
+pub trait ArgminVector {
+    /// The vector with entries `x`.
+    fn from_slice(x: &[f64]) -> Self;
+    /// Its entries in order.
+    fn into_vec(self) -> Vec<f64>;
+}
+
+impl ArgminVector for Vec<f64> {
+    fn from_slice(x: &[f64]) -> Self {
+        x.to_vec()
+    }
+    fn into_vec(self) -> Vec<f64> {
+        self
+    }
+}
+
+#[cfg(feature = "ndarray")]
+impl ArgminVector for ndarray::Array1<f64> {
+    fn from_slice(x: &[f64]) -> Self {
+        ndarray::Array1::from(x.to_vec())
+    }
+    fn into_vec(self) -> Vec<f64> {
+        self.into_iter().collect()
+    }
+}
+
+#[cfg(feature = "ndarray")]
+impl AsDenseJacobian for ndarray::Array2<f64> {
+    /// Row `i`: `∂r_i/∂θ` (argmin-math's convention for ndarray).
+    fn to_dense(&self) -> Result<Mat<f64>> {
+        let (n, p) = self.dim();
+        Ok(Mat::from_fn(n, p, |i, j| self[(i, j)]))
+    }
+}
+
+#[cfg(feature = "nalgebra")]
+impl ArgminVector for nalgebra::DVector<f64> {
+    fn from_slice(x: &[f64]) -> Self {
+        nalgebra::DVector::from_column_slice(x)
+    }
+    fn into_vec(self) -> Vec<f64> {
+        self.as_slice().to_vec()
+    }
+}
+
+#[cfg(feature = "nalgebra")]
+impl AsDenseJacobian for nalgebra::DMatrix<f64> {
+    /// Row `i`: `∂r_i/∂θ` (argmin-math's convention for nalgebra).
+    fn to_dense(&self) -> Result<Mat<f64>> {
+        Ok(Mat::from_fn(self.nrows(), self.ncols(), |i, j| {
+            self[(i, j)]
+        }))
+    }
+}
+
 /// The residual of an argmin least-squares problem as a natgrad [`Model`]: outputs
 /// `r(θ)`, dense Jacobian from [`Jacobian::jacobian`]. Made by [`least_squares`].
 pub struct ResidualModel<O> {
@@ -131,7 +194,9 @@ impl<O> std::fmt::Debug for ResidualModel<O> {
 
 impl<O> ResidualModel<O>
 where
-    O: Operator<Param = Vec<f64>, Output = Vec<f64>> + Jacobian<Param = Vec<f64>> + Send + Sync,
+    O: Operator + Jacobian<Param = <O as Operator>::Param> + Send + Sync,
+    <O as Operator>::Param: ArgminVector,
+    <O as Operator>::Output: ArgminVector,
     <O as Jacobian>::Jacobian: AsDenseJacobian,
 {
     /// The wrapped argmin problem.
@@ -143,8 +208,9 @@ where
     fn residual(&self, theta: &[f64]) -> Result<Vec<f64>> {
         let r = self
             .operator
-            .apply(&theta.to_vec())
-            .map_err(|e| problem_error("Operator::apply", e))?;
+            .apply(&ArgminVector::from_slice(theta))
+            .map_err(|e| problem_error("Operator::apply", e))?
+            .into_vec();
         check_len(
             "Operator::apply (residual r(θ)) vs its length at θ₀",
             self.n_outputs,
@@ -156,7 +222,9 @@ where
 
 impl<O> Model for ResidualModel<O>
 where
-    O: Operator<Param = Vec<f64>, Output = Vec<f64>> + Jacobian<Param = Vec<f64>> + Send + Sync,
+    O: Operator + Jacobian<Param = <O as Operator>::Param> + Send + Sync,
+    <O as Operator>::Param: ArgminVector,
+    <O as Operator>::Output: ArgminVector,
     <O as Jacobian>::Jacobian: AsDenseJacobian,
 {
     type Linearization<'a>
@@ -177,7 +245,7 @@ where
         let r = self.residual(theta)?;
         let jac = self
             .operator
-            .jacobian(&theta.to_vec())
+            .jacobian(&ArgminVector::from_slice(theta))
             .map_err(|e| problem_error("Jacobian::jacobian", e))?
             .to_dense()?;
         check_len(
