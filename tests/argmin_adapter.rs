@@ -2,6 +2,8 @@
 //! (`natgrad::argmin_adapter`): one step with λ = 0, α = 1 is argmin's own `GaussNewton`
 //! step; with momentum and damping the run reaches the published minimiser.
 
+mod common;
+
 use argmin::core::{Error, Executor, Jacobian, Operator, State};
 use argmin::solver::gaussnewton::GaussNewton;
 use natgrad::argmin_adapter::{least_squares, JacobianMatrix};
@@ -78,21 +80,7 @@ where
         + 'static,
     <O as Jacobian>::Jacobian: natgrad::argmin_adapter::AsDenseJacobian,
 {
-    let problem = least_squares(problem, &THETA0).unwrap();
-    let ng = NaturalGradient::new()
-        .with_step_size(1.0)
-        .unwrap()
-        .with_damping(0.0)
-        .unwrap()
-        .with_linear_solver(solver)
-        .unwrap()
-        .with_tolerances(natgrad::Tolerances::NONE)
-        .unwrap();
-    let res = Executor::new(problem, ng)
-        .configure(|s| s.param(THETA0.to_vec()).max_iters(k))
-        .run()
-        .unwrap();
-    res.state().get_param().unwrap().clone()
+    common::runs::gauss_newton_steps(problem, &THETA0, solver, k)
 }
 
 fn max_diff(a: &[f64], b: &[f64]) -> f64 {

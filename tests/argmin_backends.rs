@@ -4,11 +4,13 @@
 //! boundary is exact), and on nalgebra, where argmin-math has a matrix inverse, one and
 //! three natgrad steps with λ = 0, α = 1 equal argmin's own `GaussNewton` steps.
 
+mod common;
+
 use argmin::core::{Error, Executor, Jacobian, Operator, State};
 use argmin::solver::gaussnewton::GaussNewton;
 use nalgebra::{DMatrix, DVector};
-use natgrad::argmin_adapter::{least_squares, ArgminVector, AsDenseJacobian};
-use natgrad::{LinearSolver, NaturalGradient};
+use natgrad::argmin_adapter::{ArgminVector, AsDenseJacobian};
+use natgrad::LinearSolver;
 use ndarray::{Array1, Array2};
 
 /// Michaelis–Menten rate data: `r_i(β) = β₁ x_i / (β₂ + x_i) − y_i`.
@@ -88,19 +90,7 @@ where
     <O as Operator>::Output: ArgminVector,
     <O as Jacobian>::Jacobian: AsDenseJacobian,
 {
-    let problem = least_squares(problem, &THETA0).unwrap();
-    let ng = NaturalGradient::new()
-        .with_damping(0.0)
-        .unwrap()
-        .with_linear_solver(LinearSolver::Cholesky)
-        .unwrap()
-        .with_tolerances(natgrad::Tolerances::NONE)
-        .unwrap();
-    let res = Executor::new(problem, ng)
-        .configure(|s| s.param(THETA0.to_vec()).max_iters(k))
-        .run()
-        .unwrap();
-    res.state().get_param().unwrap().clone()
+    common::runs::gauss_newton_steps(problem, &THETA0, LinearSolver::Cholesky, k)
 }
 
 #[test]

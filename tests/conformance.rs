@@ -11,63 +11,22 @@
 
 mod common;
 
-use argmin::core::{Jacobian, Operator};
 use common::conformance::{check_gram, check_model};
+use common::models::{closure_model, sparse_design, Rosenbrock};
 use common::{mat, rng, sparse_spd, spd, vec};
-use faer::{Mat, MatMut};
-use natgrad::argmin_adapter::{least_squares, JacobianMatrix};
+use faer::Mat;
+use natgrad::argmin_adapter::least_squares;
 use natgrad::model::{
-    Activation, ClosureModel, DiffOperator, LinearModel, Mlp, Model, Pinn, QuadraticModel,
-    TaylorMlp,
+    Activation, DiffOperator, LinearModel, Mlp, Model, Pinn, QuadraticModel, TaylorMlp,
 };
 use natgrad::model::{ChannelSet, Smooth};
 use natgrad::pde::{DualNum, EnergyDensity, EnergyTerm, Fields, Point, RitzModel};
 use natgrad::problems::{pinn, toys};
 use natgrad::{
-    DenseMetric, Euclidean, Ggn, LogitCrossEntropy, Problem, SparseMetric, SquaredError, WeightedL2,
+    DenseMetric, Euclidean, Ggn, LogitCrossEntropy, Loss, Metric, Problem, SparseMetric,
+    SquaredError, WeightedL2,
 };
 use rand::Rng;
-
-fn sparse_design(seed: u64, n: usize, p: usize) -> sprs::CsMat<f64> {
-    let mut r = rng(seed);
-    let mut tri = sprs::TriMat::new((n, p));
-    for i in 0..n {
-        for j in 0..p {
-            if (i * 7 + j * 3) % 4 == 0 {
-                tri.add_triplet(i, j, r.random_range(-1.0..1.0));
-            }
-        }
-    }
-    tri.to_csr()
-}
-
-/// `y_i = sin(a_i·θ) + (b_i·θ)²` with its Jacobian written by hand.
-fn closure_model(seed: u64, n: usize, p: usize) -> impl Model {
-    let mut r = rng(seed);
-    let a = mat(&mut r, n, p);
-    let b = mat(&mut r, n, p);
-    let (a2, b2) = (a.clone(), b.clone());
-    ClosureModel::new(
-        p,
-        n,
-        move |t: &[f64], y: &mut [f64]| {
-            for i in 0..n {
-                let at: f64 = (0..p).map(|j| a[(i, j)] * t[j]).sum();
-                let bt: f64 = (0..p).map(|j| b[(i, j)] * t[j]).sum();
-                y[i] = at.sin() + bt * bt;
-            }
-        },
-        move |t: &[f64], mut jac: MatMut<'_, f64>| {
-            for i in 0..n {
-                let at: f64 = (0..p).map(|j| a2[(i, j)] * t[j]).sum();
-                let bt: f64 = (0..p).map(|j| b2[(i, j)] * t[j]).sum();
-                for j in 0..p {
-                    jac[(i, j)] = at.cos() * a2[(i, j)] + 2.0 * bt * b2[(i, j)];
-                }
-            }
-        },
-    )
-}
 
 fn mlp(seed: u64, widths: &[usize]) -> Mlp {
     let mut r = rng(seed);
@@ -116,28 +75,6 @@ fn ritz() -> RitzModel {
     RitzModel::new(net.unwrap(), vec![term]).unwrap()
 }
 
-/// Rosenbrock's residuals `r(θ) = (θ₀ − 1, 10 (θ₁ − θ₀²))` as an argmin problem.
-struct Rosenbrock;
-
-impl Operator for Rosenbrock {
-    type Param = Vec<f64>;
-    type Output = Vec<f64>;
-    fn apply(&self, t: &Vec<f64>) -> Result<Vec<f64>, argmin::core::Error> {
-        Ok(vec![t[0] - 1.0, 10.0 * (t[1] - t[0] * t[0])])
-    }
-}
-
-impl Jacobian for Rosenbrock {
-    type Param = Vec<f64>;
-    type Jacobian = JacobianMatrix;
-    fn jacobian(&self, t: &Vec<f64>) -> Result<JacobianMatrix, argmin::core::Error> {
-        Ok(JacobianMatrix::from_rows(&[
-            vec![1.0, 0.0],
-            vec![-20.0 * t[0], 10.0],
-        ])?)
-    }
-}
-
 /// θ of length `p`, entries in (−1, 1).
 fn theta(seed: u64, p: usize) -> Vec<f64> {
     vec(&mut rng(seed), p)
@@ -167,7 +104,7 @@ fn every_model_conforms() {
         &LinearModel::sparse(sparse_design(4, 12, 6)).unwrap(),
         4,
     );
-    model("closure", &closure_model(5, 8, 4), 6);
+    model("closure", &closure_model(5, 8, 4).0, 6);
     for toy in toys::all() {
         model(toy.name, toy.problem.model(), 7);
     }
@@ -192,6 +129,14 @@ fn every_model_conforms() {
     model("argmin residual model", adapter.model(), 17);
 }
 
+/// The Gram check of one problem, with its errors printed; every metric here has an
+/// inverse, so the sample-space check must have run.
+fn gram_of<Mo: Model, Lo: Loss, Me: Metric>(label: &str, pr: Problem<Mo, Lo, Me>, th: &[f64]) {
+    let e = check_gram(label, &pr, th, th.len() as u64);
+    println!("{label}: {e:?}");
+    assert!(e.samples.is_some(), "{label}: no sample-space check ran");
+}
+
 /// One model under every metric: weighted L² (diagonal: the model's fused Gram product
 /// and its `gram_diagonal`), Euclidean, dense and sparse SPD `K`, and the loss Hessian of
 /// the squared error and of the logit cross-entropy.
@@ -201,47 +146,24 @@ fn every_metric<Mo: Model + Clone>(name: &str, m: &Mo, seed: u64) {
     let th = theta(seed, p);
     let target = vec(&mut r, n);
     let weights: Vec<f64> = (0..n).map(|_| r.random_range(0.2..1.0)).collect();
-    let squared = || SquaredError::new(target.clone(), WeightedL2::new(weights.clone()).unwrap());
-    let run = |metric: &str, e: common::conformance::GramErrors| {
-        println!("{name} / {metric}: {e:?}");
-        assert!(
-            e.samples.is_some(),
-            "{name} / {metric}: no sample-space check ran"
-        );
-    };
-    let weighted = WeightedL2::new(weights.clone()).unwrap();
-    let pr = Problem::new(m.clone(), squared().unwrap(), weighted).unwrap();
-    let e = check_gram(&format!("{name} / WeightedL2"), &pr, &th, seed);
-    run("WeightedL2", e);
-    let pr = Problem::new(m.clone(), squared().unwrap(), Euclidean).unwrap();
-    run(
-        "Euclidean",
-        check_gram(&format!("{name} / Euclidean"), &pr, &th, seed),
-    );
+    let weighted = || WeightedL2::new(weights.clone()).unwrap();
+    let squared = || SquaredError::new(target.clone(), weighted()).unwrap();
+    let pr = Problem::new(m.clone(), squared(), weighted()).unwrap();
+    gram_of(&format!("{name} / WeightedL2"), pr, &th);
+    let pr = Problem::new(m.clone(), squared(), Euclidean).unwrap();
+    gram_of(&format!("{name} / Euclidean"), pr, &th);
     let k = DenseMetric::new(spd(&mut r, n, 0.5)).unwrap();
-    let pr = Problem::new(m.clone(), squared().unwrap(), k).unwrap();
-    run(
-        "Dense",
-        check_gram(&format!("{name} / DenseMetric"), &pr, &th, seed),
-    );
+    let pr = Problem::new(m.clone(), squared(), k).unwrap();
+    gram_of(&format!("{name} / DenseMetric"), pr, &th);
     let k = SparseMetric::new(sparse_spd(n)).unwrap();
-    let pr = Problem::new(m.clone(), squared().unwrap(), k).unwrap();
-    run(
-        "Sparse",
-        check_gram(&format!("{name} / SparseMetric"), &pr, &th, seed),
-    );
-    let pr = Problem::new(m.clone(), squared().unwrap(), Ggn).unwrap();
-    run(
-        "Ggn",
-        check_gram(&format!("{name} / Ggn (squared)"), &pr, &th, seed),
-    );
+    let pr = Problem::new(m.clone(), squared(), k).unwrap();
+    gram_of(&format!("{name} / SparseMetric"), pr, &th);
+    let pr = Problem::new(m.clone(), squared(), Ggn).unwrap();
+    gram_of(&format!("{name} / Ggn (squared error)"), pr, &th);
     let labels: Vec<f64> = (0..n).map(|i| (i % 2) as f64).collect();
     let xent = LogitCrossEntropy::new(labels).unwrap();
     let pr = Problem::new(m.clone(), xent, Ggn).unwrap();
-    run(
-        "Ggn",
-        check_gram(&format!("{name} / Ggn (logit)"), &pr, &th, seed),
-    );
+    gram_of(&format!("{name} / Ggn (logit cross-entropy)"), pr, &th);
 }
 
 #[test]

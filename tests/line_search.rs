@@ -1,12 +1,15 @@
 //! argmin's line searches as `NaturalGradient`'s step control (`with_line_search`), on
 //! problems with a known minimiser.
 
-use argmin::core::{Executor, Jacobian, Operator, State};
+mod common;
+
+use argmin::core::{Executor, State};
 use argmin::solver::linesearch::condition::ArmijoCondition;
 use argmin::solver::linesearch::{
     BacktrackingLineSearch, HagerZhangLineSearch, MoreThuenteLineSearch,
 };
-use natgrad::argmin_adapter::{least_squares, JacobianMatrix};
+use common::models::Rosenbrock;
+use natgrad::argmin_adapter::least_squares;
 use natgrad::line_search::StepSearch;
 use natgrad::problems::toys::{self, ToyMetric};
 use natgrad::{LinearSolver, Momentum, NaturalGradient};
@@ -120,28 +123,6 @@ fn backtracking_halving_lands_on_the_minimiser() {
 fn backtracking_with_argmins_default_shrink_factor() {
     // ρ = 0.9 (argmin's default): t = 0.9⁷ ≈ 0.478, past θ* (4t ≈ 1.91).
     backtracking_lands_where_armijo_first_holds(0.9);
-}
-
-/// r(θ) = (θ₀ − 1, 10 (θ₁ − θ₀²)): Rosenbrock's residuals, minimiser (1, 1).
-struct Rosenbrock;
-
-impl Operator for Rosenbrock {
-    type Param = Vec<f64>;
-    type Output = Vec<f64>;
-    fn apply(&self, t: &Vec<f64>) -> Result<Vec<f64>, argmin::core::Error> {
-        Ok(vec![t[0] - 1.0, 10.0 * (t[1] - t[0] * t[0])])
-    }
-}
-
-impl Jacobian for Rosenbrock {
-    type Param = Vec<f64>;
-    type Jacobian = JacobianMatrix;
-    fn jacobian(&self, t: &Vec<f64>) -> Result<JacobianMatrix, argmin::core::Error> {
-        Ok(JacobianMatrix::from_rows(&[
-            vec![1.0, 0.0],
-            vec![-20.0 * t[0], 10.0],
-        ])?)
-    }
 }
 
 #[test]

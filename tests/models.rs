@@ -3,66 +3,13 @@
 
 mod common;
 
+use common::models::{closure_model, sparse_design};
 use common::{rel_diff, rng, vec};
 use faer::{Mat, MatMut};
 use natgrad::check::{adjointness_error, complex_step_jvp, jacobian_by_jvps, max_rel_diff};
 use natgrad::model::{ClosureModel, LinearModel, Model, QuadraticModel};
 use natgrad::problems::toys;
 use natgrad::Linearization;
-use num_complex::Complex64;
-
-fn sparse_design(seed: u64, n: usize, p: usize) -> sprs::CsMat<f64> {
-    let mut r = rng(seed);
-    let mut tri = sprs::TriMat::new((n, p));
-    for i in 0..n {
-        for j in 0..p {
-            if (i * 7 + j * 3) % 4 == 0 {
-                tri.add_triplet(i, j, common::vec(&mut r, 1)[0]);
-            }
-        }
-    }
-    tri.to_csr()
-}
-
-/// A nonlinear closure model with its complex extension: y_i = sin(a_i·θ) + (b_i·θ)².
-fn closure_model(
-    seed: u64,
-    n: usize,
-    p: usize,
-) -> (impl Model, impl Fn(&[Complex64], &mut [Complex64])) {
-    let mut r = rng(seed);
-    let a = common::mat(&mut r, n, p);
-    let b = common::mat(&mut r, n, p);
-    let (a1, b1, a2, b2, a3, b3) = (a.clone(), b.clone(), a.clone(), b.clone(), a, b);
-    let model = ClosureModel::new(
-        p,
-        n,
-        move |t: &[f64], y: &mut [f64]| {
-            for i in 0..n {
-                let at: f64 = (0..p).map(|j| a1[(i, j)] * t[j]).sum();
-                let bt: f64 = (0..p).map(|j| b1[(i, j)] * t[j]).sum();
-                y[i] = at.sin() + bt * bt;
-            }
-        },
-        move |t: &[f64], mut jac: MatMut<'_, f64>| {
-            for i in 0..n {
-                let at: f64 = (0..p).map(|j| a2[(i, j)] * t[j]).sum();
-                let bt: f64 = (0..p).map(|j| b2[(i, j)] * t[j]).sum();
-                for j in 0..p {
-                    jac[(i, j)] = at.cos() * a2[(i, j)] + 2.0 * bt * b2[(i, j)];
-                }
-            }
-        },
-    );
-    let complex = move |t: &[Complex64], y: &mut [Complex64]| {
-        for i in 0..n {
-            let at: Complex64 = (0..p).map(|j| t[j] * a3[(i, j)]).sum();
-            let bt: Complex64 = (0..p).map(|j| t[j] * b3[(i, j)]).sum();
-            y[i] = at.sin() + bt * bt;
-        }
-    };
-    (model, complex)
-}
 
 fn assert_adjoint<M: Model>(model: &M, seed: u64) {
     let mut r = rng(seed);

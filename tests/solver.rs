@@ -12,18 +12,7 @@ use natgrad::{CgSettings, LinearSolver, NaturalGradient};
 
 fn one_step(solver: LinearSolver, metric: ToyMetric) -> Vec<f64> {
     let toy = toys::biased_linear(metric);
-    let ng = NaturalGradient::new()
-        .with_step_size(1.0)
-        .unwrap()
-        .with_damping(0.0)
-        .unwrap()
-        .with_linear_solver(solver)
-        .unwrap();
-    let res = Executor::new(toy.problem, ng)
-        .configure(|s| s.param(toy.theta0.clone()).max_iters(1))
-        .run()
-        .unwrap();
-    res.state().get_param().unwrap().clone()
+    common::runs::plain_steps(toy.problem, &toy.theta0, solver, 1)
 }
 
 #[test]

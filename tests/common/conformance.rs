@@ -6,7 +6,8 @@
 use super::{mat, rel_diff, rng, vec};
 use faer::dyn_stack::{MemBuffer, MemStack};
 use faer::matrix_free::LinOp;
-use faer::{Mat, Par};
+use faer::{Mat, MatMut, MatRef, Par};
+use natgrad::check::jacobian_by_jvps;
 use natgrad::gram::Space;
 use natgrad::model::Model;
 use natgrad::{Linearization, Linearized, Loss, Metric, Problem};
@@ -31,23 +32,6 @@ pub struct ModelErrors {
     pub gram_product: f64,
     pub forward: f64,
     pub finite_differences: f64,
-}
-
-/// `J` (n×p) column by column from `p` single jvps of the unit vectors.
-pub fn jacobian_by_jvps<L: Linearization + ?Sized>(lin: &mut L, n: usize) -> Mat<f64> {
-    let p = lin.n_params();
-    let mut j = Mat::zeros(n, p);
-    let mut e = vec![0.0; p];
-    let mut col = vec![0.0; n];
-    for c in 0..p {
-        e[c] = 1.0;
-        lin.jvp(&e, &mut col);
-        e[c] = 0.0;
-        for r in 0..n {
-            j[(r, c)] = col[r];
-        }
-    }
-    j
 }
 
 /// `‖a − b‖_F / ‖b‖_F` (the absolute difference when `b = 0`).
@@ -197,37 +181,54 @@ fn check_blocks<L: Linearization>(
     jac: &Mat<f64>,
     r: &mut rand::rngs::StdRng,
 ) -> f64 {
-    let (n, p, k) = (jac.nrows(), jac.ncols(), 3);
-    let t = mat(r, p, k);
-    let mut out = Mat::zeros(n, k);
-    lin.jvp_block(t.as_ref(), out.as_mut());
-    let mut single = Mat::zeros(n, k);
-    let mut col = vec![0.0; n];
-    for c in 0..k {
-        lin.jvp(&column(&t, c), &mut col);
-        (0..n).for_each(|i| single[(i, c)] = col[i]);
-    }
+    let (n, p) = (jac.nrows(), jac.ncols());
+    let jvps = Products {
+        block: |l: &mut L, t, o| l.jvp_block(t, o),
+        single: |l: &mut L, t, o| l.jvp(t, o),
+        out_len: n,
+    };
+    let vjps = Products {
+        block: |l: &mut L, s, o| l.vjp_block(s, o),
+        single: |l: &mut L, s, o| l.vjp(s, o),
+        out_len: p,
+    };
     let a = check(
         name,
         "jvp_block vs jvps",
-        mat_rel(&out, &single),
+        jvps.error(lin, &mat(r, p, 3)),
         PRODUCT_TOL,
     );
-    let s = mat(r, n, k);
-    let mut out = Mat::zeros(p, k);
-    lin.vjp_block(s.as_ref(), out.as_mut());
-    let mut single = Mat::zeros(p, k);
-    let mut col = vec![0.0; p];
-    for c in 0..k {
-        lin.vjp(&column(&s, c), &mut col);
-        (0..p).for_each(|i| single[(i, c)] = col[i]);
-    }
-    a.max(check(
+    let b = check(
         name,
         "vjp_block vs vjps",
-        mat_rel(&out, &single),
+        vjps.error(lin, &mat(r, n, 3)),
         PRODUCT_TOL,
-    ))
+    );
+    a.max(b)
+}
+
+/// A block product of a linearisation and its single-vector version.
+struct Products<L> {
+    block: fn(&mut L, MatRef<'_, f64>, MatMut<'_, f64>),
+    single: fn(&mut L, &[f64], &mut [f64]),
+    out_len: usize,
+}
+
+impl<L> Products<L> {
+    /// The relative difference of the block product of `x` and the single products of
+    /// its columns.
+    fn error(&self, lin: &mut L, x: &Mat<f64>) -> f64 {
+        let k = x.ncols();
+        let mut block = Mat::zeros(self.out_len, k);
+        (self.block)(lin, x.as_ref(), block.as_mut());
+        let mut single = Mat::zeros(self.out_len, k);
+        let mut col = vec![0.0; self.out_len];
+        for c in 0..k {
+            (self.single)(lin, &column(x, c), &mut col);
+            (0..self.out_len).for_each(|i| single[(i, c)] = col[i]);
+        }
+        mat_rel(&block, &single)
+    }
 }
 
 /// `∂y/∂θ_j ≈ (y(θ + h e_j) − y(θ − h e_j)) / 2h` with `h = 1e-5 (1 + |θ_j|)`.
@@ -256,6 +257,17 @@ pub struct GramErrors {
     pub params: f64,
     pub samples: Option<f64>,
     pub diagonal: Option<f64>,
+}
+
+/// `op` on each column of `x` alone, and the error of one block product of all of them
+/// against those single products.
+fn single_and_block(name: &str, op: &impl LinOp<f64>, x: &Mat<f64>) -> (Mat<f64>, f64) {
+    let single = apply_columns(op, x);
+    let err = mat_rel(&apply_block(op, x), &single);
+    (
+        single,
+        check(name, "Gram: block vs single products", err, PRODUCT_TOL),
+    )
 }
 
 /// `op` applied to each column of `x` on its own (k products of one column).
@@ -320,16 +332,8 @@ pub fn check_gram<Mo: Model, Lo: Loss, Me: Metric>(
 
     // Parameter space: (JᵀMJ + λI) t.
     let t = mat(&mut r, p, 3);
-    let op = lin.gram_in(Space::Params, lambda);
-    let single = apply_columns(&op, &t);
-    let block = apply_block(&op, &t);
-    drop(op);
-    errs.params = check(
-        name,
-        "Gram (params): block vs single",
-        mat_rel(&block, &single),
-        PRODUCT_TOL,
-    );
+    let (single, err) = single_and_block(name, &lin.gram_in(Space::Params, lambda), &t);
+    errs.params = err;
     for c in 0..3 {
         let tc = column(&t, c);
         let mut want = mat_t_vec(&jac, &mat_vec(&m, &mat_vec(&jac, &tc)));
@@ -376,15 +380,7 @@ fn check_samples<Mo: Model, Lo: Loss, Me: Metric>(
 ) -> f64 {
     let n = jac.nrows();
     let s = mat(r, n, 3);
-    let op = lin.gram_in(Space::Samples, lambda);
-    let single = apply_columns(&op, &s);
-    let block = apply_block(&op, &s);
-    let mut worst = check(
-        name,
-        "Gram (samples): block vs single",
-        mat_rel(&block, &single),
-        PRODUCT_TOL,
-    );
+    let (single, mut worst) = single_and_block(name, &lin.gram_in(Space::Samples, lambda), &s);
     for c in 0..3 {
         let sc = column(&s, c);
         let jjt = mat_vec(jac, &mat_t_vec(jac, &sc));

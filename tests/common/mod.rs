@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod conformance;
+pub mod models;
 pub mod taylor_ref;
 
 use faer::Mat;

@@ -29,3 +29,53 @@ where
     let its = obs.get();
     (its, last, reason)
 }
+
+/// `k` natgrad steps on `problem` from `theta0` with λ = 0, α = 1, no stopping test and
+/// the given linear solver: Gauss–Newton steps (natural-gradient steps in the metric).
+pub fn plain_steps<Mo, Lo, Me>(
+    problem: Problem<Mo, Lo, Me>,
+    theta0: &[f64],
+    solver: natgrad::LinearSolver,
+    k: u64,
+) -> Vec<f64>
+where
+    Mo: Model + 'static,
+    Lo: Loss + 'static,
+    Me: Metric + 'static,
+{
+    let ng = NaturalGradient::new()
+        .with_step_size(1.0)
+        .unwrap()
+        .with_damping(0.0)
+        .unwrap()
+        .with_linear_solver(solver)
+        .unwrap()
+        .with_tolerances(natgrad::Tolerances::NONE)
+        .unwrap();
+    let res = Executor::new(problem, ng)
+        .configure(|s| s.param(theta0.to_vec()).max_iters(k))
+        .run()
+        .unwrap();
+    res.state().get_param().unwrap().clone()
+}
+
+/// [`plain_steps`] on the argmin least-squares problem `problem` (`least_squares`).
+pub fn gauss_newton_steps<O>(
+    problem: O,
+    theta0: &[f64],
+    solver: natgrad::LinearSolver,
+    k: u64,
+) -> Vec<f64>
+where
+    O: argmin::core::Operator
+        + argmin::core::Jacobian<Param = <O as argmin::core::Operator>::Param>
+        + Send
+        + Sync
+        + 'static,
+    <O as argmin::core::Operator>::Param: natgrad::argmin_adapter::ArgminVector,
+    <O as argmin::core::Operator>::Output: natgrad::argmin_adapter::ArgminVector,
+    <O as argmin::core::Jacobian>::Jacobian: natgrad::argmin_adapter::AsDenseJacobian,
+{
+    let problem = natgrad::argmin_adapter::least_squares(problem, theta0).unwrap();
+    plain_steps(problem, theta0, solver, k)
+}
