@@ -55,7 +55,7 @@ pub mod step_control;
 pub mod stopping;
 
 pub use error::{Error, Result};
-pub use gram::{GramOperator, MixedGramOperator};
+pub use gram::GramOperator;
 pub use line_search::ArgminLineSearch;
 pub use linsolve::{CgSettings, LinearSolver, Preconditioner};
 pub use loss::{CrossEntropy, LogitCrossEntropy, Loss, SquaredError};

@@ -33,15 +33,25 @@ pub struct StepStart<'a> {
 }
 
 /// How much of the step `δ_k` is taken; implemented by [`StepControl`] and
-/// [`ArgminLineSearch`].
-pub trait StepSearch: Clone {
+/// [`ArgminLineSearch`] only (sealed: any argmin line search enters through
+/// [`ArgminLineSearch`]).
+pub trait StepSearch: Clone + sealed::Sealed {
     /// `θ_{k+1} = θ_k + tδ_k` and its loss on `problem` (the step's samples). Errors: the
     /// problem's own, and [`crate::Error::LineSearch`] when an argmin line search fails.
+    #[doc(hidden)]
     fn search<Mo: Model, Lo: Loss, Me: Metric>(
         &self,
         problem: &Problem<Mo, Lo, Me>,
         start: &StepStart<'_>,
     ) -> crate::Result<Accepted>;
+}
+
+/// Seals [`StepSearch`]: its method returns a crate-internal type.
+mod sealed {
+    /// Implemented by the crate's step controls only.
+    pub trait Sealed {}
+    impl Sealed for crate::step_control::StepControl {}
+    impl<L> Sealed for super::ArgminLineSearch<L> {}
 }
 
 impl StepSearch for StepControl {

@@ -6,7 +6,7 @@
 //! r = β h − α ∇_y ℓ(y_k),
 //! ```
 //!
-//! where the momentum term `h ∈ Rⁿ` is what [`Momentum::output_term`] returns:
+//! where the momentum term `h ∈ Rⁿ` is what `Momentum::output_term` (crate-internal) returns:
 //!
 //! | rule | `h` |
 //! |---|---|
@@ -152,7 +152,7 @@ impl Momentum {
     /// The output-space momentum term `h` (see the module table) at the current
     /// linearisation `lin` (at `θ_k`) from the previous iterate's vectors; `None` for
     /// the rules without one.
-    pub fn output_term<Mo: Model, Lo: Loss, Me: Metric>(
+    pub(crate) fn output_term<Mo: Model, Lo: Loss, Me: Metric>(
         &self,
         lin: &Linearized<'_, Mo, Lo, Me>,
         prev: &PreviousOutputs,
@@ -183,28 +183,28 @@ impl Momentum {
 /// The previous iterate's output-space vectors, on the sample points of the current step.
 #[derive(Debug, Clone, PartialEq, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-pub struct PreviousOutputs {
+pub(crate) struct PreviousOutputs {
     /// `y_{k−1}`.
-    pub outputs: Vec<f64>,
+    pub(crate) outputs: Vec<f64>,
     /// `∇_y ℓ(y_{k−1})`.
-    pub output_gradient: Vec<f64>,
+    pub(crate) output_gradient: Vec<f64>,
     /// `J_{k−1} δ_{k−1}` (transported heavy ball only).
-    pub jvp_delta: Option<Vec<f64>>,
+    pub(crate) jvp_delta: Option<Vec<f64>>,
 }
 
 /// What a step rule keeps of iterate `k−1`: parameters, step, and output vectors on the
 /// samples they were evaluated on. Part of the solver state, so it is checkpointed.
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-pub struct Previous {
+pub(crate) struct Previous {
     /// `θ_{k−1}`.
-    pub theta: Vec<f64>,
+    pub(crate) theta: Vec<f64>,
     /// `δ_{k−1} = θ_k − θ_{k−1}`.
-    pub delta: Vec<f64>,
+    pub(crate) delta: Vec<f64>,
     /// The output vectors at `θ_{k−1}`.
-    pub outputs: PreviousOutputs,
+    pub(crate) outputs: PreviousOutputs,
     /// The mini-batch the outputs were evaluated on (`None`: all samples).
-    pub samples: Option<Vec<usize>>,
+    pub(crate) samples: Option<Vec<usize>>,
 }
 
 /// The transport `G_k⁻¹ G_{k,k−1} v` (docs/math.md §3) of a tangent vector `v` at `θ_{k−1}` to

@@ -8,7 +8,7 @@
 //! * [`LevenbergMarquardt`]: adaptive damping λ from the reduction ratio
 //!   `ρ = actual / predicted decrease` ([`DampingRule`]: Nielsen's continuous update by
 //!   default), absolute or relative to the Gram matrix's scale ([`DampingScale`]);
-//! * [`cap_step_norm`]: an optional bound on `‖δ_k‖₂`.
+//! * `cap_step_norm` (set by `NaturalGradient::with_max_step_norm`): an optional bound on `‖δ_k‖₂`.
 //!
 //! The step rule's α (and β) are inside `δ_k` already: the line searches scale the whole
 //! step, momentum included.
@@ -72,21 +72,27 @@ impl StepControl {
     }
 }
 
-/// The outcome of a step control: `θ_{k+1} = θ_k + t δ_k` and its loss.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Accepted {
-    /// Fraction of the step taken.
-    pub t: f64,
-    /// `θ_{k+1}`.
-    pub theta: Vec<f64>,
-    /// The loss at `θ_{k+1}` on the problem the step was computed on.
-    pub loss: f64,
-    /// What the line search did, for the KV log.
-    pub note: std::borrow::Cow<'static, str>,
+/// The outcome of a step control (crate-internal: a public type in a private module, so
+/// that the sealed [`crate::line_search::StepSearch`] can return it without naming it in
+/// the public API).
+mod accepted {
+    /// The outcome of a step control: `θ_{k+1} = θ_k + t δ_k` and its loss.
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct Accepted {
+        /// Fraction of the step taken.
+        pub t: f64,
+        /// `θ_{k+1}`.
+        pub theta: Vec<f64>,
+        /// The loss at `θ_{k+1}` on the problem the step was computed on.
+        pub loss: f64,
+        /// What the line search did, for the KV log.
+        pub note: std::borrow::Cow<'static, str>,
+    }
 }
+pub(crate) use accepted::Accepted;
 
 /// Applies `control` to the step `delta` from `theta` (loss `loss`, gradient `g`).
-pub fn take_step<Mo: Model, Lo: Loss, Me: Metric>(
+pub(crate) fn take_step<Mo: Model, Lo: Loss, Me: Metric>(
     control: &StepControl,
     problem: &Problem<Mo, Lo, Me>,
     theta: &[f64],
@@ -438,7 +444,7 @@ pub fn predicted_decrease(t: f64, g_dot_delta: f64, jd_m_norm_sq: f64) -> f64 {
 }
 
 /// Scales `delta` in place to norm `cap` if it is longer; returns the factor applied.
-pub fn cap_step_norm(delta: &mut [f64], cap: Option<f64>) -> f64 {
+pub(crate) fn cap_step_norm(delta: &mut [f64], cap: Option<f64>) -> f64 {
     match cap {
         Some(cap) => {
             let len = norm(delta);
@@ -453,3 +459,7 @@ pub fn cap_step_norm(delta: &mut [f64], cap: Option<f64>) -> f64 {
         None => 1.0,
     }
 }
+
+#[cfg(test)]
+#[path = "step_control_tests.rs"]
+mod tests;

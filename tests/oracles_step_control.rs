@@ -15,7 +15,6 @@ use common::twin::{
 };
 use natgrad::batch::MiniBatch;
 use natgrad::model::LinearModel;
-use natgrad::step_control::{cap_step_norm, take_step};
 use natgrad::{
     CrossEntropy, DampingRule, Ggn, LevenbergMarquardt, LinearSolver, Loss, Metric, Model,
     Momentum, NaturalGradient, Problem, SquaredError, StepControl, WeightedL2,
@@ -294,62 +293,6 @@ fn step_norm_cap_scales_the_dense_step_onto_the_cap() {
         theta = next.clone();
     }
     assert!(capped > 0 && free > 0, "{capped} capped, {free} free steps");
-}
-
-#[test]
-fn step_controls_by_their_definitions_on_ties_non_descent_and_exhausted_searches() {
-    // y = Aθ with a zero third column: the loss is constant along e₃.
-    let mut d = Design::random(Kind::Linear, 6, 3, 23);
-    (0..6).for_each(|i| d.a[(i, 2)] = 0.0);
-    let p = linear(&d);
-    let theta = [0.2, -0.1, 0.0];
-    let (l0, g) = (p.loss_at(&theta).unwrap(), p.gradient_at(&theta).unwrap());
-    let step = |control: StepControl, delta: &[f64]| {
-        take_step(&control, &p, &theta, l0, &g, delta).unwrap()
-    };
-    // Log grid on a flat direction: all losses tie, the first (t = 1) is kept.
-    let a = step(StepControl::LogGrid { max_halvings: 4 }, &[0.0, 0.0, 1.0]);
-    assert_eq!((a.t, &*a.note, a.theta[2]), (1.0, "log_grid", 1.0));
-    // Armijo along +g (not a descent direction): skipped, the full step.
-    let a = step(StepControl::armijo(), &g);
-    assert_eq!((a.t, &*a.note), (1.0, "armijo_skipped_not_descent"));
-    assert_eq!(a.theta, axpby(1.0, &theta, 1.0, &g));
-    // Armijo with a step 1e6 too long and one halving: nothing satisfies it, the smallest
-    // t = shrink^max_halvings is taken.
-    let control = StepControl::Armijo {
-        c: 1e-4,
-        shrink: 0.5,
-        max_halvings: 1,
-    };
-    let long: Vec<f64> = g.iter().map(|g| -1e6 * g).collect();
-    let a = step(control, &long);
-    assert_eq!((a.t, &*a.note), (0.5, "armijo_not_satisfied_smallest_step"));
-    assert!(rel_diff(&a.theta, &axpby(1.0, &theta, 0.5, &long)) <= 1e-15);
-    assert_eq!(a.loss, p.loss_at(&a.theta).unwrap());
-    // A short descent step satisfies it at once.
-    let short: Vec<f64> = g.iter().map(|g| -1e-3 * g).collect();
-    let a = step(control, &short);
-    assert_eq!((a.t, &*a.note), (1.0, "armijo"));
-    // The documented defaults.
-    assert_eq!(
-        StepControl::armijo(),
-        StepControl::Armijo {
-            c: 1e-4,
-            shrink: 0.5,
-            max_halvings: 30
-        }
-    );
-}
-
-#[test]
-fn step_norm_cap_returns_its_factor() {
-    let mut delta = [3.0, 4.0];
-    assert_eq!(cap_step_norm(&mut delta, Some(1.0)), 0.2);
-    assert!(rel_diff(&delta, &[0.6, 0.8]) <= 1e-15);
-    let capped = delta;
-    assert_eq!(cap_step_norm(&mut delta, Some(2.0)), 1.0);
-    assert_eq!(delta, capped, "a shorter step is left alone");
-    assert_eq!(cap_step_norm(&mut delta, None), 1.0);
 }
 
 #[test]
