@@ -6,11 +6,13 @@
 //! cargo run --release --example pde_bench -- [--reps 15] [--steps 10]
 //! ```
 //!
-//! Medians over `--reps` repetitions after one warm-up, sequential, of: one linearisation,
-//! the dense Jacobian from it, one jvp + vjp pair, and one natural-gradient step of the
-//! Poisson record's setting (least squares, rcond 1e-8, log grid 2⁻³⁰), timed as
-//! `--steps` steps of an argmin run divided by the steps. Prints the ratio general /
-//! specialised for each. Timings are wall time: quote the machine's load with them.
+//! `--reps` interleaved repetitions after one warm-up, sequential: each repetition times
+//! both models back to back (the order alternating) on one linearisation, the dense
+//! Jacobian from it, one jvp + vjp pair (each the median of 5 calls), and one
+//! natural-gradient step of the Poisson record's setting (least squares, rcond 1e-8, log
+//! grid 2⁻³⁰), timed as `--steps` steps of an argmin run divided by the steps. Prints the
+//! medians and the median and range of the per-repetition ratios general / specialised.
+//! Timings are wall time: quote the machine's load with them.
 
 use argmin::core::{Executor, State};
 use natgrad::model::{DiffOperator, Model, Pinn, TaylorMlp};
@@ -24,6 +26,7 @@ use std::f64::consts::PI;
 mod common;
 
 use common::median_time;
+use std::time::Instant;
 
 /// The specialised model of the same problem (the points of `poisson_2d`).
 fn specialised(case: &natgrad::problems::pinn::PinnCase) -> Pinn {
@@ -58,42 +61,49 @@ fn solver() -> NaturalGradient {
         .expect("valid settings")
 }
 
-/// (linearise, dense Jacobian, jvp + vjp, NG step) medians in seconds.
-fn times<M: Model + Clone + 'static>(
+/// One repetition for one model: seconds of (linearise, dense Jacobian, jvp + vjp, NG
+/// step), the first three as the median of `inner` calls, the step as `steps` steps of an
+/// argmin run divided by `steps`.
+fn once<M: Model + Clone + 'static>(
     model: &M,
     theta: &[f64],
-    reps: usize,
+    inner: usize,
     steps: u64,
 ) -> [f64; 4] {
     let (n, p) = (model.n_outputs(), model.n_params());
-    let lin_t = median_time(reps, || {
+    let lin_t = median_time(inner, || {
         model.linearize(theta).expect("finite");
     });
     let mut lin = model.linearize(theta).expect("finite");
-    let jac_t = median_time(reps, || {
+    let jac_t = median_time(inner, || {
         lin.dense_jacobian();
     });
     let (t, s) = (vec![0.1; p], vec![0.1; n]);
     let (mut jt, mut js) = (vec![0.0; n], vec![0.0; p]);
-    let pair_t = median_time(reps, || {
+    let pair_t = median_time(inner, || {
         lin.jvp(&t, &mut jt);
         lin.vjp(&s, &mut js);
     });
     drop(lin);
-    let step_t = median_time(reps.min(5), || {
-        let problem = Problem::new(
-            model.clone(),
-            SquaredError::new(vec![0.0; n], Euclidean).expect("valid"),
-            Euclidean,
-        )
-        .expect("valid");
-        let res = Executor::new(problem, solver())
-            .configure(|s| s.param(theta.to_vec()).max_iters(steps))
-            .run()
-            .expect("runs");
-        assert!(res.state().get_iter() == steps, "the run stopped early");
-    }) / steps as f64;
+    let problem = Problem::new(
+        model.clone(),
+        SquaredError::new(vec![0.0; n], Euclidean).expect("valid"),
+        Euclidean,
+    )
+    .expect("valid");
+    let clock = Instant::now();
+    let res = Executor::new(problem, solver())
+        .configure(|s| s.param(theta.to_vec()).max_iters(steps))
+        .run()
+        .expect("runs");
+    let step_t = clock.elapsed().as_secs_f64() / steps as f64;
+    assert!(res.state().get_iter() == steps, "the run stopped early");
     [lin_t, jac_t, pair_t, step_t]
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 fn main() {
@@ -115,10 +125,28 @@ fn main() {
     let pinn = specialised(&case);
     let general = case.problem.model().clone();
     let theta = general.net().init(0);
-    let a = times(&pinn, &theta, reps, steps);
-    let b = times(&general, &theta, reps, steps);
-    println!("| Poisson 2D, 2-64-1, n = 1 020 | specialised Pinn | general PdeModel | ratio |");
-    println!("|---|---|---|---|");
+    // Interleaved: each repetition times both models back to back, the order alternating,
+    // so that a change of the machine's load hits both alike; the ratio is the median of
+    // the per-repetition ratios.
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for rep in 0..=reps {
+        let (x, y) = if rep % 2 == 0 {
+            let x = once(&pinn, &theta, 5, steps);
+            (x, once(&general, &theta, 5, steps))
+        } else {
+            let y = once(&general, &theta, 5, steps);
+            (once(&pinn, &theta, 5, steps), y)
+        };
+        // Repetition 0 warms up.
+        if rep > 0 {
+            a.push(x);
+            b.push(y);
+        }
+    }
+    println!(
+        "| Poisson 2D, 2-64-1, n = 1 020 | specialised Pinn | general PdeModel | ratio (median of pairs) | ratio range |"
+    );
+    println!("|---|---|---|---|---|");
     for (k, name) in [
         "linearise",
         "dense Jacobian",
@@ -128,11 +156,15 @@ fn main() {
     .iter()
     .enumerate()
     {
+        let ratios: Vec<f64> = a.iter().zip(&b).map(|(x, y)| y[k] / x[k]).collect();
+        let (lo, hi) = ratios
+            .iter()
+            .fold((f64::INFINITY, 0.0f64), |(l, h), &r| (l.min(r), h.max(r)));
         println!(
-            "| {name} | {:.2} ms | {:.2} ms | {:.2} |",
-            a[k] * 1e3,
-            b[k] * 1e3,
-            b[k] / a[k]
+            "| {name} | {:.2} ms | {:.2} ms | {:.2} | {lo:.2}–{hi:.2} |",
+            median(a.iter().map(|x| x[k]).collect()) * 1e3,
+            median(b.iter().map(|y| y[k]).collect()) * 1e3,
+            median(ratios),
         );
     }
 }
