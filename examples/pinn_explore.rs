@@ -206,12 +206,7 @@ fn nest_diag(case: &PinnCase, lambda: f64, seed: u64) -> AnyResult<()> {
     let s = llt.solve(j2.transpose() * &dy);
     let fitted = &dy - &j2 * &s;
     let z: Vec<f64> = (0..p).map(|i| t2[i] + s[i]).collect();
-    let dist: f64 = t2
-        .iter()
-        .zip(&t1)
-        .map(|(a, b)| (a - b).powi(2))
-        .sum::<f64>()
-        .sqrt();
+    let dist = Col::<f64>::from_fn(p, |i| t2[i] - t1[i]).norm_l2();
     println!(
         "‖θ₂ − θ₁‖ {dist:.3e}, ‖s‖ {:.3e}, ‖β(y₂ − y₁)‖ {:.3e}, ‖β(y₂ − y₁) − J₂s‖ {:.3e}",
         s.norm_l2(),
