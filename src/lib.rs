@@ -49,6 +49,8 @@ pub mod momentum;
 pub mod observe;
 pub mod pde;
 pub mod problem;
+/// Demonstration problems (cargo feature `problems`, on by default).
+#[cfg(feature = "problems")]
 pub mod problems;
 pub mod solver;
 pub mod step_control;
