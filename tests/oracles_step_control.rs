@@ -7,17 +7,19 @@ mod common;
 
 use argmin::core::observers::ObserverMode;
 use argmin::core::{Executor, KV};
-use common::rel_diff;
 use common::runs::trajectory;
 use common::twin::{
-    axpby, dot, gram, kv_float, mat_vec, rule_step, step_fraction, Design, Kind, LogisticModel,
-    Record,
+    axpby, dot, gram, kv_float, mat_t_vec, mat_vec, rule_step, step_fraction, Design, Kind,
+    LogisticModel, Record,
 };
+use common::{dense_solve, gram_twin, matvec, rel_diff, rng, spd};
+use faer::Mat;
 use natgrad::batch::MiniBatch;
 use natgrad::model::LinearModel;
 use natgrad::{
-    CrossEntropy, DampingRule, Ggn, LevenbergMarquardt, LinearSolver, Loss, Metric, Model,
-    Momentum, NaturalGradient, Problem, SquaredError, StepControl, WeightedL2,
+    CrossEntropy, DampingRule, DampingScale, DenseMetric, Ggn, LevenbergMarquardt, LinearSolver,
+    Loss, Metric, Model, Momentum, NaturalGradient, Problem, SquaredError, StepControl, Tolerances,
+    WeightedL2,
 };
 
 fn logistic(d: &Design) -> Problem<LogisticModel, CrossEntropy, Ggn> {
@@ -346,4 +348,89 @@ fn step_control_and_damping_bounds_refuse_the_open_interval_ends() {
     for (min, max) in [(0.0, 1.0), (-1.0, 1.0), (2.0, 1.0), (1.0, f64::INFINITY)] {
         assert!(!lm(min, max), "[{min}, {max}]");
     }
+}
+
+#[test]
+fn lm_update_accepts_an_unchanged_loss_unless_nielsen_sees_a_predicted_decrease() {
+    // "A step that increases the loss (or makes it non-finite) is rejected": a loss that
+    // stays exactly the same is not an increase. The threshold rule keeps it (ρ = 0 < ¼
+    // grows λ by 3/2); Nielsen rejects it only through ρ = 0, so with no predicted
+    // decrease (ρ undefined) the step stays and λ does not move.
+    let threshold = LevenbergMarquardt {
+        min: 1e-4,
+        max: 10.0,
+        rule: DampingRule::Threshold,
+    };
+    let u = threshold.update(1.0, 2.0, 0.0, 1.0);
+    assert_eq!((u.rho, u.damping, u.accepted), (0.0, 1.5, true));
+    let u = LevenbergMarquardt::new(1e-4, 10.0).update(1.0, 4.0, 0.0, 0.0);
+    assert!(u.rho.is_nan());
+    assert_eq!((u.damping, u.nu, u.accepted), (1.0, 2.0, true));
+}
+
+/// Runs two Cholesky steps with relative damping `μ` (`DampingScale::GramTrace`) and
+/// returns what step 0 logged as λ and `θ₁`.
+fn relative_first_step<Mo, Lo, Me>(
+    problem: Problem<Mo, Lo, Me>,
+    mu: f64,
+    theta0: &[f64],
+) -> (f64, Vec<f64>)
+where
+    Mo: Model + 'static,
+    Lo: Loss + 'static,
+    Me: Metric + 'static,
+{
+    let s = NaturalGradient::new()
+        .with_damping(mu)
+        .and_then(|s| s.with_linear_solver(LinearSolver::Cholesky))
+        .and_then(|s| s.with_tolerances(Tolerances::NONE))
+        .unwrap()
+        .with_damping_scale(DampingScale::GramTrace);
+    let steps = recorded(problem, s, theta0, 2);
+    assert_eq!(steps.len(), 2);
+    (kv_float(&steps[0].1, "damping"), steps[0].0.clone())
+}
+
+#[test]
+fn relative_damping_is_mu_times_the_mean_gram_eigenvalue_or_the_rayleigh_quotient() {
+    // DampingScale::GramTrace (docs/math.md §3): λ_k = μ·tr(G_k)/p when the metric is
+    // diagonal, μ·‖J_k g_k‖²_M / ‖g_k‖² when it is not, and λ_k = μ when that scale is
+    // zero. By hand on y = Aθ: G = AᵀMA, g = AᵀM(Aθ − u), θ₁ = θ₀ − (G + λI)⁻¹g.
+    let (mu, theta0) = (0.05, [0.3, -0.2, 0.1]);
+    let d = Design::random(Kind::Linear, 12, 3, 41);
+    let pt = d.at(&theta0);
+    let trace = (0..3).map(|i| gram(&pt, 0.0)[(i, i)]).sum::<f64>() / 3.0;
+    let (lambda, theta1) = relative_first_step(linear(&d), mu, &theta0);
+    assert!(
+        (lambda - mu * trace).abs() <= 1e-14 * mu * trace,
+        "λ {lambda} vs μ·tr(G)/p {}",
+        mu * trace
+    );
+    let delta = dense_solve(&gram(&pt, mu * trace), &axpby(-1.0, &pt.g, 0.0, &pt.g));
+    assert!(rel_diff(&theta1, &axpby(1.0, &theta0, 1.0, &delta)) <= 1e-12);
+
+    // A dense SPD K (no diagonal): the Rayleigh quotient along g.
+    let k = spd(&mut rng(42), 12, 0.5);
+    let r = axpby(1.0, &matvec(&d.a, &theta0), -1.0, &d.u);
+    let g = mat_t_vec(&d.a, &matvec(&k, &r));
+    let ag = matvec(&d.a, &g);
+    let rayleigh = dot(&ag, &matvec(&k, &ag)) / dot(&g, &g);
+    let metric = DenseMetric::new(k.clone()).unwrap();
+    let loss = SquaredError::new(d.u.clone(), metric.clone()).unwrap();
+    let dense = Problem::new(LinearModel::dense(d.a.clone()).unwrap(), loss, metric).unwrap();
+    let (lambda, theta1) = relative_first_step(dense, mu, &theta0);
+    assert!(
+        (lambda - mu * rayleigh).abs() <= 1e-13 * mu * rayleigh,
+        "λ {lambda} vs μ·Rayleigh {}",
+        mu * rayleigh
+    );
+    let g_mat = gram_twin(&d.a, &k, mu * rayleigh);
+    let delta = dense_solve(&g_mat, &axpby(-1.0, &g, 0.0, &g));
+    assert!(rel_diff(&theta1, &axpby(1.0, &theta0, 1.0, &delta)) <= 1e-12);
+
+    // G = 0 (A = 0): the scale falls back to 1, λ = μ, and the step is δ = 0.
+    let mut flat = d.clone();
+    flat.a = Mat::zeros(12, 3);
+    let (lambda, theta1) = relative_first_step(linear(&flat), mu, &theta0);
+    assert_eq!((lambda, theta1), (mu, theta0.to_vec()));
 }
