@@ -6,6 +6,7 @@ mod common;
 
 use argmin::core::{Error, Executor, Jacobian, Operator, State};
 use argmin::solver::gaussnewton::GaussNewton;
+use common::max_diff;
 use natgrad::argmin_adapter::{least_squares, JacobianMatrix};
 use natgrad::{LinearSolver, Momentum, NaturalGradient};
 
@@ -81,14 +82,6 @@ where
     <O as Jacobian>::Jacobian: natgrad::argmin_adapter::AsDenseJacobian,
 {
     common::runs::gauss_newton_steps(problem, &THETA0, solver, k)
-}
-
-fn max_diff(a: &[f64], b: &[f64]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f64::max)
 }
 
 #[test]

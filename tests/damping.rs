@@ -8,6 +8,7 @@ mod common;
 use argmin::core::observers::ObserverMode;
 use argmin::core::{Executor, State};
 use common::rel_diff;
+use common::runs::reason_text;
 use faer::{Mat, MatMut};
 use natgrad::metric::FixedMetric;
 use natgrad::model::ClosureModel;
@@ -218,12 +219,7 @@ fn nielsen_rejects_null_steps_so_a_converged_run_ends() {
         .configure(|st| st.param(toy.theta0.clone()).max_iters(2000))
         .run()
         .unwrap();
-    let reason = res
-        .state()
-        .get_termination_reason()
-        .unwrap()
-        .text()
-        .to_string();
+    let reason = reason_text(res.state());
     let (iters, loss) = (res.state().get_iter(), res.state().get_best_cost());
     println!("{iters} iterations, loss {loss:e}: {reason}");
     assert!(iters < 2000, "{reason}");

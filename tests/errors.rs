@@ -3,7 +3,8 @@
 
 mod common;
 
-use argmin::core::{ArgminError, Executor, State, TerminationReason};
+use argmin::core::{ArgminError, Executor, State};
+use common::runs::exit_reason;
 use faer::{mat, Mat, MatMut};
 use natgrad::loss::FnLoss;
 use natgrad::metric::{Metric, OutputPoint};
@@ -18,13 +19,6 @@ fn invalid_parameter_text(e: argmin::core::Error) -> String {
     match e.downcast_ref::<ArgminError>() {
         Some(ArgminError::InvalidParameter { text }) => text.clone(),
         other => panic!("expected InvalidParameter, got {other:?} ({e})"),
-    }
-}
-
-fn exit_reason<S: State>(state: &S) -> String {
-    match state.get_termination_reason() {
-        Some(TerminationReason::SolverExit(s)) => s.clone(),
-        other => panic!("expected SolverExit, got {other:?}"),
     }
 }
 

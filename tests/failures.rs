@@ -2,11 +2,14 @@
 //! named by its trait method and quantity, a numerical failure mid-run ends the run with
 //! the last good iterate, and the failing step's KV says what was known.
 
+mod common;
+
 #[path = "failures/scripted.rs"]
 mod scripted;
 
 use argmin::core::observers::{Observe, ObserverMode};
-use argmin::core::{ArgminError, Executor, State, TerminationReason, KV};
+use argmin::core::{ArgminError, Executor, State, KV};
+use common::runs::exit_reason;
 use faer::linalg::solvers::Solve;
 use faer::{mat, Mat, Side};
 use natgrad::linsolve::AutoSettings;
@@ -46,13 +49,6 @@ fn run(model: Scripted, ng: NaturalGradient, iters: u64) -> ArgminResult {
     Executor::new(problem(model), ng)
         .configure(|s| s.param(vec![0.0, 0.0]).max_iters(iters))
         .run()
-}
-
-fn exit_reason<S: State>(state: &S) -> String {
-    match state.get_termination_reason() {
-        Some(TerminationReason::SolverExit(s)) => s.clone(),
-        other => panic!("expected SolverExit, got {other:?}"),
-    }
 }
 
 fn invalid_parameter_text(e: argmin::core::Error) -> String {

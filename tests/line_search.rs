@@ -8,6 +8,7 @@ use argmin::solver::linesearch::condition::ArmijoCondition;
 use argmin::solver::linesearch::{
     BacktrackingLineSearch, HagerZhangLineSearch, MoreThuenteLineSearch,
 };
+use common::max_diff;
 use common::models::Rosenbrock;
 use natgrad::argmin_adapter::least_squares;
 use natgrad::line_search::StepSearch;
@@ -16,13 +17,6 @@ use natgrad::{LinearSolver, Momentum, NaturalGradient};
 
 /// θ* of the biased linear toy (docs/math.md §4).
 const STAR: [f64; 2] = [1.0, -4.0 / 3.0];
-
-fn max_diff(a: &[f64], b: &[f64]) -> f64 {
-    a.iter()
-        .zip(b)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f64::max)
-}
 
 /// One step of twice the Gauss–Newton length on the quadratic toy: `t = 1` returns to
 /// the starting loss, the exact line minimum is `t = ½`, i.e. θ*.

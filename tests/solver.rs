@@ -7,6 +7,7 @@ use argmin::core::{Executor, State};
 use argmin::solver::gradientdescent::SteepestDescent;
 use argmin::solver::linesearch::MoreThuenteLineSearch;
 use argmin::solver::quasinewton::LBFGS;
+use common::max_diff;
 use natgrad::problems::toys::{self, ToyMetric};
 use natgrad::{CgSettings, LinearSolver, NaturalGradient};
 
@@ -131,15 +132,6 @@ fn plain_ngd_stops_at_the_local_minimum() {
         (th - local).abs() < 1e-10,
         "θ = {th}, local minimum {local}"
     );
-}
-
-/// `‖a − b‖∞`.
-fn max_diff(a: &[f64], b: &[f64]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f64::max)
 }
 
 #[test]

@@ -2,7 +2,10 @@
 //! reason naming the test that fired, "converged" is true, a tolerance of 0 switches its
 //! test off, and Levenberg–Marquardt stuck at its maximum damping says so.
 
+mod common;
+
 use argmin::core::{Executor, State, TerminationReason};
+use common::runs::reason_text;
 use faer::MatMut;
 use natgrad::model::ClosureModel;
 use natgrad::observe::Iterates;
@@ -315,12 +318,7 @@ fn levenberg_marquardt_stuck_at_maximum_damping_says_so() {
         .configure(|s| s.param(theta0.clone()).max_iters(300))
         .run()
         .unwrap();
-    let reason = res
-        .state()
-        .get_termination_reason()
-        .unwrap()
-        .text()
-        .to_string();
+    let reason = reason_text(res.state());
     println!("{} iters: {reason}", res.state().get_iter());
     assert!(
         reason.contains("stuck at its maximum damping λ = 1e6"),

@@ -61,6 +61,15 @@ pub fn nan_max(a: f64, b: f64) -> f64 {
     }
 }
 
+/// `‖a − b‖∞`; vectors of different lengths are a failure.
+pub fn max_diff(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len(), "max_diff: lengths differ");
+    a.iter()
+        .zip(b)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max)
+}
+
 /// Relative difference `‖a − b‖ / ‖b‖`. Vectors of different lengths are a failure, not a
 /// comparison of their common prefix (an empty result would otherwise pass).
 pub fn rel_diff(a: &[f64], b: &[f64]) -> f64 {

@@ -1,7 +1,7 @@
 //! Running a natgrad solver and recording every iterate.
 
 use argmin::core::observers::ObserverMode;
-use argmin::core::{Executor, State};
+use argmin::core::{Executor, State, TerminationReason};
 use natgrad::observe::Iterates;
 use natgrad::{Loss, Metric, Model, NaturalGradient, Problem};
 
@@ -78,4 +78,18 @@ where
 {
     let problem = natgrad::argmin_adapter::least_squares(problem, theta0).unwrap();
     plain_steps(problem, theta0, solver, k)
+}
+
+/// The text of a run's `TerminationReason::SolverExit` (the cause natgrad names); panics
+/// on any other reason.
+pub fn exit_reason<S: State>(state: &S) -> String {
+    match state.get_termination_reason() {
+        Some(TerminationReason::SolverExit(s)) => s.clone(),
+        other => panic!("expected SolverExit, got {other:?}"),
+    }
+}
+
+/// The text of a finished run's termination reason, whatever it is.
+pub fn reason_text<S: State>(state: &S) -> String {
+    state.get_termination_reason().unwrap().text().to_string()
 }
