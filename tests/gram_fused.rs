@@ -9,7 +9,7 @@ mod common;
 
 use common::{gram_twin, rel_diff, rng, vec};
 use faer::{Mat, Par};
-use natgrad::check::{jacobian_by_jvps, metric_matrix};
+use natgrad::check::{complex_step_jvp, jacobian_by_jvps, metric_matrix};
 use natgrad::linsolve::{solve_direction, Rhs, SolveCache};
 use natgrad::loss::{CrossEntropy, Loss};
 use natgrad::metric::{DenseMetric, Euclidean, Ggn, Metric, WeightedL2};
@@ -105,6 +105,67 @@ fn fused_product_equals_jvp_metric_vjp_at_every_chunk_size() {
     }
 }
 
+/// `J` column by column from the complex step of the reference forward pass (shares no
+/// code with the products under test).
+fn jacobian_complex_step(model: &Mlp, theta: &[f64]) -> Mat<f64> {
+    let (n, p) = (model.n_outputs(), model.n_params());
+    let mut e = vec![0.0; p];
+    let mut j = Mat::zeros(n, p);
+    for c in 0..p {
+        e[c] = 1.0;
+        let col = complex_step_jvp(|z, y| model.forward_reference(z, y), theta, &e, n);
+        e[c] = 0.0;
+        col.iter().enumerate().for_each(|(r, v)| j[(r, c)] = *v);
+    }
+    j
+}
+
+/// The sample-space product `J Jᵀ s` and the Gram diagonal `Σ_i w_i J_ij²` equal the
+/// complex-step Jacobian's, and vjp → jvp, at chunk sizes 1, 7, m, 10 (not dividing m):
+/// the chunk sums over the sensitivities for a scalar output, the whole-batch products
+/// for `q > 1`.
+#[test]
+fn sample_product_and_gram_diagonal_equal_the_dense_jacobian_at_every_chunk_size() {
+    let mut r = rng(11);
+    for (k, net) in networks().into_iter().enumerate() {
+        let (n, p) = (net.n_outputs(), net.n_params());
+        let theta = theta_for(&net, 60 + k as u64);
+        let j = jacobian_complex_step(&net, &theta);
+        let s = vec(&mut r, n);
+        let w: Vec<f64> = (0..n).map(|_| r.random_range(0.1..2.0)).collect();
+        let jts: Vec<f64> = (0..p)
+            .map(|c| (0..n).map(|i| j[(i, c)] * s[i]).sum())
+            .collect();
+        let kernel: Vec<f64> = (0..n)
+            .map(|i| (0..p).map(|c| j[(i, c)] * jts[c]).sum())
+            .collect();
+        let diagonal: Vec<f64> = (0..p)
+            .map(|c| (0..n).map(|i| w[i] * j[(i, c)] * j[(i, c)]).sum())
+            .collect();
+        for chunk in [1, 7, M, 10] {
+            let model = net.clone().with_gram_chunk(chunk);
+            let mut lin = model.linearize(&theta).unwrap();
+            let mut out = vec![0.0; n];
+            lin.sample_gram_product(&s, &mut vec![0.0; p], &mut out);
+            let e = rel_diff(&out, &kernel);
+            assert!(e <= TOL, "network {k}, chunk {chunk}: J Jᵀ s off by {e:e}");
+            let mut by_two = vec![0.0; n];
+            let mut jt = vec![0.0; p];
+            lin.vjp(&s, &mut jt);
+            lin.jvp(&jt, &mut by_two);
+            let e = rel_diff(&out, &by_two);
+            assert!(e <= TOL, "network {k}, chunk {chunk}: {e:e} from vjp → jvp");
+            let mut diag = vec![0.0; p];
+            assert!(lin.gram_diagonal(&w, &mut diag));
+            let e = rel_diff(&diag, &diagonal);
+            assert!(
+                e <= TOL,
+                "network {k}, chunk {chunk}: Gram diagonal off by {e:e}"
+            );
+        }
+    }
+}
+
 /// Applies the damped Gram operator of `problem` to `k` vectors and compares with the
 /// dense twin `JᵀMJ + λI` (`M` from the metric's own products).
 fn check_operator<Lo: Loss, Me: Metric>(problem: &Problem<Mlp, Lo, Me>, seed: u64) -> f64 {
@@ -182,8 +243,8 @@ fn the_dense_jacobian_path_keeps_the_product() {
     assert!(rel_diff(&out, &twin(&mut lin, &w, &t, n)) <= TOL);
 }
 
-/// Fused products of three tangents, and a 20-iteration CG direction through the Gram
-/// operator, inside a rayon pool of `threads` threads, as bits. `[3, 24, 24, 2]` on 300
+/// Fused products of three tangents, the sample-space product, the Gram diagonal and a
+/// 20-iteration CG direction through the Gram operator, inside a rayon pool of `threads` threads, as bits. `[3, 24, 24, 2]` on 300
 /// samples in chunks of 16 has 19 chunks in 7 groups; the default chunk of the
 /// `ng_step_bench` M network (2-64-64-1, 2048 samples) has 26 chunks in 7 groups.
 fn run_in_pool(threads: usize) -> Vec<Vec<u64>> {
@@ -222,6 +283,13 @@ fn run_in_pool(threads: usize) -> Vec<Vec<u64>> {
                     .gram_product(&w, &t, &mut vec![0.0; n], &mut out);
                 bits.push(out.iter().map(|v| v.to_bits()).collect());
             }
+            let lin_mut = lin.linearization_mut();
+            let (s, mut out) = (vec(&mut r, n), vec![0.0; n]);
+            lin_mut.sample_gram_product(&s, &mut vec![0.0; p], &mut out);
+            bits.push(out.iter().map(|v| v.to_bits()).collect());
+            let mut diag = vec![0.0; p];
+            lin_mut.gram_diagonal(&w, &mut diag);
+            bits.push(diag.iter().map(|v| v.to_bits()).collect());
             let rhs = lin.output_gradient().to_vec();
             let mut d = vec![0.0; p];
             let cg = LinearSolver::Cg(CgSettings::fixed_iterations(20));

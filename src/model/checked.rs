@@ -152,6 +152,28 @@ impl<L: Linearization> Linearization for CheckedLinearization<L> {
         }
     }
 
+    /// Like [`gram_product`](Self::gram_product): a non-finite `J Jᵀ s` for a finite `s` is
+    /// redone as checked vjp → jvp, and the fused product's own fault is recorded only when
+    /// both of those are finite.
+    fn sample_gram_product(&mut self, s: &[f64], scratch: &mut [f64], out: &mut [f64]) {
+        self.inner.sample_gram_product(s, scratch, out);
+        if self.fault.is_some() || all_finite(out) || !all_finite(s) {
+            return;
+        }
+        let (index, value) = first_non_finite(out.iter().copied()).unwrap_or((0, f64::NAN));
+        self.vjp(s, scratch);
+        self.jvp(scratch, out);
+        if self.fault.is_none() {
+            self.record(Error::NonFinite {
+                what: "Linearization::sample_gram_product returned J Jᵀ s with a non-finite \
+                       entry for a finite s (vjp and jvp alone are finite)"
+                    .to_string(),
+                index,
+                value,
+            });
+        }
+    }
+
     fn jvp_block(&mut self, t: MatRef<'_, f64>, mut out: MatMut<'_, f64>) {
         self.inner.jvp_block(t, out.rb_mut());
         self.check_block(

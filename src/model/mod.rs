@@ -166,6 +166,17 @@ pub trait Linearization: Send {
         self.vjp(scratch, out);
     }
 
+    /// The sample-space Gram product `out = J Jᵀ s` (`s`, `out ∈ Rⁿ`; `scratch ∈ Rᵖ`),
+    /// the kernel operator of the sample-space solvers (docs/math.md §2). The default is
+    /// the vjp then the jvp through `scratch` (which then holds `Jᵀ s`); [`Mlp`] sums `Jᵀ s`
+    /// over chunks of samples and applies `J` chunk by chunk, like
+    /// [`gram_product`](Linearization::gram_product); an override may leave `scratch`
+    /// with any contents. Panics if a slice has the wrong length.
+    fn sample_gram_product(&mut self, s: &[f64], scratch: &mut [f64], out: &mut [f64]) {
+        self.vjp(s, scratch);
+        self.jvp(scratch, out);
+    }
+
     /// The dense n×p Jacobian if the model has it at hand (closure models, linear models);
     /// `None` otherwise, in which case the direct solver builds it from products.
     fn dense_jacobian(&mut self) -> Option<Mat<f64>> {

@@ -16,6 +16,12 @@
 //! groups run in parallel on rayon's threads, but no sum depends on which thread ran
 //! what, so 1 and 2 threads give bitwise identical products (`tests/gram_fused.rs`).
 //!
+//! A scalar-output network runs each chunk through its sensitivities `δ`
+//! (`mlp/sensitivity.rs`: one GEMM per layer for `J_c t`, one for `J_cᵀ s`); other output
+//! widths through the tangent and back-propagation passes. The same chunked sweeps give
+//! the sample-space product `J Jᵀ s` ([`sample_gram_product`]: the chunk sums of `Jᵀ s`,
+//! then `J` chunk by chunk) and the Gram diagonal ([`gram_diagonal`]).
+//!
 //! **Chunk size** ([`auto_chunk`]): as many samples as keep one chunk's working set —
 //! `[a_l; 1]`, `[a_l; 1]ᵀ`, `σ'_l`, the tangent and two cotangent blocks — within
 //! [`CHUNK_BYTES`]; networks whose parameters alone exceed [`MAX_CHUNKED_PARAMS`] run the
@@ -25,9 +31,11 @@
 
 use super::linearization::{view, view_mut, MlpLinearization};
 use super::pointwise::{gemm, mul_by, thin_product};
+use super::sensitivity::{gram_diagonal_cols, jvp_cols, vjp_cols, Cached};
+use super::workspace::Workspace;
 use super::Mlp;
 use crate::model::{Linearization, Model};
-use faer::{Accum, MatRef, Par};
+use faer::{Accum, Par};
 use rayon::prelude::*;
 
 /// Most groups of chunks (parallel tasks, each with its own `p`-vector sum).
@@ -54,12 +62,16 @@ pub(super) fn auto_chunk(model: &Mlp) -> usize {
     (c / 8 * 8).clamp(8, m.max(8)).min(m)
 }
 
-/// Scratch of one group: the hidden tangents `ȧ_l` (`n_l × c`, `l = 1 … L−1`) and two
-/// `max n_l × c` blocks (`ż`, then the cotangents `z̄` ping-pong).
+/// Scratch of one group: the hidden tangents `ȧ_l` (`n_l × c`, `l = 1 … L−1`; output
+/// widths above 1 only), two `max n_l × c` blocks (`ż`, then the cotangents `z̄`
+/// ping-pong), `c` values of `J_c t` and a `c × max (n_l + 1)` block (the squares of the
+/// Gram diagonal).
 #[derive(Debug, Default)]
 pub(super) struct GroupScratch {
     tangents: Vec<Vec<f64>>,
     bufs: [Vec<f64>; 2],
+    jt: Vec<f64>,
+    sq: Vec<f64>,
 }
 
 /// The fused product's buffers: one [`GroupScratch`] per group and a `p`-vector sum for
@@ -78,12 +90,22 @@ impl FusedScratch {
         let (w, nl, p) = (&model.widths, model.n_layers(), model.n_params());
         if self.chunk != c || self.groups.len() != groups {
             let nmax = w[1..].iter().copied().max().unwrap_or(1);
+            let in_max = w[..nl].iter().copied().max().unwrap_or(0) + 1;
+            let tangents = match w[nl] {
+                1 => 1..1,
+                _ => 1..nl,
+            };
             self.groups = (0..groups)
                 .map(|_| GroupScratch {
-                    tangents: (1..nl).map(|l| vec![0.0; w[l] * c]).collect(),
+                    tangents: tangents.clone().map(|l| vec![0.0; w[l] * c]).collect(),
                     bufs: [vec![0.0; nmax * c], vec![0.0; nmax * c]],
+                    jt: vec![0.0; c],
+                    sq: Vec::new(),
                 })
                 .collect();
+            self.groups
+                .iter_mut()
+                .for_each(|g| g.sq.resize(in_max * c, 0.0));
             self.chunk = c;
         }
         self.sums.resize_with(groups.saturating_sub(1), Vec::new);
@@ -91,40 +113,98 @@ impl FusedScratch {
     }
 }
 
-/// What every chunk reads: the cached forward pass, `t` and `w`.
-struct Shared<'s> {
-    model: &'s Mlp,
-    theta: &'s [f64],
-    acts: &'s [Vec<f64>],
-    acts_t: &'s [Vec<f64>],
-    derivs: &'s [Vec<f64>],
-    w: &'s [f64],
-    t: &'s [f64],
+/// The work of one chunk `(j0, c)` into its group's sum `target` (`accum`: the group's
+/// first chunk replaces, the others add).
+type ChunkFn<'f> =
+    dyn Fn(&Cached<'_>, (usize, usize), &mut GroupScratch, &mut [f64], Accum) + Sync + 'f;
+
+/// Chunks of `c` samples, grouped: `(chunks, chunks per group, groups)`, fixed by `m`
+/// and `c` alone.
+fn layout(m: usize, c: usize) -> (usize, usize, usize) {
+    let n_chunks = m.div_ceil(c);
+    let per_group = n_chunks.div_ceil(n_chunks.min(MAX_GROUPS));
+    (n_chunks, per_group, n_chunks.div_ceil(per_group))
 }
 
-impl Shared<'_> {
-    /// `σ'_l` on the columns `j0 … j0+c` (`None` for the identity).
-    fn deriv(&self, l: usize, j0: usize, c: usize) -> Option<&[f64]> {
-        let n = self.model.widths[l + 1];
-        (!self.model.activations[l].is_identity()).then(|| &self.derivs[l][n * j0..n * (j0 + c)])
-    }
+/// The read-only cache and the fused scratch of a workspace, borrowed apart.
+fn split<'s>(model: &'s Mlp, ws: &'s mut Workspace) -> (Cached<'s>, &'s mut FusedScratch) {
+    let Workspace {
+        theta,
+        acts,
+        acts_t,
+        derivs,
+        fused,
+        ..
+    } = ws;
+    let cache = Cached {
+        model,
+        theta,
+        acts,
+        acts_t,
+        derivs,
+    };
+    (cache, fused)
+}
 
-    /// `[a_l; 1]` on the columns `j0 … j0+c`, `(n_l + 1) × c`.
-    fn input(&self, l: usize, j0: usize, c: usize) -> MatRef<'_, f64> {
-        let model = self.model;
-        if l == 0 {
-            return model.inputs.as_ref().subcols(j0, c);
+/// `out = Σ_chunks chunk(…)`: each group runs its chunks in order into its own sum (group
+/// 0 into `out`), the groups in parallel, then the group sums are added in group order —
+/// a fixed order, whatever ran where.
+fn sum_over_chunks(lin: &mut MlpLinearization<'_>, c: usize, out: &mut [f64], chunk: &ChunkFn) {
+    let model = lin.model();
+    let m = model.n_samples();
+    let (n_chunks, per_group, groups) = layout(m, c);
+    let (cache, fused) = split(model, lin.workspace_mut());
+    fused.ensure(model, groups, c);
+    let FusedScratch {
+        groups: scratch_g,
+        sums,
+        ..
+    } = fused;
+    let targets = std::iter::once(&mut *out).chain(sums.iter_mut().map(Vec::as_mut_slice));
+    let mut tasks: Vec<_> = targets.zip(scratch_g.iter_mut()).enumerate().collect();
+    let run = |(g, (target, sc)): &mut (usize, (&mut [f64], &mut GroupScratch))| {
+        let first = *g * per_group;
+        for k in first..((*g + 1) * per_group).min(n_chunks) {
+            let accum = if k == first {
+                Accum::Replace
+            } else {
+                Accum::Add
+            };
+            chunk(&cache, (k * c, c.min(m - k * c)), sc, target, accum);
         }
-        let n = model.widths[l];
-        let ld = 2 * n + 1;
-        MatRef::from_column_major_slice_with_stride(&self.acts[l - 1][ld * j0..], n + 1, c, ld)
+    };
+    match model.par {
+        Par::Seq => tasks.iter_mut().for_each(run),
+        _ => tasks.par_iter_mut().for_each(run),
     }
+    drop(tasks);
+    for s in sums.iter() {
+        out.iter_mut().zip(s).for_each(|(o, s)| *o += s);
+    }
+}
 
-    /// `[a_l; 1]ᵀ` on the rows `j0 … j0+c`, `c × (n_l + 1)` (contiguous columns).
-    fn input_t(&self, l: usize, j0: usize, c: usize) -> MatRef<'_, f64> {
-        let m = self.model.n_samples();
-        let n = self.model.widths[l];
-        MatRef::from_column_major_slice_with_stride(&self.acts_t[l][j0..], c, n + 1, m)
+/// `out[j0 … j0+c] = J_c v` chunk by chunk (scalar output, `δ` ready), the groups of
+/// [`layout`] in parallel; no sums across chunks.
+fn jvp_by_chunks(lin: &mut MlpLinearization<'_>, c: usize, v: &[f64], out: &mut [f64]) {
+    let model = lin.model();
+    let m = model.n_samples();
+    let (_, per_group, groups) = layout(m, c);
+    let (cache, fused) = split(model, lin.workspace_mut());
+    fused.ensure(model, groups, c);
+    let mut tasks: Vec<_> = out
+        .chunks_mut(per_group * c)
+        .zip(fused.groups.iter_mut())
+        .enumerate()
+        .collect();
+    let run = |(g, (o, sc)): &mut (usize, (&mut [f64], &mut GroupScratch))| {
+        for (k, ok) in o.chunks_mut(c).enumerate() {
+            let j0 = (*g * per_group + k) * c;
+            jvp_cols(&cache, v, (j0, ok.len()), &mut sc.bufs[0], ok, Par::Seq);
+        }
+    };
+    match model.par {
+        Par::Seq => tasks.iter_mut().for_each(run),
+        _ => tasks.par_iter_mut().for_each(run),
     }
 }
 
@@ -138,56 +218,94 @@ pub(super) fn gram_product(
     out: &mut [f64],
 ) {
     let model = lin.model();
-    let m = model.n_samples();
     let c = model.gram_chunk();
-    if c >= m || lin.holds_jacobian() {
+    if c >= model.n_samples() || lin.holds_jacobian() {
         lin.jvp(t, scratch);
         scratch.iter_mut().zip(w).for_each(|(s, w)| *s *= w);
         lin.vjp(scratch, out);
         return;
     }
-    let n_chunks = m.div_ceil(c);
-    let per_group = n_chunks.div_ceil(n_chunks.min(MAX_GROUPS));
-    let groups = n_chunks.div_ceil(per_group);
-    let (fused, sh) = lin.fused_parts(w, t);
-    fused.ensure(model, groups, c);
-    let FusedScratch {
-        groups: scratch_g,
-        sums,
-        ..
-    } = fused;
-    let targets = std::iter::once(&mut *out).chain(sums.iter_mut().map(Vec::as_mut_slice));
-    let mut tasks: Vec<_> = targets.zip(scratch_g.iter_mut()).enumerate().collect();
-    let run = |(g, (target, sc)): &mut (usize, (&mut [f64], &mut GroupScratch))| {
-        let first = *g * per_group;
-        let last = ((*g + 1) * per_group).min(n_chunks);
-        for k in first..last {
-            let j0 = k * c;
-            let accum = if k == first {
-                Accum::Replace
-            } else {
-                Accum::Add
-            };
-            chunk_product(&sh, j0, c.min(m - j0), sc, target, accum);
-        }
+    let q = model.widths[model.n_layers()];
+    if q == 1 {
+        lin.ensure_deltas();
+        let chunk = |cache: &Cached<'_>,
+                     (j0, c): (usize, usize),
+                     sc: &mut GroupScratch,
+                     target: &mut [f64],
+                     accum: Accum| {
+            let GroupScratch { bufs, jt, .. } = sc;
+            let [z, e] = bufs;
+            let jt = &mut jt[..c];
+            jvp_cols(cache, t, (j0, c), z, jt, Par::Seq);
+            jt.iter_mut().zip(&w[j0..j0 + c]).for_each(|(s, w)| *s *= w);
+            vjp_cols(cache, jt, (j0, c), e, target, (accum, Par::Seq));
+        };
+        return sum_over_chunks(lin, c, out, &chunk);
+    }
+    let chunk = |cache: &Cached<'_>,
+                 range: (usize, usize),
+                 sc: &mut GroupScratch,
+                 target: &mut [f64],
+                 accum: Accum| {
+        chunk_product(cache, (w, t), range, sc, target, accum);
     };
-    match model.par {
-        Par::Seq => tasks.iter_mut().for_each(run),
-        _ => tasks.par_iter_mut().for_each(run),
-    }
-    drop(tasks);
-    // The group sums in group order: a fixed order, whatever ran where.
-    for s in sums.iter() {
-        out.iter_mut().zip(s).for_each(|(o, s)| *o += s);
-    }
+    sum_over_chunks(lin, c, out, &chunk);
 }
 
-/// `target (=|+=) J_cᵀ W_c J_c t` for the chunk of `c` samples from column `j0`: the
-/// tangent through every layer, `W_c`, the backward pass, all on `c`-wide blocks.
+/// `out = J Jᵀ s` (`s`, `out ∈ Rⁿ`, `scratch ∈ Rᵖ` then holds `Jᵀ s`): for a scalar output
+/// and a chunk below `m`, `Jᵀ s` summed over chunks like [`gram_product`], then `J`
+/// chunk by chunk; otherwise the whole-batch vjp and jvp.
+pub(super) fn sample_gram_product(
+    lin: &mut MlpLinearization<'_>,
+    s: &[f64],
+    scratch: &mut [f64],
+    out: &mut [f64],
+) {
+    let model = lin.model();
+    let (c, m) = (model.gram_chunk(), model.n_samples());
+    if c >= m || lin.holds_jacobian() || model.widths[model.n_layers()] != 1 {
+        lin.vjp(s, scratch);
+        lin.jvp(scratch, out);
+        return;
+    }
+    lin.ensure_deltas();
+    let chunk = |cache: &Cached<'_>,
+                 (j0, c): (usize, usize),
+                 sc: &mut GroupScratch,
+                 target: &mut [f64],
+                 accum: Accum| {
+        let e = &mut sc.bufs[1];
+        vjp_cols(cache, &s[j0..j0 + c], (j0, c), e, target, (accum, Par::Seq));
+    };
+    sum_over_chunks(lin, c, scratch, &chunk);
+    jvp_by_chunks(lin, c, scratch, out);
+}
+
+/// `out = diag(Jᵀ diag(w) J)` for a scalar output (`δ` ready): the chunk sums of
+/// `(w ⊙ δ_l²)([a_l; 1]²)ᵀ`, at the model's Gram chunk (the whole batch as one chunk
+/// with faer's parallel GEMMs when that is `m`).
+pub(super) fn gram_diagonal(lin: &mut MlpLinearization<'_>, w: &[f64], out: &mut [f64]) {
+    let model = lin.model();
+    let (c, m) = (model.gram_chunk(), model.n_samples());
+    let par = if c >= m { model.par } else { Par::Seq };
+    let chunk = |cache: &Cached<'_>,
+                 (j0, c): (usize, usize),
+                 sc: &mut GroupScratch,
+                 target: &mut [f64],
+                 accum: Accum| {
+        let bufs = (&mut sc.bufs[0][..], &mut sc.sq[..]);
+        gram_diagonal_cols(cache, &w[j0..j0 + c], (j0, c), bufs, target, (accum, par));
+    };
+    sum_over_chunks(lin, c, out, &chunk);
+}
+
+/// `target (=|+=) J_cᵀ W_c J_c t` for the chunk of `c` samples from column `j0` of a
+/// network with `q > 1` outputs: the tangent through every layer, `W_c`, the backward
+/// pass, all on `c`-wide blocks.
 fn chunk_product(
-    sh: &Shared<'_>,
-    j0: usize,
-    c: usize,
+    sh: &Cached<'_>,
+    (w_all, t): (&[f64], &[f64]),
+    (j0, c): (usize, usize),
     sc: &mut GroupScratch,
     target: &mut [f64],
     accum: Accum,
@@ -207,7 +325,7 @@ fn chunk_product(
         };
         // The top layer's σ' is applied with the weights below.
         let d = (!last).then(|| sh.deriv(l, j0, c)).flatten();
-        let (dt, input) = (model.layer(sh.t, l), sh.input(l, j0, c));
+        let (dt, input) = (model.layer(t, l), sh.input(l, j0, c));
         if l == 0 && thin_product(dst, n_out, dt, input, d, Par::Seq) {
             continue;
         }
@@ -222,7 +340,7 @@ fn chunk_product(
         }
     }
     // The metric, with the top layer's derivative on both sides: z̄_L = σ' ⊙ w ⊙ σ' ⊙ ż_L.
-    let (zl, wc) = (&mut zb[..q * c], &sh.w[q * j0..q * (j0 + c)]);
+    let (zl, wc) = (&mut zb[..q * c], &w_all[q * j0..q * (j0 + c)]);
     match sh.deriv(nl - 1, j0, c) {
         Some(d) => zl
             .iter_mut()
@@ -249,27 +367,5 @@ fn chunk_product(
             }
             std::mem::swap(&mut x, &mut y);
         }
-    }
-}
-
-/// The pieces [`gram_product`] needs from a linearisation.
-impl<'a> MlpLinearization<'a> {
-    fn fused_parts<'s>(
-        &'s mut self,
-        w: &'s [f64],
-        t: &'s [f64],
-    ) -> (&'s mut FusedScratch, Shared<'s>) {
-        let model = self.model();
-        let ws = self.workspace_mut();
-        let sh = Shared {
-            model,
-            theta: &ws.theta,
-            acts: &ws.acts,
-            acts_t: &ws.acts_t,
-            derivs: &ws.derivs,
-            w,
-            t,
-        };
-        (&mut ws.fused, sh)
     }
 }

@@ -13,6 +13,7 @@
 //! every GEMM is already `m` wide.
 
 use super::pointwise::{activate, gemm, mul_by, mul_into, thin_product};
+use super::sensitivity::{jvp_cols, vjp_cols, Cached};
 use super::workspace::Workspace;
 use super::Mlp;
 use crate::model::{col_slice_mut, Linearization, Model};
@@ -96,6 +97,7 @@ impl<'a> MlpLinearization<'a> {
         let (m, w, nl) = (model.n_samples(), &model.widths, model.n_layers());
         let mut ws = model.workspace.take(model);
         ws.theta.copy_from_slice(theta);
+        ws.deltas_ready = false;
         for l in 0..nl {
             let n_out = w[l + 1];
             let (done, rest) = ws.acts.split_at_mut(l);
@@ -231,15 +233,48 @@ impl<'a> MlpLinearization<'a> {
     fn jvp_one(&mut self, t: &[f64], out: &mut [f64]) {
         match self.dense() {
             Some(j) => dense_product(j, t, out),
-            None => self.jvp_layers(t, out),
+            None => self.jvp_matrix_free(t, out),
         }
     }
 
     fn vjp_one(&mut self, s: &[f64], out: &mut [f64]) {
         match self.dense() {
             Some(j) => dense_product(j.transpose(), s, out),
-            None => self.vjp_layers(s, out),
+            None => self.vjp_matrix_free(s, out),
         }
+    }
+
+    /// Whether the output is scalar, so that products go through the sensitivities `δ`
+    /// (`mlp/sensitivity.rs`: half the GEMM flops of the tangent passes).
+    pub(super) fn scalar_output(&self) -> bool {
+        self.model.widths[self.model.n_layers()] == 1
+    }
+
+    /// Computes the sensitivities `δ` once per linearisation (scalar output only).
+    pub(super) fn ensure_deltas(&mut self) {
+        super::sensitivity::ensure_deltas(self.model, &mut self.ws);
+    }
+
+    /// `out = J t` without `J`: through `δ` for a scalar output, else by layers.
+    fn jvp_matrix_free(&mut self, t: &[f64], out: &mut [f64]) {
+        if !self.scalar_output() {
+            return self.jvp_layers(t, out);
+        }
+        self.ensure_deltas();
+        let (m, par) = (self.model.n_samples(), self.model.par);
+        let (cache, [z, _]) = Cached::with_bufs(self.model, &mut self.ws);
+        jvp_cols(&cache, t, (0, m), z, out, par);
+    }
+
+    /// `out = Jᵀ s` without `J`: through `δ` for a scalar output, else by layers.
+    fn vjp_matrix_free(&mut self, s: &[f64], out: &mut [f64]) {
+        if !self.scalar_output() {
+            return self.vjp_layers(s, out);
+        }
+        self.ensure_deltas();
+        let (m, par) = (self.model.n_samples(), self.model.par);
+        let (cache, [e, _]) = Cached::with_bufs(self.model, &mut self.ws);
+        vjp_cols(&cache, s, (0, m), e, out, (Accum::Replace, par));
     }
 }
 
@@ -285,14 +320,14 @@ impl Linearization for MlpLinearization<'_> {
     fn jvp_block(&mut self, t: MatRef<'_, f64>, out: MatMut<'_, f64>) {
         match self.dense() {
             Some(j) => matmul(out, Accum::Replace, j, t, 1.0, Par::Seq),
-            None => self.by_columns(t, out, Self::jvp_layers),
+            None => self.by_columns(t, out, Self::jvp_matrix_free),
         }
     }
 
     fn vjp_block(&mut self, s: MatRef<'_, f64>, out: MatMut<'_, f64>) {
         match self.dense() {
             Some(j) => matmul(out, Accum::Replace, j.transpose(), s, 1.0, Par::Seq),
-            None => self.by_columns(s, out, Self::vjp_layers),
+            None => self.by_columns(s, out, Self::vjp_matrix_free),
         }
     }
 
@@ -313,9 +348,28 @@ impl Linearization for MlpLinearization<'_> {
     /// output component `j` (cotangent `e_j` at every sample) gives the per-sample
     /// back-propagated `δ`, and `diag(Jᵀ diag(w) J)` of layer `l` is the GEMM of squares
     /// `Σ_j (w_j ⊙ δ_j²) ([a_l; 1]²)ᵀ`. Cost: `q` vjps.
+    ///
+    /// A scalar output takes the sensitivities `δ` instead (no backward pass beyond the
+    /// one `δ` costs once per linearisation), chunked like the Gram product.
     fn gram_diagonal(&mut self, w: &[f64], out: &mut [f64]) -> bool {
-        super::gram_diag::gram_diagonal(self, w, out);
+        if self.scalar_output() && !self.holds_jacobian() {
+            self.ensure_deltas();
+            super::fused::gram_diagonal(self, w, out);
+        } else {
+            super::gram_diag::gram_diagonal(self, w, out);
+        }
         true
+    }
+
+    /// For a scalar output, `Jᵀ s` summed chunk by chunk (fixed order) and then `J`
+    /// chunk by chunk, at the model's Gram chunk (`mlp/fused.rs`); otherwise vjp → jvp.
+    fn sample_gram_product(&mut self, s: &[f64], scratch: &mut [f64], out: &mut [f64]) {
+        let (n, p) = (self.ws.outputs.len(), self.ws.theta.len());
+        assert!(
+            s.len() == n && out.len() == n && scratch.len() == p,
+            "natgrad: Mlp sample_gram_product lengths"
+        );
+        super::fused::sample_gram_product(self, s, scratch, out);
     }
 
     /// Exact Kronecker factors for a scalar output, a per-output sum for `q > 1`: one GEMM

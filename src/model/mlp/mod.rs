@@ -47,6 +47,7 @@ mod jacobian;
 mod kfac;
 mod linearization;
 mod pointwise;
+mod sensitivity;
 mod workspace;
 
 pub use linearization::MlpLinearization;

@@ -18,8 +18,12 @@ use std::sync::Mutex;
 pub(super) struct Workspace {
     /// The linearisation point θ.
     pub theta: Vec<f64>,
-    /// Hidden layers `l = 1 … L-1`, each `(2 n_l + 1) × m` with rows `[a_l; 1; ȧ_l]`.
+    /// Hidden layers `l = 1 … L-1`, each `(2 n_l + 1) × m` with rows `[a_l; 1; ȧ_l]`; for a
+    /// scalar output the last `n_l` rows hold the sensitivities `δ` instead of a tangent
+    /// (`mlp/sensitivity.rs`).
     pub acts: Vec<Vec<f64>>,
+    /// Whether the sensitivities `δ` of this linearisation are in `acts` (scalar output).
+    pub deltas_ready: bool,
     /// `[a_l; 1]ᵀ` for `l = 0 … L-1`, each `m × (n_l + 1)` (empty on the dense path).
     pub acts_t: Vec<Vec<f64>>,
     /// `σ'_l(z_{l+1})`, each `n_{l+1} × m` (empty for the identity).
@@ -64,6 +68,7 @@ impl Workspace {
         Self {
             theta: vec![0.0; model.n_params()],
             acts,
+            deltas_ready: false,
             acts_t: match dense {
                 true => Vec::new(),
                 false => (0..nl).map(|l| vec![0.0; m * (w[l] + 1)]).collect(),
