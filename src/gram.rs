@@ -190,8 +190,7 @@ impl<'a, L: Linearization, Me: Metric> GramOperator<'a, L, Me> {
             }
             Space::Samples => {
                 // Here `jt` is the p-vector Jᵀs and `mjt` the n-vector M⁻¹s.
-                lin.vjp(t, jt);
-                lin.jvp(jt, out);
+                lin.sample_gram_product(t, jt, out);
                 self.add_damped_inverse(t, mjt, out);
             }
         }
