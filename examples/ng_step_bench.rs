@@ -19,7 +19,10 @@
 //! `--json` prints one line with the keys of the issue (`size, widths, m, p, cg_iters,
 //! ng_step_s, jvp_vjp_pair_s, cholesky_step_s, fwd_gflop, gemm_gflops`) followed by
 //! `cg_phase_s` (the 20-iteration solve alone, right-hand side vjp included),
-//! `cg_gflops = 20·4·fwd_gflop / cg_phase_s`, `gemm_fraction` (the reference GEMM runs
+//! `cg_gflops = 20·4·fwd_gflop / cg_phase_s` (nominal work: the tangent passes' four GEMM
+//! flops per forward flop, which JAX runs; a scalar-output `Mlp` runs half of it through
+//! its sensitivities, docs/performance.md, so this rate and the fraction below can exceed
+//! the GEMM rate), `gemm_fraction` (the reference GEMM runs
 //! three times right before each timed step; each step's CG rate is divided by the median
 //! of its own three, and `gemm_fraction` is the median of those per-step ratios, so that
 //! the host's slow drifts cancel; `gemm_gflops` is the median of the per-step medians),

@@ -11,6 +11,10 @@
 //! `[Ẇ_l | ḃ_l | W_l] · [a_l; 1; ȧ_l]` (inner dimension `2 n_l + 1`), and applies `σ'`
 //! in the same pass that writes `ȧ_{l+1}` there. Block products run column by column:
 //! every GEMM is already `m` wide.
+//!
+//! A scalar output (`q = 1`) takes neither: its products go through the sensitivities `δ`
+//! (`mlp/sensitivity.rs`, one GEMM per layer for each of jvp and vjp), which then occupy
+//! the rows of `ȧ_l`.
 
 use super::pointwise::{activate, gemm, mul_by, mul_into, thin_product};
 use super::sensitivity::{jvp_cols, vjp_cols, Cached};

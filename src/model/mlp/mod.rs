@@ -31,7 +31,8 @@
 //!
 //! # Memory
 //!
-//! A linearisation holds `a_l`, room for the tangent `ȧ_l` and `σ'(z_l)` for every layer
+//! A linearisation holds `a_l`, room for the tangent `ȧ_l` (for a scalar output: the
+//! sensitivities `δ_l`, `mlp/sensitivity.rs`) and `σ'(z_l)` for every layer
 //! (`≈ 3·m·Σ n_l` floats), a copy of θ, two `m · max n_l` scratch blocks and one
 //! `max n_{l+1}(2 n_l + 1)` block for the jvp's left factor — never an `n × p` Jacobian,
 //! except below the small dense limit of [`Mlp::with_dense_limit`] (`n·p ≤ 2¹⁶` floats by
