@@ -1,15 +1,20 @@
-//! Issue 14 items 1 and 2, the leftovers: the default preconditioner (none) against Jacobi
-//! on the linear and closure models, and `LinearSolver::Auto`'s picks over whole runs
-//! against the best fixed choice.
+//! Issue 14 items 1 and 2, the leftovers: the default preconditioner against Jacobi and
+//! `Preconditioner::Auto` on every model of the crate, and `LinearSolver::Auto`'s picks
+//! over whole runs against the best fixed choice.
 //!
 //! ```text
 //! cargo run --release --example solver_choice [-- precond|auto] [-- --steps 10]
 //! ```
 //!
-//! * `precond`: one natural-gradient direction (a 1-step run, α = 1) at the start of
-//!   each problem, CG to the default relative residual 1e-10, at most 5000 iterations,
-//!   plain against Jacobi, at λ = 1e-3 and 1e-8 (λ is absolute, in the units of `G`).
-//!   Prints CG iterations and the spread `max/min` of `diag(G)`.
+//! * `precond`: the preconditioners `None`, `Jacobi` and `Auto` (`Preconditioner::auto()`:
+//!   trial above 50 iterations, refresh every 10 solves), at λ = 1e-3 and 1e-8 (the issue's
+//!   `h1` problem: 1e-4 and 1e-7; λ is absolute, in the units of `G`). First one
+//!   direction at the start of each problem (cold start, fresh cache, CG to the default
+//!   relative residual 1e-10, at most 5000 iterations): CG iterations of the returned
+//!   solve, Gram products (jvps, Auto's trial included, the Jacobi diagonal not) and wall
+//!   time in ms (noisy, shared machine). Then a run of `--steps` natural-gradient steps
+//!   (α = 1, fixed λ, stopping tests off, warm-started CG): Gram products and ms. Prints
+//!   the spread `max/min` of `diag(G)` and what Auto picked at the first solve.
 //! * `auto`: `--steps` (default 10) natural-gradient steps (α = 1, λ = 1e-3, fixed step,
 //!   stopping tests off) with parameter-space CG, sample-space CG, both Cholesky paths and
 //!   `Auto`; Gram products (jvp + vjp, over the run), wall time (noisy, shared machine)
@@ -18,18 +23,25 @@
 //! Problems: `linear` (Gaussian 1000×100 design), `linear-scaled` (the same with column
 //! scales `10^{−2..2}`), `poly` (monomials `x^k`, `k < 12`, at 400 points of `[0, 3]`),
 //! `rbf` (a closure model: 20 Gaussian bumps `w_k exp(−(x − c_k)²/(2s²))`, `s = 0.05`,
-//! weights and centres, p = 40, n = 400), `misra` (NIST Misra1a, its near start), and
-//! the MLPs `mlp-s` (2-20-20-1, 20×20 grid, p = 501) and `mlp-m` (2-64-64-1, m = 2048,
-//! p = 4417), target `sin(x₁ + x₂)`, L² weights `1/m`.
+//! weights and centres, p = 40, n = 400), `misra` (NIST Misra1a, its near start), the
+//! MLPs `mlp-s` (2-20-20-1, 20×20 grid, p = 501), `mlp-m` (2-64-64-1, m = 2048, p = 4417)
+//! and `mlp-l` (2-256-256-256-1, m = 4096, p = 132 609; `precond` only, no runs), target
+//! `sin(x₁ + x₂)`, L² weights `1/m`; `h1` (issue 14: the 2-20-20-1 network on the 20×20
+//! grid, `u = sin πx sin πy`, sparse H¹ metric mass + 5-point Laplacian), and the PINNs
+//! `pinn` (advection–diffusion ε = 0.1, 1-64-64-1, n = 256) and `poisson` (2D Poisson,
+//! 2-64-64-1, n = 320), Euclidean metric. `--only <problem>` runs one of them.
 
 use argmin::core::observers::{Observe, ObserverMode};
 use argmin::core::{Executor, State, KV};
 use faer::{Mat, MatMut, Par};
-use natgrad::linsolve::{AutoSettings, CgSettings, LinearSolver, Preconditioner};
+use natgrad::linsolve::{
+    solve_direction, AutoSettings, CgSettings, LinearSolver, Preconditioner, Rhs, SolveCache,
+};
 use natgrad::loss::Loss;
-use natgrad::metric::Metric;
+use natgrad::metric::{Metric, SparseMetric};
 use natgrad::model::{Activation, ClosureModel, LinearModel, Mlp, Model};
 use natgrad::problems::nist;
+use natgrad::problems::pinn::{advection_diffusion, poisson_2d};
 use natgrad::{NaturalGradient, NgState, Problem, SquaredError, Tolerances, WeightedL2};
 use rand::{Rng, SeedableRng};
 use std::sync::{Arc, Mutex};
@@ -56,6 +68,8 @@ impl Observe<NgState> for Steps {
 struct Outcome {
     steps: Vec<(u64, String)>,
     products: u64,
+    /// jvps over the run: one per Gram product.
+    jvps: u64,
     ms: f64,
     reason: String,
 }
@@ -79,7 +93,7 @@ fn run<Mo: Model, Lo: Loss, Me: Metric>(
         .add_observer(log.clone(), ObserverMode::Always)
         .run();
     let ms = t0.elapsed().as_secs_f64() * 1e3;
-    let (products, reason) = match res {
+    let (products, jvps, reason) = match res {
         Ok(r) => {
             let c = r.state().get_func_counts();
             let count = |k: &str| c.get(k).copied().unwrap_or(0);
@@ -88,14 +102,16 @@ fn run<Mo: Model, Lo: Loss, Me: Metric>(
                 .get_termination_reason()
                 .map(|t| t.text().to_string())
                 .unwrap_or_default();
-            (count("jvp_count") + count("vjp_count"), reason)
+            let jvps = count("jvp_count");
+            (jvps + count("vjp_count"), jvps, reason)
         }
-        Err(e) => (0, format!("error: {e}")),
+        Err(e) => (0, 0, format!("error: {e}")),
     };
     let steps = log.0.lock().unwrap().clone();
     Outcome {
         steps,
         products,
+        jvps,
         ms,
         reason,
     }
@@ -137,7 +153,47 @@ trait Visit {
     );
 }
 
-struct Precond;
+/// The `precond` table: one direction, then a run of `.0` steps, per preconditioner and λ.
+struct Precond(u64);
+
+/// One cold-started direction at `theta` with `pre`, fresh cache: CG iterations of the
+/// returned solve (`None` when not converged), Gram products (jvps: one per product,
+/// the trial's included, the Jacobi diagonal not), wall time in ms, the preconditioner
+/// used.
+fn one_direction<Mo: Model, Lo: Loss, Me: Metric>(
+    pb: &Problem<Mo, Lo, Me>,
+    theta: &[f64],
+    pre: Preconditioner,
+    lambda: f64,
+) -> (Option<usize>, u64, f64, &'static str) {
+    let mut lin = pb.linearize(theta).unwrap();
+    let r = lin.output_gradient().to_vec();
+    let mut b = vec![0.0; pb.n_params()];
+    lin.vjp(&r, &mut b);
+    let mut d = vec![0.0; pb.n_params()];
+    let before = pb.evaluations().jvp;
+    let t0 = Instant::now();
+    let res = solve_direction(
+        &mut lin,
+        Rhs::Params(&b),
+        &mut d,
+        lambda,
+        &cg(pre),
+        &mut SolveCache::default(),
+        Par::Seq,
+    );
+    let ms = t0.elapsed().as_secs_f64() * 1e3;
+    let products = pb.evaluations().jvp - before;
+    match res {
+        Ok(info) => (
+            (!info.truncated).then_some(info.iters),
+            products,
+            ms,
+            info.preconditioner,
+        ),
+        Err(_) => (None, products, ms, "failed"),
+    }
+}
 
 impl Visit for Precond {
     fn visit<Mo: Model, Lo: Loss, Me: Metric>(
@@ -149,20 +205,50 @@ impl Visit for Precond {
         let pb = make();
         let (n, p) = (pb.n_outputs(), pb.n_params());
         let spread = diagonal_spread(&pb, theta);
-        for lambda in [1e-3, 1e-8] {
-            let iters = |pre| {
-                let o = run(make(), theta, cg(pre), lambda, 1);
-                let it = o.steps.first().map_or(0, |s| s.0);
-                if o.reason.contains("error") || it >= 5000 {
-                    format!("— ({it})")
-                } else {
-                    it.to_string()
+        let lambdas = match name {
+            "h1" => [1e-4, 1e-7],
+            _ => [1e-3, 1e-8],
+        };
+        for lambda in lambdas {
+            let mut cells = Vec::new();
+            let mut picked = "";
+            for pre in [
+                Preconditioner::None,
+                Preconditioner::Jacobi,
+                Preconditioner::auto(),
+            ] {
+                if name == "mlp-l" && pre == Preconditioner::Jacobi && lambda < 1e-3 {
+                    cells.push("not run".to_string());
+                    continue;
                 }
-            };
+                let (iters, products, ms, used) = one_direction(&pb, theta, pre, lambda);
+                let it = iters.map_or("—".to_string(), |i| i.to_string());
+                cells.push(format!("{it} / {products} / {ms:.1}"));
+                picked = used;
+            }
+            for pre in [
+                Preconditioner::None,
+                Preconditioner::Jacobi,
+                Preconditioner::auto(),
+            ] {
+                let slow = name == "mlp-m" && pre == Preconditioner::Jacobi && lambda < 1e-3;
+                if name == "mlp-l" || slow {
+                    cells.push("not run".to_string());
+                    continue;
+                }
+                let solver = LinearSolver::Cg(CgSettings {
+                    max_iters: 5000,
+                    preconditioner: pre,
+                    ..CgSettings::default()
+                });
+                let o = run(make(), theta, solver, lambda, self.0);
+                let failed = o.reason.contains("error") || o.reason.contains("exit");
+                let mark = if failed { " (failed)" } else { "" };
+                cells.push(format!("{} / {:.1}{mark}", o.jvps, o.ms));
+            }
             println!(
-                "| {name} | {n} | {p} | {spread:.1e} | {lambda:e} | {} | {} |",
-                iters(Preconditioner::None),
-                iters(Preconditioner::Jacobi)
+                "| {name} | {n} | {p} | {spread:.1e} | {lambda:e} | {} | {picked} |",
+                cells.join(" | ")
             );
         }
     }
@@ -280,6 +366,41 @@ fn mlp_problem(widths: &[usize], x: &[f64]) -> Problem<Mlp, SquaredError, Weight
     .unwrap()
 }
 
+/// The `k×k` grid of `[0, 1]²` (sample-major) and `u = sin πx · sin πy` on it.
+fn grid(k: usize) -> (Vec<f64>, Vec<f64>) {
+    let h = 1.0 / (k - 1) as f64;
+    let (mut x, mut u) = (Vec::new(), Vec::new());
+    for i in 0..k {
+        for j in 0..k {
+            let (a, b) = (i as f64 * h, j as f64 * h);
+            x.extend([a, b]);
+            u.push((std::f64::consts::PI * a).sin() * (std::f64::consts::PI * b).sin());
+        }
+    }
+    (x, u)
+}
+
+/// Issue 14's H¹-type metric on the `k×k` grid: `h²·I` plus the 5-point Laplacian
+/// (existing neighbours only), sparse, SPD.
+fn h1_metric(k: usize) -> SparseMetric {
+    let h2 = 1.0 / ((k - 1) * (k - 1)) as f64;
+    let mut tri = sprs::TriMat::new((k * k, k * k));
+    for i in 0..k {
+        for j in 0..k {
+            let mut deg = 0.0;
+            for (di, dj) in [(0i64, 1i64), (1, 0), (0, -1), (-1, 0)] {
+                let (ni, nj) = (i as i64 + di, j as i64 + dj);
+                if ni >= 0 && nj >= 0 && (ni as usize) < k && (nj as usize) < k {
+                    tri.add_triplet(i * k + j, ni as usize * k + nj as usize, -1.0);
+                    deg += 1.0;
+                }
+            }
+            tri.add_triplet(i * k + j, i * k + j, deg + h2);
+        }
+    }
+    SparseMetric::new(tri.to_csr()).unwrap()
+}
+
 fn visit_all<V: Visit>(v: &mut V, only: Option<&str>) {
     let want = |s: &str| only.is_none_or(|o| o == s);
     let mut rng = Rng64::seed_from_u64(14);
@@ -355,6 +476,38 @@ fn visit_all<V: Visit>(v: &mut V, only: Option<&str>) {
         let theta = mlp_problem(&[2, 64, 64, 1], &x).model().init_params(7);
         v.visit("mlp-m", &|| mlp_problem(&[2, 64, 64, 1], &x), &theta);
     }
+    if want("mlp-l") {
+        let mut rng = Rng64::seed_from_u64(2024);
+        let x: Vec<f64> = (0..2 * 4096).map(|_| rng.random_range(0.0..1.0)).collect();
+        let widths = [2, 256, 256, 256, 1];
+        let theta = mlp_problem(&widths, &x).model().init_params(7);
+        v.visit("mlp-l", &|| mlp_problem(&widths, &x), &theta);
+    }
+    if want("h1") {
+        let (x, u) = grid(20);
+        let make = || {
+            let model = Mlp::with_hidden(&[2, 20, 20, 1], Activation::Tanh, &x)
+                .unwrap()
+                .with_parallelism(Par::Seq);
+            Problem::new(model, SquaredError::l2(u.clone()).unwrap(), h1_metric(20)).unwrap()
+        };
+        let theta = make().model().init_params(1);
+        v.visit("h1", &make, &theta);
+    }
+    if want("pinn") {
+        let make = || {
+            advection_diffusion(0.1, 254, &[64, 64], 10.0)
+                .unwrap()
+                .problem
+        };
+        let theta = make().model().net().init(7);
+        v.visit("pinn", &make, &theta);
+    }
+    if want("poisson") {
+        let make = || poisson_2d(16, 64, &[64, 64], 10.0).unwrap().problem;
+        let theta = make().model().net().init(7);
+        v.visit("poisson", &make, &theta);
+    }
 }
 
 fn main() {
@@ -370,9 +523,12 @@ fn main() {
         !args.iter().any(|a| a == "precond" || a == "auto") || args.iter().any(|a| a == p)
     };
     if part("precond") {
-        println!("| problem | n | p | diag(G) max/min | λ | CG plain | CG Jacobi |");
-        println!("|---|---|---|---|---|---|---|");
-        visit_all(&mut Precond, only.as_deref());
+        println!(
+            "| problem | n | p | diag(G) max/min | λ | none: iters / products / ms | \
+             Jacobi | Auto | run: none, products / ms | Jacobi | Auto | Auto picks |"
+        );
+        println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+        visit_all(&mut Precond(steps), only.as_deref());
     }
     if part("auto") {
         println!(

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// The CG preconditioner actually used.
 #[derive(Debug)]
-enum CgPrecond<'a> {
+pub(super) enum CgPrecond<'a> {
     Identity(IdentityPrecond),
     Jacobi(Diag<f64>),
     Nystrom(NystromPrecond<'a>),
@@ -28,7 +28,8 @@ enum CgPrecond<'a> {
 }
 
 impl CgPrecond<'_> {
-    fn name(&self) -> &'static str {
+    /// The name reported in [`SolveInfo::preconditioner`].
+    pub(super) fn name(&self) -> &'static str {
         match self {
             CgPrecond::Identity(_) => "none",
             CgPrecond::Jacobi(_) => "jacobi",
@@ -91,10 +92,19 @@ pub(super) fn solve_cg<Mo: Model, Lo: Loss, Me: Metric>(
     s: &CgSettings,
     ctx: &mut SolveCtx<'_>,
 ) -> Result<SolveInfo, SolveFailure> {
+    if let Preconditioner::Auto {
+        trial_above,
+        refresh_every,
+    } = s.preconditioner
+    {
+        if space == Space::Params {
+            let rule = (trial_above, refresh_every as u64);
+            return super::precond_choice::solve(lin, rhs, x, s, ctx, rule);
+        }
+    }
     let (damping, par) = (ctx.damping, ctx.par);
     let cache = &mut *ctx.cache;
     let dim = rhs.len();
-    let identity = || CgPrecond::Identity(IdentityPrecond { dim });
     let mut sketch_products = 0;
     if let Preconditioner::Nystrom {
         rank,
@@ -119,41 +129,69 @@ pub(super) fn solve_cg<Mo: Model, Lo: Loss, Me: Metric>(
         }
     }
     let precond = match s.preconditioner {
-        Preconditioner::Jacobi if space == Space::Params => match lin.gram_diagonal(damping) {
-            Some(d) if d.iter().all(|&v| v > 0.0 && v.is_finite()) => {
-                CgPrecond::Jacobi(faer::Col::from_fn(dim, |i| 1.0 / d[i]).into_diagonal())
-            }
-            _ => identity(),
-        },
+        Preconditioner::Jacobi if space == Space::Params => {
+            jacobi(lin, damping).unwrap_or_else(|| identity(dim))
+        }
         Preconditioner::Nystrom { .. } => match &cache.nystrom {
             Some(sk) => CgPrecond::Nystrom(sk.preconditioner(damping)),
-            None => identity(),
+            None => identity(dim),
         },
         Preconditioner::Kfac { .. } => match (&cache.kfac, space) {
             (Some(st), Space::Params) => CgPrecond::Kfac(st.preconditioner(damping, par)?),
-            _ => identity(),
+            _ => identity(dim),
         },
-        Preconditioner::Jacobi | Preconditioner::None => identity(),
+        Preconditioner::Jacobi | Preconditioner::None | Preconditioner::Auto { .. } => {
+            identity(dim)
+        }
     };
+    let (iters, rel_residual, truncated) = run_cg(lin, space, rhs, x, (s, damping), &precond)?;
+    Ok(SolveInfo {
+        method: "cg",
+        iters,
+        rel_residual,
+        preconditioner: precond.name(),
+        sketch_products,
+        truncated,
+    })
+}
+
+/// No preconditioner on a system of size `dim`.
+pub(super) fn identity(dim: usize) -> CgPrecond<'static> {
+    CgPrecond::Identity(IdentityPrecond { dim })
+}
+
+/// Jacobi, `(diag(G) + λ)⁻¹`, in parameter space; `None` when the model or the metric has
+/// no diagonal ([`Linearized::gram_diagonal`]) or an entry is not positive and finite.
+pub(super) fn jacobi<Mo: Model, Lo: Loss, Me: Metric>(
+    lin: &mut Linearized<'_, Mo, Lo, Me>,
+    damping: f64,
+) -> Option<CgPrecond<'static>> {
+    let d = lin.gram_diagonal(damping)?;
+    d.iter()
+        .all(|&v| v > 0.0 && v.is_finite())
+        .then(|| CgPrecond::Jacobi(faer::Col::from_fn(d.len(), |i| 1.0 / d[i]).into_diagonal()))
+}
+
+/// One CG solve of `(G + λI) x = rhs` in `space` with `precond` (settings `s`, damping λ
+/// from `sd`); returns the iterations, the relative residual and whether it is truncated.
+pub(super) fn run_cg<Mo: Model, Lo: Loss, Me: Metric>(
+    lin: &mut Linearized<'_, Mo, Lo, Me>,
+    space: Space,
+    rhs: &[f64],
+    x: &mut [f64],
+    (s, damping): (&CgSettings, f64),
+    precond: &CgPrecond<'_>,
+) -> Result<(usize, f64, bool), SolveFailure> {
     let lin_metric_name = lin.problem().metric().name();
-    let pname = precond.name();
     let op = lin.gram_in(space, damping);
-    let result = run_faer_cg(&op, &precond, rhs, x, damping, s);
+    let result = run_faer_cg(&op, precond, rhs, x, damping, s);
     if op.metric_failed() {
         return Err(SolveFailure::Direct(crate::Error::Unsupported(format!(
             "the {} metric cannot apply M⁻¹, which the sample-space operator needs",
             lin_metric_name
         ))));
     }
-    let (iters, rel_residual, truncated) = result?;
-    Ok(SolveInfo {
-        method: "cg",
-        iters,
-        rel_residual,
-        preconditioner: pname,
-        sketch_products,
-        truncated,
-    })
+    result
 }
 
 /// Runs faer's CG on `op x = rhs` (`x` holds the initial guess) and returns the

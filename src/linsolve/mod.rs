@@ -27,12 +27,14 @@ mod cholesky;
 pub mod kfac;
 mod least_squares;
 pub mod nystrom;
+pub mod precond_choice;
 mod sample_space;
 
 pub use auto::{AutoSettings, CostModel, Path};
 pub use kfac::{KfacPrecond, KfacState};
 pub use least_squares::MAX_JACOBIAN_ENTRIES;
 pub use nystrom::{NystromPrecond, NystromSketch};
+pub use precond_choice::PrecondChoice;
 
 use crate::error::Error;
 use crate::gram::Space;
@@ -182,6 +184,22 @@ pub enum Preconditioner {
         /// Exponential average of the factors at each refresh, `ρ ∈ [0, 1)` (0: none).
         decay: f64,
     },
+    /// None or Jacobi, chosen by measurement ([`precond_choice`]): at the first solve and
+    /// every `refresh_every` solves after, the solve runs with the current choice (none at
+    /// first) and, only if it needed more than `trial_above` iterations, once more with
+    /// the other preconditioner from the same initial guess, capped at one iteration fewer;
+    /// the one that reached the tolerance in fewer iterations is returned and kept (in the
+    /// [`SolveCache`]) until the next trial. A trial costs at most about twice one solve
+    /// plus the Gram diagonal. Parameter space with a diagonal metric and a model with
+    /// [`gram_diagonal`](crate::model::Linearization::gram_diagonal) only; otherwise it is
+    /// no preconditioner, without a trial.
+    Auto {
+        /// Try the other preconditioner only when the solve took more than this many CG
+        /// iterations (default 50).
+        trial_above: usize,
+        /// Measure again every this many solves (≥ 1, default 10).
+        refresh_every: usize,
+    },
 }
 
 impl Preconditioner {
@@ -194,6 +212,15 @@ impl Preconditioner {
         Preconditioner::Kfac {
             refresh_every: 1,
             decay: 0.0,
+        }
+    }
+
+    /// [`Preconditioner::Auto`] with a trial above 50 iterations, measured again every 10
+    /// solves.
+    pub fn auto() -> Self {
+        Preconditioner::Auto {
+            trial_above: 50,
+            refresh_every: 10,
         }
     }
 
@@ -271,6 +298,7 @@ impl CgSettings {
                     refresh_every,
                     decay,
                 } => validate_kfac(refresh_every, decay).is_ok(),
+                Preconditioner::Auto { refresh_every, .. } => refresh_every > 0,
                 _ => true,
             };
         if ok {
@@ -278,7 +306,8 @@ impl CgSettings {
         } else {
             Err(Error::InvalidSetting(format!(
                 "CG settings need finite tolerances ≥ 0, max_iters > 0 a Nyström rank and \
-                 refresh period ≥ 1, and a K-FAC refresh period ≥ 1 and decay in [0, 1), got {self:?}"
+                 refresh period ≥ 1, a K-FAC refresh period ≥ 1 and decay in [0, 1), and an Auto \
+                 refresh period ≥ 1, got {self:?}"
             )))
         }
     }
@@ -424,6 +453,8 @@ pub struct SolveCache {
     /// CG iterations of [`LinearSolver::Auto`]'s last CG solve (or its budget + 1 when CG
     /// missed it): the measurement its cost model uses for the next pick ([`auto`]).
     pub auto_cg_iters: Option<u64>,
+    /// The choice of [`Preconditioner::Auto`] and the solve at which it was measured.
+    pub precond_choice: Option<PrecondChoice>,
 }
 
 /// The right-hand side `b` of `(G + λI) d = b`.
