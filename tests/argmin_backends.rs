@@ -116,7 +116,7 @@ fn nalgebra_problem_matches_argmins_gauss_newton() {
             .iter()
             .zip(&gn)
             .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f64::max);
+            .fold(0.0, common::nan_max);
         assert!(
             d <= 1e-12,
             "{k} steps: natgrad {ng:?} vs GaussNewton {gn:?}: {d:e}"

@@ -163,7 +163,7 @@ fn distance(a: &[Vec<f64>], b: &[Vec<f64>]) -> f64 {
     a.iter()
         .zip(b)
         .map(|(x, y)| rel_diff(x, y))
-        .fold(0.0, f64::max)
+        .fold(0.0, common::nan_max)
 }
 
 #[test]

@@ -67,7 +67,7 @@ pub fn max_diff(a: &[f64], b: &[f64]) -> f64 {
     a.iter()
         .zip(b)
         .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f64::max)
+        .fold(0.0, nan_max)
 }
 
 /// Relative difference `‖a − b‖ / ‖b‖`. Vectors of different lengths are a failure, not a
