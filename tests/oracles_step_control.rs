@@ -6,20 +6,20 @@
 mod common;
 
 use argmin::core::observers::ObserverMode;
-use argmin::core::{Executor, KV};
+use argmin::core::{Executor, State, KV};
 use common::runs::trajectory;
 use common::twin::{
     axpby, dot, gram, kv_float, mat_t_vec, mat_vec, rule_step, step_fraction, Design, Kind,
     LogisticModel, Record,
 };
 use common::{dense_solve, gram_twin, matvec, rel_diff, rng, spd};
-use faer::Mat;
+use faer::{Mat, MatMut};
 use natgrad::batch::MiniBatch;
-use natgrad::model::LinearModel;
+use natgrad::model::{ClosureModel, LinearModel};
 use natgrad::{
-    CrossEntropy, DampingRule, DampingScale, DenseMetric, Ggn, LevenbergMarquardt, LinearSolver,
-    Loss, Metric, Model, Momentum, NaturalGradient, Problem, SquaredError, StepControl, Tolerances,
-    WeightedL2,
+    CrossEntropy, DampingRule, DampingScale, DenseMetric, Euclidean, Ggn, LevenbergMarquardt,
+    LinearSolver, Loss, Metric, Model, Momentum, NaturalGradient, Problem, SquaredError,
+    StepControl, Tolerances, WeightedL2,
 };
 
 fn logistic(d: &Design) -> Problem<LogisticModel, CrossEntropy, Ggn> {
@@ -433,4 +433,76 @@ fn relative_damping_is_mu_times_the_mean_gram_eigenvalue_or_the_rayleigh_quotien
     flat.a = Mat::zeros(12, 3);
     let (lambda, theta1) = relative_first_step(linear(&flat), mu, &theta0);
     assert_eq!((lambda, theta1), (mu, theta0.to_vec()));
+}
+
+#[test]
+fn lm_stuck_at_its_maximum_damping_reports_the_models_predicted_decrease() {
+    // y = θ with a Jacobian of the wrong sign (J = −I), ℓ = ½‖y − u‖², M = I: every step
+    // δ = −(JᵀJ + λI)⁻¹g = r/(1 + λ), r = θ − u, moves away from u, so every step is
+    // rejected and λ climbs to its maximum λ_max = 100. The model's predicted decrease
+    // at λ is −(gᵀδ + ½‖Jδ‖²) = ‖r‖²/(1 + λ) − ½‖r‖²/(1 + λ)², i.e. the fraction
+    // 2/(1 + λ) − 1/(1 + λ)² of the loss ½‖r‖² (by hand: 1.970e-2 at λ = 100).
+    let u = vec![1.0, -2.0];
+    let model = ClosureModel::new(
+        2,
+        2,
+        |t: &[f64], y: &mut [f64]| y.copy_from_slice(t),
+        |_: &[f64], mut j: MatMut<'_, f64>| {
+            for i in 0..2 {
+                for k in 0..2 {
+                    j[(i, k)] = if i == k { -1.0 } else { 0.0 };
+                }
+            }
+        },
+    );
+    let loss = SquaredError::new(u.clone(), Euclidean).unwrap();
+    let problem = Problem::new(model, loss, Euclidean).unwrap();
+    let theta0 = vec![0.5, 0.5];
+    let s = NaturalGradient::new()
+        .with_linear_solver(LinearSolver::Cholesky)
+        .and_then(|s| s.with_damping(1e-3))
+        .and_then(|s| s.with_adaptive_damping(1e-6, 100.0))
+        .unwrap();
+    let res = Executor::new(problem, s)
+        .configure(|st| st.param(theta0.clone()).max_iters(100))
+        .run()
+        .unwrap();
+    let reason = res
+        .state()
+        .get_termination_reason()
+        .unwrap()
+        .text()
+        .to_string();
+    let number_after = |key: &str| -> f64 {
+        let rest = &reason[reason
+            .find(key)
+            .unwrap_or_else(|| panic!("{key}: {reason}"))
+            + key.len()..];
+        let end = rest.find([',', ')', ' ']).unwrap_or(rest.len());
+        rest[..end]
+            .parse()
+            .unwrap_or_else(|e| panic!("{key} {:?}: {e}", &rest[..end]))
+    };
+    let half_r2 = 0.5 * ((0.5f64 - 1.0).powi(2) + (0.5f64 + 2.0).powi(2));
+    let fraction = 2.0 / 101.0 - 1.0 / (101.0 * 101.0);
+    assert!(
+        reason.contains("stuck at its maximum damping λ = 1e2"),
+        "{reason}"
+    );
+    assert_eq!(number_after("(loss "), half_r2, "{reason}");
+    let predicted = number_after("predicted decrease ");
+    assert!(
+        (predicted - fraction * half_r2).abs() <= 1e-12 * predicted,
+        "{reason}"
+    );
+    // The fraction of the loss, printed to two digits.
+    assert!(
+        reason.contains(&format!(", {fraction:.1e} of the loss")),
+        "{reason}"
+    );
+    assert!(
+        reason.contains("does not decrease the loss even when damped"),
+        "{reason}"
+    );
+    assert_eq!(res.state().get_best_param().unwrap(), &theta0);
 }
