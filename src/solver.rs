@@ -5,7 +5,9 @@
 //!
 //! 1. draw the mini-batch `I_k` (if any) and bring the previous iterate's output vectors
 //!    to it;
-//! 2. linearise at `θ_k` (one forward pass): loss, `∇_y ℓ`, `g_k = J_kᵀ∇_y ℓ`; an
+//! 2. linearise at `θ_k` (one forward pass; on all samples, the linearisation made at the
+//!    end of the previous step for the state's gradient, on which this step was then made
+//!    ahead — one forward pass per step less, the same iterates): loss, `∇_y ℓ`, `g_k = J_kᵀ∇_y ℓ`; an
 //!    exactly zero gradient ends the run, not as convergence (the stopping tests of
 //!    [`crate::stopping`] run in `Solver::terminate`, after each step);
 //! 3. the step rule ([`Momentum`]): one solve `(G_k + λI) δ_k = J_kᵀ r` with the rule's
@@ -35,9 +37,9 @@ use crate::loss::Loss;
 use crate::metric::Metric;
 use crate::model::Model;
 use crate::momentum::{Momentum, Previous};
-use crate::problem::{Evaluations, Problem};
+use crate::problem::{Evaluations, Linearized, Problem};
 use crate::step_control::{DampingMemory, DampingScale, LevenbergMarquardt, StepControl};
-use crate::stopping::{check_tolerance, StepRecord, Tolerances, CONVERGED};
+use crate::stopping::{check_tolerance, Converged, StepRecord, Tolerances, CONVERGED};
 use argmin::core::{
     ArgminError, IterState, Problem as ArgminProblem, Solver, State, TerminationReason,
     TerminationStatus, KV,
@@ -94,6 +96,8 @@ struct Memory {
     gradient: Option<GradientAt>,
     /// Why that gradient could not be formed (the run ends with it).
     gradient_failure: Option<String>,
+    /// The next step, made ahead on the linearisation that formed that gradient.
+    ahead: Option<step::Ahead>,
 }
 
 /// A parameter vector and the full gradient `g = Jᵀ∇_yℓ` there.
@@ -105,22 +109,24 @@ struct GradientAt {
 }
 
 impl GradientAt {
-    /// `g(θ)` on all samples of `problem`; the error's text when the linearisation fails
-    /// or a product is faulty or not finite (the run then ends naming it).
-    fn at<Mo: Model, Lo: Loss, Me: Metric>(
-        problem: &Problem<Mo, Lo, Me>,
+    /// `g(θ)` on all samples of `problem`, and the linearisation that formed it (the next
+    /// step may start from it); the error's text when the linearisation fails or a
+    /// product is faulty or not finite (the run then ends naming it).
+    fn at<'p, Mo: Model, Lo: Loss, Me: Metric>(
+        problem: &'p Problem<Mo, Lo, Me>,
         theta: &[f64],
-    ) -> Result<Self, step::Failure> {
+    ) -> Result<(Self, Linearized<'p, Mo, Lo, Me>), step::Failure> {
         let mut lin = problem.linearize(theta)?;
         let gradient = lin.gradient();
         if let Some(e) = lin.fault() {
             return Err(e.clone().into());
         }
         crate::error::check_finite("the gradient g = Jᵀ∇_yℓ", &gradient)?;
-        Ok(GradientAt {
+        let at = GradientAt {
             theta: theta.to_vec(),
             gradient,
-        })
+        };
+        Ok((at, lin))
     }
 }
 
@@ -485,6 +491,68 @@ impl<S> NaturalGradient<S> {
     }
 }
 
+impl<S: StepSearch> NaturalGradient<S> {
+    /// The stopping test that fires on what the last step measured, if any.
+    fn converged(&self) -> Option<Converged> {
+        self.memory
+            .record
+            .as_ref()
+            .and_then(|r| self.tolerances.check(r))
+    }
+
+    /// Refuses settings the problem cannot run with (before any collective on a sharded
+    /// problem, so that every rank fails) and restarts the mini-batch generator.
+    fn check_setup<Mo: Model, Lo: Loss, Me: Metric>(
+        &mut self,
+        p: &Problem<Mo, Lo, Me>,
+    ) -> ArgminResult<()> {
+        if p.model().is_sharded() {
+            if matches!(
+                self.linear_solver,
+                LinearSolver::SampleCg(_) | LinearSolver::SampleCholesky
+            ) {
+                return Err(crate::linsolve::sharded_sample_space().into_argmin(NAME));
+            }
+            if self.batch.is_some() {
+                return Err(Error::Unsupported(
+                    "mini-batches of a sample-sharded problem (each rank would draw from its \
+                     own samples); use all samples"
+                        .into(),
+                )
+                .into_argmin(NAME));
+            }
+        }
+        if let Some(b) = &mut self.batch {
+            let m = p.model().n_samples();
+            if b.size() > m {
+                return Err(invalid(format!(
+                    "mini-batch size {} exceeds the number of samples {m}",
+                    b.size()
+                )));
+            }
+            b.reset();
+        }
+        Ok(())
+    }
+
+    /// The gradient at `θ₀` (kept for the first step, which makes it ahead on its
+    /// linearisation when `ahead` and all samples are used).
+    fn first_gradient<Mo: Model, Lo: Loss, Me: Metric>(
+        &mut self,
+        p: &Problem<Mo, Lo, Me>,
+        theta: &[f64],
+        ahead: bool,
+    ) -> Result<Vec<f64>, step::Failure> {
+        let (at, lin) = GradientAt::at(p, theta)?;
+        let g = at.gradient.clone();
+        self.memory.gradient = Some(at);
+        if ahead && self.batch.is_none() {
+            self.look_ahead(p, lin, theta, g.clone());
+        }
+        Ok(g)
+    }
+}
+
 fn invalid(text: String) -> argmin::core::Error {
     ArgminError::InvalidParameter {
         text: format!("`{NAME}`: {text}"),
@@ -533,57 +601,27 @@ impl<Mo: Model, Lo: Loss, Me: Metric, S: StepSearch> Solver<Problem<Mo, Lo, Me>,
             })
         })?;
         let p = inner(problem)?;
-        // Refused on a sharded problem before any collective, so that every rank fails.
-        if p.model().is_sharded() {
-            if matches!(
-                self.linear_solver,
-                LinearSolver::SampleCg(_) | LinearSolver::SampleCholesky
-            ) {
-                return Err(crate::linsolve::sharded_sample_space().into_argmin(NAME));
-            }
-            if self.batch.is_some() {
-                return Err(Error::Unsupported(
-                    "mini-batches of a sample-sharded problem (each rank would draw from its \
-                     own samples); use all samples"
-                        .into(),
-                )
-                .into_argmin(NAME));
-            }
-        }
-        if let Some(b) = &mut self.batch {
-            let m = p.model().n_samples();
-            if b.size() > m {
-                return Err(invalid(format!(
-                    "mini-batch size {} exceeds the number of samples {m}",
-                    b.size()
-                )));
-            }
-            b.reset();
-        }
+        self.check_setup(p)?;
+        self.memory = Memory::default();
+        self.solve_cache = SolveCache::default();
+        self.damping = match self.adaptive_damping {
+            Some(lm) => self.initial_damping.clamp(lm.min, lm.max),
+            None => self.initial_damping,
+        };
         let before = p.evaluations();
         let cost = p.loss_at(theta).map_err(|e| e.into_argmin(NAME))?;
         if !cost.is_finite() {
             return Err(p.non_finite_loss(theta, "the initial θ").into_argmin(NAME));
         }
-        let gradient = GradientAt::at(p, theta);
-        let used = p.evaluations() - before;
-        record_counts(problem, used)?;
-        let (state, gradient) = match gradient {
-            Ok(at) => (state.gradient(at.gradient.clone()), Some(at)),
-            Err(step::Failure::Numerical(e)) => (
-                state.terminate_with(exit(format!("at the initial θ: {e}"))),
-                None,
-            ),
+        let ahead = step::Horizon::of(&state, true).continues(cost);
+        let gradient = self.first_gradient(p, theta, ahead);
+        record_counts(problem, p.evaluations() - before)?;
+        let state = match gradient {
+            Ok(g) => state.gradient(g),
+            Err(step::Failure::Numerical(e)) => {
+                state.terminate_with(exit(format!("at the initial θ: {e}")))
+            }
             Err(step::Failure::Input(e)) => return Err(e.into_argmin(NAME)),
-        };
-        self.memory = Memory {
-            gradient,
-            ..Memory::default()
-        };
-        self.solve_cache = SolveCache::default();
-        self.damping = match self.adaptive_damping {
-            Some(lm) => self.initial_damping.clamp(lm.min, lm.max),
-            None => self.initial_damping,
         };
         Ok((state.cost(cost), None))
     }
@@ -593,6 +631,7 @@ impl<Mo: Model, Lo: Loss, Me: Metric, S: StepSearch> Solver<Problem<Mo, Lo, Me>,
         problem: &mut ArgminProblem<Problem<Mo, Lo, Me>>,
         mut state: NgState,
     ) -> ArgminResult<(NgState, Option<KV>)> {
+        let horizon = step::Horizon::of(&state, false);
         let theta = state.take_param().ok_or_else(|| {
             argmin::core::Error::from(ArgminError::NotInitialized {
                 text: format!("`{NAME}`: no parameter vector in the state"),
@@ -600,7 +639,7 @@ impl<Mo: Model, Lo: Loss, Me: Metric, S: StepSearch> Solver<Problem<Mo, Lo, Me>,
         })?;
         let p = inner(problem)?;
         let before = p.evaluations();
-        let (outcome, batch_evaluations) = self.step(p, &theta);
+        let (outcome, batch_evaluations) = self.step(p, &theta, horizon);
         record_counts(problem, p.evaluations() - before + batch_evaluations)?;
         Ok(match outcome.map_err(|e| e.into_argmin(NAME))? {
             step::Step::Moved { theta, cost, kv } => {
@@ -628,12 +667,7 @@ impl<Mo: Model, Lo: Loss, Me: Metric, S: StepSearch> Solver<Problem<Mo, Lo, Me>,
 
     /// The stopping tests of [`crate::stopping`] on what the last step measured.
     fn terminate(&mut self, _state: &NgState) -> TerminationStatus {
-        match self
-            .memory
-            .record
-            .as_ref()
-            .and_then(|r| self.tolerances.check(r))
-        {
+        match self.converged() {
             Some(test) => TerminationStatus::Terminated(exit(format!("{CONVERGED}{test}"))),
             None => TerminationStatus::NotTerminated,
         }

@@ -87,11 +87,12 @@ fn solvers() -> [LinearSolver; 3] {
 fn non_finite_product_is_named_not_blamed_on_the_operator() {
     for method in [Method::Jvp, Method::Vjp] {
         for solver in solvers() {
-            // Linearisations: θ₀ for the initial state's gradient, θ₀ for step 0, θ₁ for
-            // the state's gradient after step 0 (a faulty one is dropped, and step 1
-            // forms g₁ itself), θ₁ for step 1: the fault starts in the products at θ₁.
+            // Linearisations: θ₀ for the initial state's gradient, which step 0 starts
+            // from, then θ₁ for the state's gradient after step 0, which step 1 starts
+            // from: the fault starts in the products at θ₁ (the vjp of g₁, or the jvps
+            // of step 1's solve).
             let fault = Fault {
-                linearized: 3,
+                linearized: 2,
                 ..Fault::new(method, 1, Kind::NaN)
             };
             let ng = NaturalGradient::new()
@@ -300,11 +301,11 @@ fn closure_and_loss_faults_name_the_closure_or_method() {
     use natgrad::loss::FnLoss;
     use natgrad::model::ClosureModel;
     // y = θ (p = n = 1); the value closure returns NaN from its `from`-th call on: the
-    // calls are the initial loss, the linearisation at θ₀ for the state's gradient, the
-    // linearisation at θ₀ for step 0, the loss at θ₁ (through `Model::forward`; the run
-    // then linearises there to say why), the linearisation at θ₁ for the state's
-    // gradient (dropped when it fails), the linearisation at θ₁ for step 1.
-    for from in [4, 5] {
+    // calls are the initial loss, the linearisation at θ₀ for the state's gradient (step
+    // 0 starts from it), the loss at θ₁ (through `Model::forward`; the run then
+    // linearises there to say why), the linearisation at θ₁ for the state's gradient
+    // (step 1 starts from it).
+    for from in [3, 4] {
         let calls = Arc::new(Mutex::new(0usize));
         let model = ClosureModel::new(
             1,
@@ -319,7 +320,7 @@ fn closure_and_loss_faults_name_the_closure_or_method() {
         let res = half_steps(model, SquaredError::l2(vec![1.0]).unwrap());
         let reason = exit_reason(res.state());
         assert!(reason.contains("ClosureModel value closure"), "{reason}");
-        let kept = if from == 4 { 0.0 } else { 0.5 };
+        let kept = if from == 3 { 0.0 } else { 0.5 };
         assert_eq!(res.state().get_best_param().unwrap(), &vec![kept]);
     }
 
@@ -332,8 +333,8 @@ fn closure_and_loss_faults_name_the_closure_or_method() {
         move |_: &[f64], mut j: MatMut<'_, f64>| {
             let mut c = jc.lock().unwrap();
             *c += 1;
-            // Calls: θ₀ for the state's gradient, θ₀ for step 0, then θ₁.
-            j[(0, 0)] = if *c >= 3 { f64::INFINITY } else { 1.0 };
+            // Calls: θ₀ for the state's gradient (step 0 starts from it), then θ₁.
+            j[(0, 0)] = if *c >= 2 { f64::INFINITY } else { 1.0 };
         },
     );
     let res = half_steps(model, SquaredError::l2(vec![1.0]).unwrap());

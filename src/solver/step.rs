@@ -14,7 +14,7 @@ use crate::step_control::{
     LevenbergMarquardt,
 };
 use crate::stopping::{column_cosine, zero_gradient_reason, StepRecord, Tolerances};
-use argmin::core::{TerminationReason, KV};
+use argmin::core::{State, TerminationReason, KV};
 use std::borrow::Cow;
 use std::mem::take;
 use std::ops::ControlFlow;
@@ -99,7 +99,7 @@ pub(super) fn finite(what: &str, v: &[f64]) -> Result<(), Failure> {
 
 /// Where a step starts: the problem on all samples, the one of this step (`on`: the
 /// mini-batch problem, or `all` itself), `θ_k`, the previous iterate and its output
-/// vectors on this step's samples, and the samples.
+/// vectors on this step's samples, the samples, and what argmin does after this step.
 struct StepAt<'s, Mo, Lo, Me> {
     all: &'s Problem<Mo, Lo, Me>,
     on: &'s Problem<Mo, Lo, Me>,
@@ -107,10 +107,72 @@ struct StepAt<'s, Mo, Lo, Me> {
     previous: Option<&'s Previous>,
     previous_outputs: Option<Cow<'s, PreviousOutputs>>,
     samples: Option<Vec<usize>>,
+    horizon: Horizon,
+}
+
+/// What argmin's executor will do after an iteration, read from the state before it:
+/// whether another iteration follows (`max_iters`) and its target cost. Used only to
+/// decide whether to make the next step ahead ([`Ahead`]); a wrong guess costs time, never
+/// a different iterate.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Horizon {
+    /// Another iteration follows unless a stopping test fires.
+    pub(super) more_iterations: bool,
+    pub(super) target_cost: f64,
+    pub(super) best_cost: f64,
+}
+
+impl Horizon {
+    /// Read from the state handed to `init` (`after_init`) or to `next_iter`: argmin ends
+    /// when the iteration count reaches `max_iters` or the best cost reaches the target.
+    pub(super) fn of(state: &super::NgState, after_init: bool) -> Self {
+        let done = state.get_iter().saturating_add(u64::from(!after_init));
+        Horizon {
+            more_iterations: done < state.get_max_iters(),
+            target_cost: state.get_target_cost(),
+            best_cost: state.get_best_cost(),
+        }
+    }
+
+    /// Whether argmin runs another iteration after one that reports `cost`.
+    pub(super) fn continues(self, cost: f64) -> bool {
+        self.more_iterations && self.best_cost.min(cost) > self.target_cost
+    }
+}
+
+/// The part of a step made on its linearisation (docs/math.md §3 up to the step
+/// control): the start at `θ_k` and the measured direction, or the end of the run.
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub(super) enum Prepared {
+    /// Ready for the step control.
+    Ready { start: Start, measured: Measured },
+    /// The run ends with this reason (an exactly zero gradient).
+    Stop(String),
+}
+
+/// Step `k+1` made ahead, at the end of step `k`, on the linearisation at `θ_{k+1}` that
+/// formed the state's gradient: the next step then starts from it instead of linearising
+/// again at the same θ (one forward pass less per step). Only on all samples and not when
+/// argmin is about to stop. It is what step `k+1` would compute in the next call, in the
+/// same order (the warm starts, the solver's cache and the damping scale advance as they
+/// would), so the iterates are bitwise those of linearising again; it is part of the
+/// solver's serialised state, so that a resumed run goes on the same way.
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub(super) struct Ahead {
+    /// `θ_{k+1}`, where it was made.
+    theta: Vec<f64>,
+    /// The step's KV so far.
+    kv: KV,
+    /// What it found, or the reason of a numerical failure.
+    outcome: Result<Prepared, String>,
 }
 
 /// What the start of a step found at `θ_k`.
-struct Start {
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub(super) struct Start {
     /// `ℓ(θ_k)` on the step's samples.
     loss: f64,
     /// `g_k = J_kᵀ∇_yℓ`.
@@ -122,7 +184,9 @@ struct Start {
 }
 
 /// What the step needs of `J_k` after the rule (see `measure`).
-struct Measured {
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub(super) struct Measured {
     /// `δ_k`, capped.
     delta: Vec<f64>,
     /// `J_kδ_k`, when heavy ball, LM or the stopping tests need it.
@@ -166,8 +230,10 @@ impl<S: StepSearch> NaturalGradient<S> {
         &mut self,
         problem: &Problem<Mo, Lo, Me>,
         theta: &[f64],
+        horizon: Horizon,
     ) -> (crate::Result<Step>, Evaluations) {
         let previous = self.memory.previous.take();
+        self.memory.record = None;
         let mut batch_evaluations = Evaluations::default();
         // Filled as the step goes, so that a failing step still reports what it knew.
         let mut kv = KV::new();
@@ -187,6 +253,7 @@ impl<S: StepSearch> NaturalGradient<S> {
             previous: previous.as_ref(),
             previous_outputs: None,
             samples,
+            horizon,
         };
         let outcome = match samples.as_deref().map(|s| problem.select_samples(s)) {
             None => self.step_on(at(problem, None), &mut kv),
@@ -229,23 +296,95 @@ impl<S: StepSearch> NaturalGradient<S> {
         mut at: StepAt<'_, Mo, Lo, Me>,
         kv: &mut KV,
     ) -> Result<Step, Failure> {
-        at.previous_outputs = self.previous_outputs(&at)?;
-        let mut lin = at
-            .on
-            .linearize(at.theta)
-            .map_err(|e| Failure::from(e).at("θ_k"))?;
-        let start = self.start(&mut lin, &at, kv)?;
-        // An exactly zero gradient is no convergence (crate::stopping); with
-        // tolerance_grad = 0 the run goes on, and no test fires on its zero steps.
-        if start.zero_gradient && self.tolerances.grad > 0.0 {
-            return Ok(Step::Stop(exit(zero_gradient_reason(start.loss)), take(kv)));
-        }
-        let delta = self.direction(&mut lin, &at, &start.g, kv)?;
-        let measured = self.measure(lin, &at, &start, delta)?;
+        let prepared = match self.memory.ahead.take() {
+            // Made at the end of the previous step on the linearisation at this θ.
+            Some(ahead) if at.samples.is_none() && ahead.theta == at.theta => {
+                *kv = ahead.kv;
+                ahead.outcome.map_err(Failure::Numerical)?
+            }
+            _ => {
+                at.previous_outputs = self.previous_outputs(&at)?;
+                let lin = at
+                    .on
+                    .linearize(at.theta)
+                    .map_err(|e| Failure::from(e).at("θ_k"))?;
+                self.prepare(lin, &at, None, kv)?
+            }
+        };
+        let (start, measured) = match prepared {
+            Prepared::Ready { start, measured } => (start, measured),
+            Prepared::Stop(reason) => return Ok(Step::Stop(exit(reason), take(kv))),
+        };
         match self.control(&at, &start, &measured, kv)? {
             ControlFlow::Continue(accepted) => self.remember(at, measured, accepted, kv),
             ControlFlow::Break(ended) => Ok(ended),
         }
+    }
+
+    /// On the linearisation at `θ_k`: the start (with `gradient` when it is known
+    /// already), the step rule and what the step control needs of `J_k`.
+    fn prepare<Mo: Model, Lo: Loss, Me: Metric>(
+        &mut self,
+        mut lin: Linearized<'_, Mo, Lo, Me>,
+        at: &StepAt<'_, Mo, Lo, Me>,
+        gradient: Option<Vec<f64>>,
+        kv: &mut KV,
+    ) -> Result<Prepared, Failure> {
+        let start = self.start(&mut lin, at, gradient, kv)?;
+        // An exactly zero gradient is no convergence (crate::stopping); with
+        // tolerance_grad = 0 the run goes on, and no test fires on its zero steps.
+        if start.zero_gradient && self.tolerances.grad > 0.0 {
+            return Ok(Prepared::Stop(zero_gradient_reason(start.loss)));
+        }
+        let delta = self.direction(&mut lin, at, &start.g, kv)?;
+        let measured = self.measure(lin, at, &start, delta)?;
+        Ok(Prepared::Ready { start, measured })
+    }
+
+    /// Makes step `k+1` ahead ([`Ahead`]) on `lin`, the linearisation at `θ_{k+1} =
+    /// theta` on all samples of `problem` that formed the gradient `g` there.
+    pub(super) fn look_ahead<Mo: Model, Lo: Loss, Me: Metric>(
+        &mut self,
+        problem: &Problem<Mo, Lo, Me>,
+        lin: Linearized<'_, Mo, Lo, Me>,
+        theta: &[f64],
+        g: Vec<f64>,
+    ) {
+        let previous = self.memory.previous.take();
+        let mut at = StepAt {
+            all: problem,
+            on: problem,
+            theta,
+            previous: previous.as_ref(),
+            previous_outputs: None,
+            samples: None,
+            horizon: Horizon {
+                more_iterations: true,
+                target_cost: f64::NEG_INFINITY,
+                best_cost: f64::INFINITY,
+            },
+        };
+        let mut kv = KV::new();
+        let outcome = match self.previous_outputs(&at) {
+            Ok(outputs) => {
+                at.previous_outputs = outputs;
+                self.prepare(lin, &at, Some(g), &mut kv)
+            }
+            Err(e) => Err(e),
+        };
+        drop(at);
+        self.memory.previous = previous;
+        self.memory.ahead = match outcome {
+            Ok(prepared) => Some(Ok(prepared)),
+            Err(Failure::Numerical(reason)) => Some(Err(reason)),
+            // An input error ends the run: the next step meets it again.
+            Err(Failure::Input(_)) => None,
+        }
+        .map(|outcome| Ahead {
+            theta: theta.to_vec(),
+            kv,
+            outcome,
+        });
     }
 
     /// The previous iterate's output vectors on this step's samples, for the rules that
@@ -270,12 +409,16 @@ impl<S: StepSearch> NaturalGradient<S> {
         &mut self,
         lin: &mut Linearized<'_, Mo, Lo, Me>,
         at: &StepAt<'_, Mo, Lo, Me>,
+        gradient: Option<Vec<f64>>,
         kv: &mut KV,
     ) -> Result<Start, Failure> {
         let rule = self.momentum;
         let loss = lin.loss();
-        let g = match &self.memory.gradient {
-            Some(kept) if at.samples.is_none() && kept.theta == at.theta => kept.gradient.clone(),
+        let g = match (gradient, &self.memory.gradient) {
+            (Some(g), _) => g,
+            (None, Some(kept)) if at.samples.is_none() && kept.theta == at.theta => {
+                kept.gradient.clone()
+            }
             _ => lin.gradient(),
         };
         let tested = self.tolerances != Tolerances::NONE;
@@ -295,7 +438,6 @@ impl<S: StepSearch> NaturalGradient<S> {
             "the gradient g_k = J_kᵀ∇_yℓ (at finite outputs and ∇_yℓ)",
             &g,
         )?;
-        self.memory.record = None;
         Ok(Start {
             loss,
             zero_gradient: g.iter().all(|&v| v == 0.0),
@@ -530,8 +672,15 @@ impl<S: StepSearch> NaturalGradient<S> {
         } else {
             at.all.loss_at(&accepted.theta)?
         };
+        let ahead =
+            self.batch.is_none() && at.horizon.continues(cost) && self.converged().is_none();
         match super::GradientAt::at(at.all, &accepted.theta) {
-            Ok(g) => self.memory.gradient = Some(g),
+            Ok((g, lin)) if ahead => {
+                let gradient = g.gradient.clone();
+                self.memory.gradient = Some(g);
+                self.look_ahead(at.all, lin, &accepted.theta, gradient);
+            }
+            Ok((g, _)) => self.memory.gradient = Some(g),
             Err(Failure::Numerical(e)) => {
                 self.memory.gradient = None;
                 self.memory.gradient_failure = Some(e);
