@@ -203,9 +203,12 @@ fn the_state_gradient_is_on_all_samples_under_mini_batches() {
     assert_eq!(max_diff(g, &want), 0.0);
 }
 
+/// The parameter and the KV of each iteration.
+type Iterations = Vec<(Vec<f64>, argmin::core::KV)>;
+
 /// Records the parameter and the KV of every iteration.
 #[derive(Clone, Default)]
-struct Trace(std::sync::Arc<std::sync::Mutex<Vec<(Vec<f64>, argmin::core::KV)>>>);
+struct Trace(std::sync::Arc<std::sync::Mutex<Iterations>>);
 
 impl argmin::core::observers::Observe<natgrad::NgState> for Trace {
     fn observe_iter(
