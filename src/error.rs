@@ -60,6 +60,22 @@ pub enum Error {
         /// The damping in use.
         damping: f64,
     },
+    /// A metric returned a non-finite value for a finite input: a user-written
+    /// [`crate::metric::Metric`] (the crate's own metrics are validated at construction).
+    #[error(
+        "the metric `{metric}` returned {value} at output index {index} from \
+         `Metric::{method}` for a finite input"
+    )]
+    NonFiniteMetric {
+        /// [`crate::metric::Metric::name`].
+        metric: &'static str,
+        /// The trait method: `apply`, `diagonal` or `solve`.
+        method: &'static str,
+        /// The first non-finite entry of its result (an output index).
+        index: usize,
+        /// That entry.
+        value: f64,
+    },
     /// A setting is outside its valid range.
     #[error("{0}")]
     InvalidSetting(String),
@@ -102,9 +118,10 @@ impl Error {
             | Error::InvalidSetting(_)
             | Error::Empty(_) => ArgminError::InvalidParameter { text },
             Error::Unsupported(_) => ArgminError::NotImplemented { text },
-            Error::GramNotPositiveDefinite { .. } | Error::Problem(_) | Error::LineSearch(_) => {
-                ArgminError::ConditionViolated { text }
-            }
+            Error::GramNotPositiveDefinite { .. }
+            | Error::NonFiniteMetric { .. }
+            | Error::Problem(_)
+            | Error::LineSearch(_) => ArgminError::ConditionViolated { text },
         };
         e.into()
     }

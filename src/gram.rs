@@ -11,7 +11,7 @@
 //! (one GEMM for batched models), which is how the Nyström sketch is taken. [`dense_jacobian`] and [`dense_gram`] build the dense twins used by the
 //! direct (Cholesky) path and by the tests.
 
-use crate::error::check_len;
+use crate::error::{check_len, Error};
 use crate::loss::Loss;
 use crate::metric::{Metric, OutputPoint};
 use crate::model::{col_slice_mut, Linearization, Model};
@@ -21,7 +21,59 @@ use faer::linalg::matmul::matmul;
 use faer::matrix_free::LinOp;
 use faer::{Accum, Mat, MatMut, MatRef, Par};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
+
+/// The metric at one point, checked as it is applied: a user-written [`Metric`] is not
+/// validated at construction as the crate's own are, so the first non-finite value it
+/// returns for a finite input is kept in `fault` as [`Error::NonFiniteMetric`] (naming the
+/// metric, the method and the output index), which the linearisation reports
+/// ([`crate::Linearized::fault`]) before any solver blames the operator. One scan of the
+/// result per product (the input is scanned only when the result is not finite).
+pub(crate) struct CheckedMetric<'a, Me> {
+    pub(crate) metric: &'a Me,
+    pub(crate) at: OutputPoint<'a>,
+    pub(crate) fault: &'a OnceLock<Error>,
+}
+
+impl<Me: Metric> CheckedMetric<'_, Me> {
+    /// `out = M v`.
+    pub(crate) fn apply(&self, v: &[f64], out: &mut [f64]) {
+        self.metric.apply(&self.at, v, out);
+        self.check("apply", v, out);
+    }
+
+    /// `diag(M)` into `out` when `M` is diagonal.
+    pub(crate) fn diagonal(&self, out: &mut [f64]) -> bool {
+        let diagonal = self.metric.diagonal(&self.at, out);
+        if diagonal {
+            self.check("diagonal", &[], out);
+        }
+        diagonal
+    }
+
+    /// `out = M⁻¹ v`.
+    pub(crate) fn solve(&self, v: &[f64], out: &mut [f64]) -> crate::Result<()> {
+        self.metric.solve(&self.at, v, out)?;
+        self.check("solve", v, out);
+        Ok(())
+    }
+
+    fn check(&self, method: &'static str, input: &[f64], out: &[f64]) {
+        if self.fault.get().is_some() {
+            return;
+        }
+        if let Some(index) = out.iter().position(|x| !x.is_finite()) {
+            if input.iter().all(|x| x.is_finite()) {
+                let _ = self.fault.set(Error::NonFiniteMetric {
+                    metric: self.metric.name(),
+                    method,
+                    index,
+                    value: out[index],
+                });
+            }
+        }
+    }
+}
 
 /// Mutable state of one Gram product: the linearisation and scratch vectors: `jt` of the
 /// inner space (`Jt ∈ Rⁿ` or `Jᵀs ∈ Rᵖ`), `mjt ∈ Rⁿ` (`MJt` or `M⁻¹s`), `x` of the outer
@@ -53,11 +105,10 @@ pub struct GramOperator<'a, L, Me> {
     work: Mutex<Work<'a, L>>,
     space: Space,
     metric_failed: AtomicBool,
-    metric: &'a Me,
+    metric: CheckedMetric<'a, Me>,
     /// `diag(M)` when the metric is diagonal (parameter space only): the products are then
     /// the model's fused [`Linearization::gram_product`].
     weights: Option<Vec<f64>>,
-    at: OutputPoint<'a>,
     damping: f64,
     counters: &'a Counters,
     applied: AtomicU64,
@@ -79,25 +130,23 @@ impl<L, Me> std::fmt::Debug for GramOperator<'_, L, Me> {
 impl<'a, L: Linearization, Me: Metric> GramOperator<'a, L, Me> {
     pub(crate) fn new(
         lin: &'a mut L,
-        metric: &'a Me,
-        at: OutputPoint<'a>,
+        metric: CheckedMetric<'a, Me>,
         damping: f64,
         counters: &'a Counters,
     ) -> Self {
-        Self::in_space(lin, metric, at, damping, counters, Space::Params)
+        Self::in_space(lin, metric, damping, counters, Space::Params)
     }
 
     /// The operator in the given space. In sample space `M⁻¹` comes from
     /// [`Metric::solve`]; a metric that cannot solve makes [`Self::metric_failed`] true.
     pub(crate) fn in_space(
         lin: &'a mut L,
-        metric: &'a Me,
-        at: OutputPoint<'a>,
+        metric: CheckedMetric<'a, Me>,
         damping: f64,
         counters: &'a Counters,
         space: Space,
     ) -> Self {
-        let n = at.outputs.len();
+        let n = metric.at.outputs.len();
         let p = lin.n_params();
         let (inner, outer) = match space {
             Space::Params => (n, p),
@@ -106,7 +155,7 @@ impl<'a, L: Linearization, Me: Metric> GramOperator<'a, L, Me> {
         let weights = (space == Space::Params)
             .then(|| {
                 let mut w = vec![0.0; n];
-                metric.diagonal(&at, &mut w).then_some(w)
+                metric.diagonal(&mut w).then_some(w)
             })
             .flatten();
         Self {
@@ -120,7 +169,6 @@ impl<'a, L: Linearization, Me: Metric> GramOperator<'a, L, Me> {
             metric_failed: AtomicBool::new(false),
             metric,
             weights,
-            at,
             damping,
             counters,
             applied: AtomicU64::new(0),
@@ -178,7 +226,7 @@ impl<'a, L: Linearization, Me: Metric> GramOperator<'a, L, Me> {
                     Some(w) => lin.gram_product(w, t, jt, out),
                     None => {
                         lin.jvp(t, jt);
-                        self.metric.apply(&self.at, jt, mjt);
+                        self.metric.apply(jt, mjt);
                         lin.vjp(mjt, out);
                     }
                 }
@@ -204,7 +252,7 @@ impl<'a, L: Linearization, Me: Metric> GramOperator<'a, L, Me> {
         if self.damping == 0.0 {
             return;
         }
-        if self.metric.solve(&self.at, s, buf).is_err() {
+        if self.metric.solve(s, buf).is_err() {
             self.metric_failed.store(true, Relaxed);
             return;
         }
@@ -224,7 +272,7 @@ impl<'a, L: Linearization, Me: Metric> GramOperator<'a, L, Me> {
                 let mut mjt = Mat::<f64>::zeros(self.n, k);
                 for j in 0..k {
                     let (src, dst) = (col_slice(jt.as_ref(), j), col_slice_mut(mjt.as_mut(), j));
-                    self.metric.apply(&self.at, src, dst);
+                    self.metric.apply(src, dst);
                 }
                 w.lin.vjp_block(mjt.as_ref(), out.rb_mut());
                 for j in 0..k {

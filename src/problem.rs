@@ -5,12 +5,13 @@
 //! (`LBFGS`, `SteepestDescent`, ...).
 
 use crate::error::{check_finite, check_len, Result};
-use crate::gram::{GramOperator, Space};
+use crate::gram::{CheckedMetric, GramOperator, Space};
 use crate::loss::Loss;
 use crate::metric::{Metric, OutputPoint};
 use crate::model::{check_theta, CheckedLinearization, Linearization, Model};
 use argmin::core::{CostFunction, Gradient};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::OnceLock;
 
 /// Counts of model evaluations made through a [`Problem`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -193,6 +194,7 @@ impl<Mo: Model, Lo: Loss, Me: Metric> Problem<Mo, Lo, Me> {
             outputs,
             loss,
             loss_gradient,
+            metric_fault: OnceLock::new(),
         })
     }
 
@@ -259,6 +261,8 @@ pub struct Linearized<'a, Mo: Model + 'a, Lo, Me> {
     outputs: Vec<f64>,
     loss: f64,
     loss_gradient: Vec<f64>,
+    /// The first non-finite value the metric returned for a finite input.
+    metric_fault: OnceLock<crate::Error>,
 }
 
 impl<'a, Mo: Model, Lo: Loss, Me: Metric> Linearized<'a, Mo, Lo, Me> {
@@ -302,9 +306,19 @@ impl<'a, Mo: Model, Lo: Loss, Me: Metric> Linearized<'a, Mo, Lo, Me> {
         self.lin.vjp(s, out);
     }
 
-    /// `out = M v`, the metric at these outputs.
+    /// `out = M v`, the metric at these outputs (checked: a non-finite result for a
+    /// finite `v` is kept as [`Linearized::fault`]).
     pub fn apply_metric(&self, v: &[f64], out: &mut [f64]) {
-        self.problem.metric.apply(&self.point(), v, out);
+        self.metric().apply(v, out);
+    }
+
+    /// The metric at these outputs, checked as it is applied.
+    fn metric(&self) -> CheckedMetric<'_, Me> {
+        CheckedMetric {
+            metric: &self.problem.metric,
+            at: self.point(),
+            fault: &self.metric_fault,
+        }
     }
 
     /// `‖v‖²_M = vᵀ M v` for an output-space vector `v` (one metric product), a sum over
@@ -340,17 +354,15 @@ impl<'a, Mo: Model, Lo: Loss, Me: Metric> Linearized<'a, Mo, Lo, Me> {
         &mut self,
         damping: f64,
     ) -> GramOperator<'_, CheckedLinearization<Mo::Linearization<'a>>, Me> {
-        let at = OutputPoint {
-            outputs: &self.outputs,
-            loss: &self.problem.loss,
+        let metric = CheckedMetric {
+            metric: &self.problem.metric,
+            at: OutputPoint {
+                outputs: &self.outputs,
+                loss: &self.problem.loss,
+            },
+            fault: &self.metric_fault,
         };
-        GramOperator::new(
-            &mut self.lin,
-            &self.problem.metric,
-            at,
-            damping,
-            &self.problem.counters,
-        )
+        GramOperator::new(&mut self.lin, metric, damping, &self.problem.counters)
     }
 
     /// The sample-space operator `JJᵀ + λM⁻¹` on `Rⁿ` at this θ (docs/math.md §2, Woodbury
@@ -368,14 +380,17 @@ impl<'a, Mo: Model, Lo: Loss, Me: Metric> Linearized<'a, Mo, Lo, Me> {
         space: Space,
         damping: f64,
     ) -> GramOperator<'_, CheckedLinearization<Mo::Linearization<'a>>, Me> {
-        let at = OutputPoint {
-            outputs: &self.outputs,
-            loss: &self.problem.loss,
+        let metric = CheckedMetric {
+            metric: &self.problem.metric,
+            at: OutputPoint {
+                outputs: &self.outputs,
+                loss: &self.problem.loss,
+            },
+            fault: &self.metric_fault,
         };
         GramOperator::in_space(
             &mut self.lin,
-            &self.problem.metric,
-            at,
+            metric,
             damping,
             &self.problem.counters,
             space,
@@ -384,18 +399,14 @@ impl<'a, Mo: Model, Lo: Loss, Me: Metric> Linearized<'a, Mo, Lo, Me> {
 
     /// `out = M⁻¹ v`, the inverse metric at these outputs (fails for metrics without one).
     pub fn solve_metric(&self, v: &[f64], out: &mut [f64]) -> Result<()> {
-        self.problem.metric.solve(&self.point(), v, out)
+        self.metric().solve(v, out)
     }
 
     /// `diag(G) + λ` when both the metric's diagonal and the model's
     /// [`Linearization::gram_diagonal`] are available; `None` otherwise.
     pub fn gram_diagonal(&mut self, damping: f64) -> Option<Vec<f64>> {
         let mut w = vec![0.0; self.outputs.len()];
-        let at = OutputPoint {
-            outputs: &self.outputs,
-            loss: &self.problem.loss,
-        };
-        if !self.problem.metric.diagonal(&at, &mut w) {
+        if !self.metric().diagonal(&mut w) {
             return None;
         }
         let mut d = vec![0.0; self.problem.n_params()];
@@ -417,7 +428,7 @@ impl<'a, Mo: Model, Lo: Loss, Me: Metric> Linearized<'a, Mo, Lo, Me> {
     /// error naming the trait method and the quantity; `None` when all were good. A
     /// solver asks before it blames the operator for a failed solve.
     pub fn fault(&self) -> Option<&crate::Error> {
-        self.lin.fault()
+        self.lin.fault().or_else(|| self.metric_fault.get())
     }
 
     pub(crate) fn count_products(&self, jvp: u64, vjp: u64) {

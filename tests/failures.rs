@@ -428,3 +428,68 @@ fn failing_step_reports_what_it_knew() {
     assert_eq!(get("reason").get_string().unwrap(), reason);
     assert!(reason.contains("CG did not converge"), "{reason}");
 }
+
+/// A user-written metric: `M = I/3` (the `WeightedL2::uniform(3)` of the other tests,
+/// through `apply` only), which returns NaN at output 2 once the outputs have moved from
+/// where it was first applied — a bug that shows only after the first step.
+struct NanAfterFirstPoint(Mutex<Option<Vec<f64>>>);
+
+impl natgrad::metric::Metric for NanAfterFirstPoint {
+    fn name(&self) -> &'static str {
+        "nan-after-first-point"
+    }
+    fn dim(&self) -> Option<usize> {
+        Some(3)
+    }
+    fn apply(&self, at: &natgrad::metric::OutputPoint<'_>, v: &[f64], out: &mut [f64]) {
+        let mut first = self.0.lock().unwrap();
+        let first = first.get_or_insert_with(|| at.outputs.to_vec());
+        for (o, v) in out.iter_mut().zip(v) {
+            *o = v / 3.0;
+        }
+        if first.as_slice() != at.outputs {
+            out[2] = f64::NAN;
+        }
+    }
+    fn diagonal(&self, _: &natgrad::metric::OutputPoint<'_>, _: &mut [f64]) -> bool {
+        false
+    }
+    fn select_samples(&self, _: &[usize], _: usize, _: usize) -> natgrad::Result<Self> {
+        Err(natgrad::Error::Unsupported("a test metric".into()))
+    }
+}
+
+/// Issue 17: a user metric whose `apply` returns NaN is named (metric, method, output
+/// index) — not reported as a CG breakdown — and θ₁ is kept; plain and heavy ball (whose
+/// right-hand side applies the metric too).
+#[test]
+fn user_metric_returning_nan_is_named_not_blamed_on_cg() {
+    for rule in [Momentum::Plain, Momentum::HeavyBall { beta: 0.5 }] {
+        let problem = Problem::new(
+            scripted(false, None),
+            SquaredError::l2(U.to_vec()).unwrap(),
+            NanAfterFirstPoint(Mutex::new(None)),
+        )
+        .unwrap();
+        let ng = NaturalGradient::new().with_momentum(rule).unwrap();
+        let res = Executor::new(problem, ng)
+            .configure(|s| s.param(vec![0.0, 0.0]).max_iters(10))
+            .run()
+            .unwrap();
+        let reason = exit_reason(res.state());
+        assert!(
+            reason.contains("metric `nan-after-first-point`")
+                && reason.contains("output index 2")
+                && reason.contains("Metric::apply")
+                && reason.contains("last good iterate")
+                && !reason.contains("positive definite")
+                && !reason.contains("CG"),
+            "{rule:?}: {reason}"
+        );
+        let best = res.state().get_best_param().unwrap();
+        let expected = first_step(1e-8);
+        for (b, e) in best.iter().zip(&expected) {
+            assert!((b - e).abs() < 1e-8 * e.abs(), "{best:?} vs {expected:?}");
+        }
+    }
+}

@@ -60,6 +60,11 @@ impl From<crate::Error> for Failure {
             crate::Error::GramNotPositiveDefinite { .. } | crate::Error::LineSearch(_) => {
                 Failure::Numerical(e.to_string())
             }
+            crate::Error::NonFiniteMetric { .. } => Failure::Numerical(format!(
+                "{e} — check that metric's code for this point (a division by a zero \
+                 weight, a root or logarithm of a negative output), or use one of \
+                 `natgrad::metric`'s metrics; the last good iterate is kept"
+            )),
             // Raised during a step only by a metric that depends on θ (a Deep Ritz
             // energy's Hessian, `pde::RitzModel`) and turns indefinite at this iterate.
             crate::Error::IndefiniteMetric { .. } => Failure::Numerical(e.to_string()),
