@@ -128,15 +128,6 @@ impl<L, Me> std::fmt::Debug for GramOperator<'_, L, Me> {
 }
 
 impl<'a, L: Linearization, Me: Metric> GramOperator<'a, L, Me> {
-    pub(crate) fn new(
-        lin: &'a mut L,
-        metric: CheckedMetric<'a, Me>,
-        damping: f64,
-        counters: &'a Counters,
-    ) -> Self {
-        Self::in_space(lin, metric, damping, counters, Space::Params)
-    }
-
     /// The operator in the given space. In sample space `M⁻¹` comes from
     /// [`Metric::solve`]; a metric that cannot solve makes [`Self::metric_failed`] true.
     pub(crate) fn in_space(

@@ -354,15 +354,7 @@ impl<'a, Mo: Model, Lo: Loss, Me: Metric> Linearized<'a, Mo, Lo, Me> {
         &mut self,
         damping: f64,
     ) -> GramOperator<'_, CheckedLinearization<Mo::Linearization<'a>>, Me> {
-        let metric = CheckedMetric {
-            metric: &self.problem.metric,
-            at: OutputPoint {
-                outputs: &self.outputs,
-                loss: &self.problem.loss,
-            },
-            fault: &self.metric_fault,
-        };
-        GramOperator::new(&mut self.lin, metric, damping, &self.problem.counters)
+        self.gram_in(Space::Params, damping)
     }
 
     /// The sample-space operator `JJᵀ + λM⁻¹` on `Rⁿ` at this θ (docs/math.md §2, Woodbury
