@@ -28,7 +28,7 @@
 //! are noisy on a shared machine.
 
 use natgrad::linsolve::{solve_direction, Rhs, SolveCache};
-use natgrad::{CgSettings, LinearSolver, Preconditioner};
+use natgrad::{CgSettings, LinearSolver, Model, Preconditioner};
 use std::time::Instant;
 
 #[path = "../benches/common/mod.rs"]
@@ -195,7 +195,8 @@ fn spectrum(pb: &common::Bench, theta: &[f64], lambda: f64, size: &str, start: &
     use faer::{Mat, Side};
     let mut lin = pb.linearize(theta).expect("finite outputs");
     let p = theta.len();
-    let (jac, _) = natgrad::gram::dense_jacobian(lin.linearization_mut(), pb.n_outputs());
+    let mut raw = pb.model().linearize(theta).expect("finite outputs");
+    let (jac, _) = natgrad::gram::dense_jacobian(&mut raw, pb.n_outputs());
     let g = natgrad::gram::dense_gram(
         jac.as_ref(),
         pb.metric(),
@@ -221,8 +222,7 @@ fn spectrum(pb: &common::Bench, theta: &[f64], lambda: f64, size: &str, start: &
     )
     .expect("kfac");
     let pre = cache
-        .kfac
-        .as_ref()
+        .kfac()
         .expect("factors")
         .preconditioner(lambda, faer::Par::Seq)
         .expect("inverse");

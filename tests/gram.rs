@@ -24,7 +24,7 @@ fn check_gram<Mo: Model, Lo: Loss, Me: Metric>(
     let n = problem.n_outputs();
     let p = problem.n_params();
     let mut lin = problem.linearize(theta).unwrap();
-    let j = jacobian_by_jvps(lin.linearization_mut(), n);
+    let j = jacobian_by_jvps(&mut problem.model().linearize(theta).unwrap(), n);
     let m = metric_matrix(problem.metric(), &lin.point(), n);
     let twin = gram_twin(&j, &m, lambda);
     let op = lin.gram(lambda);

@@ -12,7 +12,7 @@ use natgrad::linsolve::{
     kfac, solve_direction, CgSettings, LinearSolver, Preconditioner, Rhs, SolveCache, SolveFailure,
 };
 use natgrad::metric::{DenseMetric, WeightedL2};
-use natgrad::model::{Activation, KfacFactors, Mlp};
+use natgrad::model::{Activation, KfacFactors, Mlp, Model};
 use natgrad::{Error, Problem, SquaredError};
 
 type MlpProblem = Problem<Mlp, SquaredError, WeightedL2>;
@@ -114,10 +114,7 @@ fn factors_of_one_sample_reproduce_every_layer_block_of_a_deep_network() {
     // column from forward-mode jvps, which share no code with the backward passes of the
     // factors) is A ⊗ B.
     let (pb, theta) = mlp_problem(&[2, 5, 4, 1], 1, 3);
-    let jac = {
-        let mut lin = pb.linearize(&theta).unwrap();
-        natgrad::check::jacobian_by_jvps(lin.linearization_mut(), 1)
-    };
+    let jac = natgrad::check::jacobian_by_jvps(&mut pb.model().linearize(&theta).unwrap(), 1);
     let w = pb.metric().weights().to_vec();
     for f in factors(&pb, &theta) {
         let (s, n) = (f.range.start, f.range.len());
@@ -189,7 +186,7 @@ fn kronecker_inverse_equals_a_dense_solve_with_the_damped_factors() {
         let mut cache = SolveCache::default();
         let (x, info) = kfac_solve(&pb, &theta, &b, damping, 0.0, &mut cache);
         assert_eq!(info.method, "kfac");
-        let f = cache.kfac.as_ref().unwrap().factors();
+        let f = cache.kfac().unwrap().factors();
         let dense = assembled_damped(&f, p, damping);
         let mut want = Mat::from_fn(p, 1, |i, _| b[i]);
         dense
@@ -217,8 +214,7 @@ fn kfac_preconditioner_is_symmetric_positive_definite() {
         let mut cache = SolveCache::default();
         kfac_solve(&pb, &theta, &b, damping, 0.0, &mut cache);
         let pre = cache
-            .kfac
-            .as_ref()
+            .kfac()
             .unwrap()
             .preconditioner(damping, Par::Seq)
             .unwrap();
@@ -341,7 +337,7 @@ fn exponential_average_mixes_old_and_new_factors() {
     for theta in [&theta0, &theta1] {
         kfac_solve(&pb, theta, &b, 1e-3, rho, &mut cache);
     }
-    let got = cache.kfac.as_ref().unwrap();
+    let got = cache.kfac().unwrap();
     assert_eq!(got.refreshes(), 2);
     for ((g, a), b) in got.factors().iter().zip(&f0).zip(&f1) {
         let want = Mat::from_fn(g.a.nrows(), g.a.ncols(), |i, j| {

@@ -389,7 +389,10 @@ fn sums_and_products_match_full_problem(shards: &Shards, report: &mut Report) {
     // block vjp with two columns
     let sm = Mat::from_fn(range.len(), 2, |i, j| s[range.start + i] * (j as f64 + 1.0));
     let mut out = Mat::<f64>::zeros(P, 2);
-    ls.linearization_mut().vjp_block(sm.as_ref(), out.as_mut());
+    match sharded.model().linearize(&theta) {
+        Ok(mut raw) => raw.vjp_block(sm.as_ref(), out.as_mut()),
+        Err(e) => panic!("sharded linearize: {e}"),
+    }
     let col1: Vec<f64> = (0..P).map(|i| out[(i, 1)] / 2.0).collect();
     let db = rel_diff(&col1, &vf);
     report.check(

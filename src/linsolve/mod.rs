@@ -443,18 +443,41 @@ impl std::error::Error for SolveFailure {}
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct SolveCache {
     /// Number of direction solves made with this cache.
-    pub solves: u64,
+    pub(crate) solves: u64,
     /// The Nyström sketch of [`Preconditioner::Nystrom`], if one was taken.
-    pub nystrom: Option<NystromSketch>,
+    pub(crate) nystrom: Option<NystromSketch>,
     /// The last sample-space solution `s` (the warm start of [`LinearSolver::SampleCg`]).
-    pub sample_guess: Option<Vec<f64>>,
+    pub(crate) sample_guess: Option<Vec<f64>>,
     /// The K-FAC factors of [`Preconditioner::Kfac`] / [`LinearSolver::Kfac`], if taken.
-    pub kfac: Option<KfacState>,
+    pub(crate) kfac: Option<KfacState>,
     /// CG iterations of [`LinearSolver::Auto`]'s last CG solve (or its budget + 1 when CG
     /// missed it): the measurement its cost model uses for the next pick ([`auto`]).
-    pub auto_cg_iters: Option<u64>,
+    pub(crate) auto_cg_iters: Option<u64>,
     /// The choice of [`Preconditioner::Auto`] and the solve at which it was measured.
     pub precond_choice: Option<PrecondChoice>,
+}
+
+impl SolveCache {
+    /// Number of direction solves made with this cache.
+    pub fn solves(&self) -> u64 {
+        self.solves
+    }
+
+    /// The Nyström sketch of [`Preconditioner::Nystrom`], if one was taken.
+    pub fn nystrom(&self) -> Option<&NystromSketch> {
+        self.nystrom.as_ref()
+    }
+
+    /// The K-FAC factors of [`Preconditioner::Kfac`] / [`LinearSolver::Kfac`], if taken.
+    pub fn kfac(&self) -> Option<&KfacState> {
+        self.kfac.as_ref()
+    }
+
+    /// CG iterations of [`LinearSolver::Auto`]'s last CG solve (or its budget + 1 when CG
+    /// missed it), the measurement its cost model uses for the next pick.
+    pub fn auto_cg_iters(&self) -> Option<u64> {
+        self.auto_cg_iters
+    }
 }
 
 /// The right-hand side `b` of `(G + λI) d = b`.
