@@ -411,7 +411,7 @@ impl<'a, Mo: Model, Lo: Loss, Me: Metric> Linearized<'a, Mo, Lo, Me> {
 
     /// The model's linearisation (checked, uncounted: for callers that count their own
     /// products).
-    pub fn linearization_mut(&mut self) -> &mut CheckedLinearization<Mo::Linearization<'a>> {
+    pub(crate) fn linearization_mut(&mut self) -> &mut CheckedLinearization<Mo::Linearization<'a>> {
         &mut self.lin
     }
 
