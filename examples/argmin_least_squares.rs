@@ -12,7 +12,7 @@ use argmin::core::{Error, Executor, IterState, Jacobian, Operator, State};
 use argmin::solver::gaussnewton::GaussNewtonLS;
 use argmin::solver::linesearch::MoreThuenteLineSearch;
 use natgrad::argmin_adapter::{least_squares, JacobianMatrix};
-use natgrad::{Momentum, NaturalGradient};
+use natgrad::{NaturalGradient, StepRule};
 
 const X: [f64; 8] = [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0];
 const Y: [f64; 8] = [2.02, 1.41, 0.99, 0.72, 0.49, 0.25, 0.12, 0.06];
@@ -70,7 +70,7 @@ fn main() -> Result<(), Error> {
 
     let problem = least_squares(Decay, &theta0)?;
     let ng = NaturalGradient::new()
-        .with_momentum(Momentum::HeavyBall { beta: 0.5 })?
+        .with_step_rule(StepRule::HeavyBall { beta: 0.5 })?
         .with_damping(1e-3)?
         .with_adaptive_damping(1e-12, 1e6)?;
     let res = Executor::new(problem, ng)

@@ -20,8 +20,8 @@ use faer::Par;
 use natgrad::model::{Activation, Mlp};
 use natgrad::problems::{nist, toys};
 use natgrad::{
-    converged_by, DampingRule, DampingScale, LevenbergMarquardt, LinearSolver, Loss, Metric, Model,
-    NaturalGradient, NgState, Problem, SquaredError, WeightedL2,
+    converged_by, DampingRule, DampingScale, FitProblem, LevenbergMarquardt, LinearSolver, Loss,
+    Metric, Model, NaturalGradient, NgState, SquaredError, WeightedL2,
 };
 use rand::{Rng, SeedableRng};
 use std::sync::{Arc, Mutex};
@@ -125,7 +125,7 @@ struct Outcome {
 }
 
 fn run<Mo: Model, Lo: Loss, Me: Metric>(
-    problem: Problem<Mo, Lo, Me>,
+    problem: FitProblem<Mo, Lo, Me>,
     s: NaturalGradient,
     theta0: &[f64],
     max_iters: u64,
@@ -256,7 +256,7 @@ fn mlp_rows(max_iters: u64, summary: &mut Summary) {
         .with_parallelism(Par::Seq);
     let theta0 = model.init_params(7);
     let p = theta0.len();
-    let pb = Problem::new(
+    let pb = FitProblem::new(
         model,
         SquaredError::l2(target).unwrap(),
         WeightedL2::uniform(m).unwrap(),

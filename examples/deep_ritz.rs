@@ -12,7 +12,7 @@
 //!    boundary points); exact `sin πx` up to the penalty's `O(1/β)`.
 //!
 //! Both on a 1-20-1 tanh network, 300 composite 3-point Gauss–Legendre points, natural
-//! gradient in the energy's Hessian (`Ggn` metric on `RitzModel::energy`), Cholesky,
+//! gradient in the energy's Hessian (`LossHessian` metric on `RitzModel::energy`), Cholesky,
 //! λ = 1e-8, Armijo backtracking. Prints the relative L² error on 1 001 points.
 
 use argmin::core::{Executor, State};

@@ -240,7 +240,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .ok_or("--size must be S, M, L or XL")?;
     let (problem, theta0) = common::problem(&widths, m);
     let problem = match args.chunk {
-        Some(c) => natgrad::Problem::new(
+        Some(c) => natgrad::FitProblem::new(
             problem.model().clone().with_gram_chunk(c),
             problem.loss().clone(),
             problem.metric().clone(),

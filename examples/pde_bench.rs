@@ -18,7 +18,7 @@ use argmin::core::{Executor, State};
 use natgrad::model::{DiffOperator, Model, Pinn, TaylorMlp};
 use natgrad::problems::pinn::{poisson_2d, poisson_exact};
 use natgrad::{
-    Euclidean, LinearSolver, Linearization, NaturalGradient, Problem, SquaredError, StepControl,
+    Euclidean, FitProblem, LinearSolver, Linearization, NaturalGradient, SquaredError, StepControl,
 };
 use std::f64::consts::PI;
 
@@ -85,7 +85,7 @@ fn once<M: Model + Clone + 'static>(
         lin.vjp(&s, &mut js);
     });
     drop(lin);
-    let problem = Problem::new(
+    let problem = FitProblem::new(
         model.clone(),
         SquaredError::new(vec![0.0; n], Euclidean).expect("valid"),
         Euclidean,

@@ -35,8 +35,8 @@ use natgrad::problems::pinn::{
     advection_diffusion, heat_1d, neumann_2d, nonlinear_2d, poisson_2d, PinnCase,
 };
 use natgrad::{
-    DampingRule, DampingScale, LevenbergMarquardt, LinearSolver, Linearization, Model, Momentum,
-    NaturalGradient, NgState, StepControl,
+    DampingRule, DampingScale, LevenbergMarquardt, LinearSolver, Linearization, Model,
+    NaturalGradient, NgState, StepControl, StepRule,
 };
 use std::sync::Arc;
 use std::time::Instant;
@@ -138,8 +138,8 @@ fn apply(s: NaturalGradient, item: &str) -> AnyResult<NaturalGradient> {
         })?,
         "alpha" => s.with_step_size(x()?)?,
         "cap" => s.with_max_step_norm(x()?)?,
-        "hb" => s.with_momentum(Momentum::HeavyBall { beta: x()? })?,
-        "nest" => s.with_momentum(Momentum::Nesterov { beta: x()? })?,
+        "hb" => s.with_step_rule(StepRule::HeavyBall { beta: x()? })?,
+        "nest" => s.with_step_rule(StepRule::Nesterov { beta: x()? })?,
         "ls" => s.with_linear_solver(LinearSolver::LeastSquares { rcond: x()? })?,
         _ => return Err(format!("unknown setting {key:?}").into()),
     })
@@ -168,7 +168,7 @@ fn nesterov_iterate(case: &PinnCase, lambda: f64, seed: u64, k: u64) -> AnyResul
         .with_linear_solver(smaller_space(case))?
         .with_damping(lambda)?
         .with_step_control(StepControl::armijo())?
-        .with_momentum(Momentum::Nesterov { beta: 0.3 })?;
+        .with_step_rule(StepRule::Nesterov { beta: 0.3 })?;
     let theta0 = case.problem.model().net().init(seed);
     let res = Executor::new(case.problem.clone(), s)
         .configure(|st| st.param(theta0).max_iters(k))

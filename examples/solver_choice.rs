@@ -42,7 +42,7 @@ use natgrad::metric::{Metric, SparseMetric};
 use natgrad::model::{Activation, ClosureModel, LinearModel, Mlp, Model};
 use natgrad::problems::nist;
 use natgrad::problems::pinn::{advection_diffusion, poisson_2d};
-use natgrad::{NaturalGradient, NgState, Problem, SquaredError, Tolerances, WeightedL2};
+use natgrad::{FitProblem, NaturalGradient, NgState, SquaredError, Tolerances, WeightedL2};
 use rand::{Rng, SeedableRng};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -75,7 +75,7 @@ struct Outcome {
 }
 
 fn run<Mo: Model, Lo: Loss, Me: Metric>(
-    pb: Problem<Mo, Lo, Me>,
+    pb: FitProblem<Mo, Lo, Me>,
     theta: &[f64],
     solver: LinearSolver,
     lambda: f64,
@@ -119,7 +119,7 @@ fn run<Mo: Model, Lo: Loss, Me: Metric>(
 
 /// `diag(G)`'s spread `max/min` at `theta` (∞ with a zero entry; NaN without a diagonal).
 fn diagonal_spread<Mo: Model, Lo: Loss, Me: Metric>(
-    pb: &Problem<Mo, Lo, Me>,
+    pb: &FitProblem<Mo, Lo, Me>,
     theta: &[f64],
 ) -> f64 {
     let mut lin = pb.linearize(theta).unwrap();
@@ -148,7 +148,7 @@ trait Visit {
     fn visit<Mo: Model, Lo: Loss, Me: Metric>(
         &mut self,
         name: &str,
-        make: &dyn Fn() -> Problem<Mo, Lo, Me>,
+        make: &dyn Fn() -> FitProblem<Mo, Lo, Me>,
         theta: &[f64],
     );
 }
@@ -161,7 +161,7 @@ struct Precond(u64);
 /// the trial's included, the Jacobi diagonal not), wall time in ms, the preconditioner
 /// used.
 fn one_direction<Mo: Model, Lo: Loss, Me: Metric>(
-    pb: &Problem<Mo, Lo, Me>,
+    pb: &FitProblem<Mo, Lo, Me>,
     theta: &[f64],
     pre: Preconditioner,
     lambda: f64,
@@ -199,7 +199,7 @@ impl Visit for Precond {
     fn visit<Mo: Model, Lo: Loss, Me: Metric>(
         &mut self,
         name: &str,
-        make: &dyn Fn() -> Problem<Mo, Lo, Me>,
+        make: &dyn Fn() -> FitProblem<Mo, Lo, Me>,
         theta: &[f64],
     ) {
         let pb = make();
@@ -260,7 +260,7 @@ impl Visit for Auto {
     fn visit<Mo: Model, Lo: Loss, Me: Metric>(
         &mut self,
         name: &str,
-        make: &dyn Fn() -> Problem<Mo, Lo, Me>,
+        make: &dyn Fn() -> FitProblem<Mo, Lo, Me>,
         theta: &[f64],
     ) {
         let pb = make();
@@ -343,8 +343,8 @@ fn gaussian(rng: &mut Rng64, n: usize, p: usize, scaled: bool) -> Mat<f64> {
     a
 }
 
-fn linear_problem(a: &Mat<f64>, u: &[f64]) -> Problem<LinearModel, SquaredError, WeightedL2> {
-    Problem::new(
+fn linear_problem(a: &Mat<f64>, u: &[f64]) -> FitProblem<LinearModel, SquaredError, WeightedL2> {
+    FitProblem::new(
         LinearModel::dense(a.clone()).unwrap(),
         SquaredError::l2(u.to_vec()).unwrap(),
         WeightedL2::uniform(u.len()).unwrap(),
@@ -352,13 +352,13 @@ fn linear_problem(a: &Mat<f64>, u: &[f64]) -> Problem<LinearModel, SquaredError,
     .unwrap()
 }
 
-fn mlp_problem(widths: &[usize], x: &[f64]) -> Problem<Mlp, SquaredError, WeightedL2> {
+fn mlp_problem(widths: &[usize], x: &[f64]) -> FitProblem<Mlp, SquaredError, WeightedL2> {
     let m = x.len() / 2;
     let target: Vec<f64> = x.chunks(2).map(|p| (p[0] + p[1]).sin()).collect();
     let model = Mlp::with_hidden(widths, Activation::Tanh, x)
         .unwrap()
         .with_parallelism(Par::Seq);
-    Problem::new(
+    FitProblem::new(
         model,
         SquaredError::l2(target).unwrap(),
         WeightedL2::uniform(m).unwrap(),
@@ -440,7 +440,7 @@ fn visit_all<V: Visit>(v: &mut V, only: Option<&str>) {
                     }
                 }
             };
-            Problem::new(
+            FitProblem::new(
                 ClosureModel::new(2 * k, 400, value, jacobian),
                 SquaredError::l2(u.clone()).unwrap(),
                 WeightedL2::uniform(400).unwrap(),
@@ -489,7 +489,7 @@ fn visit_all<V: Visit>(v: &mut V, only: Option<&str>) {
             let model = Mlp::with_hidden(&[2, 20, 20, 1], Activation::Tanh, &x)
                 .unwrap()
                 .with_parallelism(Par::Seq);
-            Problem::new(model, SquaredError::l2(u.clone()).unwrap(), h1_metric(20)).unwrap()
+            FitProblem::new(model, SquaredError::l2(u.clone()).unwrap(), h1_metric(20)).unwrap()
         };
         let theta = make().model().init_params(1);
         v.visit("h1", &make, &theta);

@@ -24,7 +24,7 @@ use argmin::core::observers::ObserverMode;
 use argmin::core::{Executor, State};
 use natgrad::observe::Iterates;
 use natgrad::problems::toys::{self, Toy};
-use natgrad::{CgSettings, LinearSolver, Momentum, NaturalGradient};
+use natgrad::{CgSettings, LinearSolver, NaturalGradient, StepRule};
 use plotters::prelude::*;
 use std::error::Error;
 
@@ -42,7 +42,7 @@ struct Args {
 fn parse() -> Result<Args, String> {
     let mut a = Args {
         problems: toys::all().iter().map(|t| t.name.to_string()).collect(),
-        variants: Momentum::NAMES.iter().map(|s| s.to_string()).collect(),
+        variants: StepRule::NAMES.iter().map(|s| s.to_string()).collect(),
         alpha: 0.5,
         beta: 0.5,
         iters: 100,
@@ -73,7 +73,7 @@ fn parse() -> Result<Args, String> {
             "--variant" => {
                 a.variants = value.split(',').map(str::to_string).collect();
                 for v in &a.variants {
-                    Momentum::from_name(v, 0.0).ok_or(format!("unknown variant {v}"))?;
+                    StepRule::from_name(v, 0.0).ok_or(format!("unknown variant {v}"))?;
                 }
             }
             "--alpha" => a.alpha = number(&value)?,
@@ -102,12 +102,12 @@ struct Run {
 
 fn run(toy_name: &str, variant: &str, a: &Args) -> Result<Run, Box<dyn Error>> {
     let toy = toys::by_name(toy_name).ok_or("unknown toy")?;
-    let rule = Momentum::from_name(variant, a.beta).ok_or("unknown variant")?;
+    let rule = StepRule::from_name(variant, a.beta).ok_or("unknown variant")?;
     let solver = NaturalGradient::new()
         .with_step_size(a.alpha)?
         .with_damping(0.0)?
         .with_linear_solver(a.solver.clone())?
-        .with_momentum(rule)?;
+        .with_step_rule(rule)?;
     let iterates = Iterates::default();
     let res = Executor::new(toy.problem, solver)
         .configure(|s| s.param(toy.theta0.clone()).max_iters(a.iters))

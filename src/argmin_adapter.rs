@@ -3,7 +3,7 @@
 //!
 //! A problem written for argmin's `GaussNewton` / `GaussNewtonLS` implements
 //! [`Operator`] (the residual `r(θ) ∈ Rⁿ`) and [`Jacobian`] (the dense n×p matrix
-//! `∂r/∂θ`). [`least_squares`] wraps it, unchanged, as a natgrad [`Problem`] whose model
+//! `∂r/∂θ`). [`least_squares`] wraps it, unchanged, as a natgrad [`FitProblem`] whose model
 //! is the residual, whose loss is `½‖r‖²` and whose metric is the identity: the Gram
 //! matrix is `JᵀJ`, the gradient `Jᵀr`, and with damping λ = 0 and step size α = 1 a
 //! [`crate::NaturalGradient`] step is the Gauss–Newton step `θ − (JᵀJ)⁻¹Jᵀr` of argmin's
@@ -52,7 +52,7 @@ use crate::error::{check_finite, check_len, Error, Result};
 use crate::loss::SquaredError;
 use crate::metric::Euclidean;
 use crate::model::{ClosureLinearization, Model};
-use crate::problem::Problem;
+use crate::problem::FitProblem;
 use argmin::core::{Jacobian, Operator};
 use argmin_math::{ArgminDot, ArgminInv, ArgminTranspose};
 use faer::linalg::solvers::DenseSolveCore;
@@ -60,7 +60,7 @@ use faer::{Mat, MatRef, Par};
 
 /// A natgrad problem made from an argmin least-squares problem `O` by [`least_squares`]:
 /// model `r(θ)`, loss `½‖r‖²`, metric `I`.
-pub type LeastSquaresProblem<O> = Problem<ResidualModel<O>, SquaredError<Euclidean>, Euclidean>;
+pub type LeastSquaresProblem<O> = FitProblem<ResidualModel<O>, SquaredError<Euclidean>, Euclidean>;
 
 /// Wraps an argmin problem with residual `r(θ)` ([`Operator`]) and dense Jacobian
 /// ([`Jacobian`]) as the natgrad problem `min ½‖r(θ)‖²` with the Euclidean metric, i.e.
@@ -89,7 +89,7 @@ where
         n_params: theta0.len(),
         n_outputs: n,
     };
-    Problem::new(
+    FitProblem::new(
         model,
         SquaredError::new(vec![0.0; n], Euclidean)?,
         Euclidean,

@@ -15,7 +15,7 @@ use crate::error::{check_len, Error};
 use crate::loss::Loss;
 use crate::metric::{Metric, OutputPoint};
 use crate::model::{col_slice_mut, Linearization, Model};
-use crate::problem::{Counters, Linearized};
+use crate::problem::{Counters, LinearizedProblem};
 use faer::dyn_stack::{MemStack, StackReq};
 use faer::linalg::matmul::matmul;
 use faer::matrix_free::LinOp;
@@ -27,7 +27,7 @@ use std::sync::{Mutex, OnceLock};
 /// validated at construction as the crate's own are, so the first non-finite value it
 /// returns for a finite input is kept in `fault` as [`Error::NonFiniteMetric`] (naming the
 /// metric, the method and the output index), which the linearisation reports
-/// ([`crate::Linearized::fault`]) before any solver blames the operator. One scan of the
+/// ([`crate::LinearizedProblem::fault`]) before any solver blames the operator. One scan of the
 /// result per product (the input is scanned only when the result is not finite).
 pub(crate) struct CheckedMetric<'a, Me> {
     pub(crate) metric: &'a Me,
@@ -401,8 +401,8 @@ pub fn dense_gram<Me: Metric + ?Sized>(
 
 /// The two linearisations a [`MixedGramOperator`] works on.
 struct MixedWork<'a, 'p, Mo: Model + 'p, Lo, Me> {
-    current: &'a mut Linearized<'p, Mo, Lo, Me>,
-    previous: &'a mut Linearized<'p, Mo, Lo, Me>,
+    current: &'a mut LinearizedProblem<'p, Mo, Lo, Me>,
+    previous: &'a mut LinearizedProblem<'p, Mo, Lo, Me>,
     jt: Vec<f64>,
     x: Vec<f64>,
 }
@@ -413,9 +413,9 @@ struct MixedWork<'a, 'p, Mo: Model + 'p, Lo, Me> {
 ///
 /// It carries a tangent vector `t` at `θ_{k−1}` (a function `J_{k−1} t`) to the right-hand
 /// side of its projection onto the tangent space at `θ_k`; with a solve by `G_k` this is
-/// the transport `G_k⁻¹ G_{k,k−1} t` ([`crate::momentum::transport`]). The operator is a
+/// the transport `G_k⁻¹ G_{k,k−1} t` ([`crate::step_rule::transport`]). The operator is a
 /// square p×p faer [`LinOp`] but not symmetric. The metric is evaluated at the current
-/// outputs (it matters only for the GGN metric).
+/// outputs (it matters only for the loss-Hessian metric).
 pub struct MixedGramOperator<'a, 'p, Mo: Model + 'p, Lo, Me> {
     work: Mutex<MixedWork<'a, 'p, Mo, Lo, Me>>,
     p: usize,
@@ -434,8 +434,8 @@ impl<'a, 'p, Mo: Model, Lo: Loss, Me: Metric> MixedGramOperator<'a, 'p, Mo, Lo, 
     /// `θ_{k−1}` (`previous`), which must have the same numbers of parameters and outputs
     /// (the same sample points).
     pub fn new(
-        current: &'a mut Linearized<'p, Mo, Lo, Me>,
-        previous: &'a mut Linearized<'p, Mo, Lo, Me>,
+        current: &'a mut LinearizedProblem<'p, Mo, Lo, Me>,
+        previous: &'a mut LinearizedProblem<'p, Mo, Lo, Me>,
     ) -> crate::Result<Self> {
         let (p, n) = (current.problem().n_params(), current.outputs().len());
         check_len(

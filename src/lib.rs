@@ -6,7 +6,7 @@
 //! Jacobian–vector product, a metric product and a vector–Jacobian product on one cached
 //! linearisation, inside faer's preconditioned conjugate gradients. Every method is an
 //! [`argmin`] solver, so it drops into argmin pipelines (observers, checkpoints,
-//! executors) and runs on the same [`Problem`] value as argmin's L-BFGS.
+//! executors) and runs on the same [`FitProblem`] value as argmin's L-BFGS.
 //!
 //! ```
 //! use argmin::core::{Executor, State};
@@ -25,7 +25,7 @@
 //! Momentum in function space (transported heavy ball, finite differences, lagged
 //! gradient, Nesterov, and their parameter-space baselines), line searches,
 //! Levenberg–Marquardt damping and mini-batches are options of [`NaturalGradient`]
-//! ([`Momentum`], [`StepControl`]); `docs/momentum.md` says when each rule helps.
+//! ([`StepRule`], [`StepControl`]); `docs/momentum.md` says when each rule helps.
 //!
 //! The mathematics is in `docs/math.md` (each formula with the function that computes
 //! it); the guide to writing a model and picking a metric and solver is `docs/guide.md`.
@@ -45,7 +45,6 @@ pub mod linsolve;
 pub mod loss;
 pub mod metric;
 pub mod model;
-pub mod momentum;
 pub mod observe;
 pub mod pde;
 pub mod problem;
@@ -54,6 +53,7 @@ pub mod problem;
 pub mod problems;
 pub mod solver;
 pub mod step_control;
+pub mod step_rule;
 pub mod stopping;
 
 pub use error::{Error, Result};
@@ -61,12 +61,12 @@ pub use gram::GramOperator;
 pub use line_search::ArgminLineSearch;
 pub use linsolve::{CgSettings, LinearSolver, Preconditioner};
 pub use loss::{CrossEntropy, LogitCrossEntropy, Loss, SquaredError};
-pub use metric::{DenseMetric, Euclidean, Ggn, Metric, SparseMetric, WeightedL2};
+pub use metric::{DenseMetric, Euclidean, LossHessian, Metric, SparseMetric, WeightedL2};
 pub use model::{Linearization, Model};
-pub use momentum::Momentum;
-pub use problem::{Evaluations, Linearized, Problem};
+pub use problem::{Evaluations, FitProblem, LinearizedProblem};
 pub use solver::{NaturalGradient, NgState, Parallelism};
 pub use step_control::{DampingRule, DampingScale, LevenbergMarquardt, StepControl};
+pub use step_rule::StepRule;
 pub use stopping::{converged_by, Tolerances};
 
 #[doc = include_str!("../README.md")]

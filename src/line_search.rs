@@ -13,7 +13,7 @@ use crate::linalg::dot;
 use crate::loss::Loss;
 use crate::metric::Metric;
 use crate::model::Model;
-use crate::problem::Problem;
+use crate::problem::FitProblem;
 use crate::step_control::{take_step, Accepted, StepControl};
 use argmin::core::{CostFunction, Executor, Gradient, IterState, LineSearch, Solver, State};
 use std::borrow::Cow;
@@ -41,7 +41,7 @@ pub trait StepSearch: Clone + sealed::Sealed {
     #[doc(hidden)]
     fn search<Mo: Model, Lo: Loss, Me: Metric>(
         &self,
-        problem: &Problem<Mo, Lo, Me>,
+        problem: &FitProblem<Mo, Lo, Me>,
         start: &StepStart<'_>,
     ) -> crate::Result<Accepted>;
 }
@@ -57,7 +57,7 @@ mod sealed {
 impl StepSearch for StepControl {
     fn search<Mo: Model, Lo: Loss, Me: Metric>(
         &self,
-        problem: &Problem<Mo, Lo, Me>,
+        problem: &FitProblem<Mo, Lo, Me>,
         s: &StepStart<'_>,
     ) -> crate::Result<Accepted> {
         take_step(self, problem, s.theta, s.loss, s.gradient, s.delta)
@@ -147,7 +147,7 @@ where
 {
     fn search<Mo: Model, Lo: Loss, Me: Metric>(
         &self,
-        problem: &Problem<Mo, Lo, Me>,
+        problem: &FitProblem<Mo, Lo, Me>,
         s: &StepStart<'_>,
     ) -> crate::Result<Accepted> {
         let cost = |x: &Vec<f64>| problem.cost(x);

@@ -1,5 +1,5 @@
 //! Losses `ℓ(y)` on the model outputs, with their output-space gradient `∇_y ℓ`
-//! (docs/math.md §1) and, when they have one, the Hessian used by the GGN metric.
+//! (docs/math.md §1) and, when they have one, the Hessian used by the loss-Hessian metric.
 
 use crate::error::{check_finite, check_len, check_nonempty, Error, Result};
 use crate::metric::{FixedMetric, WeightedL2};
@@ -17,7 +17,7 @@ pub trait Loss: Send + Sync {
 
     /// Checks that the (finite) outputs `y` lie in the loss's domain, where its value and
     /// gradient are finite; the error names the output, the cause and what to use instead.
-    /// [`crate::Problem::linearize`] calls it on every linearisation, so a run that leaves
+    /// [`crate::FitProblem::linearize`] calls it on every linearisation, so a run that leaves
     /// the domain ends with this text and keeps its last good θ. The default accepts every
     /// `y` (losses finite on all of `Rⁿ`).
     fn check_outputs(&self, y: &[f64]) -> Result<()> {
@@ -26,11 +26,11 @@ pub trait Loss: Send + Sync {
     }
 
     /// `out = ∇²_y ℓ(y) v`, the metric of the generalised Gauss–Newton method
-    /// ([`crate::metric::Ggn`]). Losses without one return [`Error::Unsupported`].
+    /// ([`crate::metric::LossHessian`]). Losses without one return [`Error::Unsupported`].
     fn hessian_apply(&self, y: &[f64], v: &[f64], out: &mut [f64]) -> Result<()> {
         let _ = (y, v, out);
         Err(Error::Unsupported(
-            "this loss has no Hessian, so it cannot define a GGN metric".into(),
+            "this loss has no Hessian, so it cannot define a loss-Hessian metric".into(),
         ))
     }
 
@@ -216,7 +216,7 @@ impl Labels {
 ///
 /// Gradient `w_i ((1 − u_i)/(1 − v_i) − u_i/v_i)` (`= w_i (v_i − u_i) / (v_i (1 − v_i))`).
 /// Its [`Loss::hessian_apply`] is the Fisher metric `diag(w_i / (v_i (1 − v_i)))` — the
-/// expected Hessian, as docs/math.md §4 specifies for the GGN metric of this loss (it
+/// expected Hessian, as docs/math.md §4 specifies for the loss-Hessian metric of this loss (it
 /// equals the exact Hessian where `v = u`).
 ///
 /// **Prefer [`LogitCrossEntropy`] for a sigmoid output**: probabilities near 1 are not
@@ -348,7 +348,7 @@ impl Loss for CrossEntropy {
 ///
 /// Gradient `w_i (σ(z_i) − u_i)`; Hessian `diag(w_i σ(z_i)(1 − σ(z_i)))`, which is also
 /// the Fisher metric (for the logit parametrisation the two agree at every `z`), so
-/// [`crate::Ggn`] with this loss is the Fisher natural gradient of logistic regression
+/// [`crate::LossHessian`] with this loss is the Fisher natural gradient of logistic regression
 /// and of a classifier network with a linear last layer.
 ///
 /// Computed stably at every finite `z` (no overflow, no cancellation): `softplus(x) =

@@ -4,10 +4,10 @@
 //! * [`Euclidean`] — `M = I` on any number of outputs;
 //! * [`DenseMetric`] — a user SPD matrix `K` (faer), e.g. an H¹ Gram matrix;
 //! * [`SparseMetric`] — a sparse SPD `K` (sprs), e.g. finite-element stiffness + mass;
-//! * [`Ggn`] — the loss's own Hessian `∇²_y ℓ(y)` (Fisher metric for cross-entropy).
+//! * [`LossHessian`] — the loss's own Hessian `∇²_y ℓ(y)` (Fisher metric for cross-entropy).
 //!
 //! The first four do not depend on where they are evaluated and implement
-//! [`FixedMetric`]; every [`FixedMetric`] is a [`Metric`]. [`Ggn`] depends on the outputs
+//! [`FixedMetric`]; every [`FixedMetric`] is a [`Metric`]. [`LossHessian`] depends on the outputs
 //! and the loss, which [`Metric`] methods receive through an [`OutputPoint`].
 
 use crate::error::{check_finite, check_len, check_nonempty, Error, Result};
@@ -21,7 +21,7 @@ use sprs::CsMat;
 pub struct OutputPoint<'a> {
     /// The model outputs at θ.
     pub outputs: &'a [f64],
-    /// The loss of the problem (the GGN metric reads its Hessian).
+    /// The loss of the problem (the loss-Hessian metric reads its Hessian).
     pub loss: &'a dyn Loss,
 }
 
@@ -304,7 +304,7 @@ impl FixedMetric for DenseMetric {
     fn select_samples(&self, _samples: &[usize], _q: usize, _m: usize) -> Result<Self> {
         Err(Error::Unsupported(
             "DenseMetric couples samples; mini-batches need a metric that is diagonal over \
-             samples (WeightedL2, Euclidean, Ggn)"
+             samples (WeightedL2, Euclidean, LossHessian)"
                 .into(),
         ))
     }
@@ -433,23 +433,24 @@ impl FixedMetric for SparseMetric {
     fn select_samples(&self, _samples: &[usize], _q: usize, _m: usize) -> Result<Self> {
         Err(Error::Unsupported(
             "SparseMetric couples samples; mini-batches need a metric that is diagonal over \
-             samples (WeightedL2, Euclidean, Ggn)"
+             samples (WeightedL2, Euclidean, LossHessian)"
                 .into(),
         ))
     }
 }
 
-/// The generalised Gauss–Newton metric `M = ∇²_y ℓ(y)` of the problem's own loss (the
+/// The loss Hessian `M = ∇²_y ℓ(y)` of the problem's own loss as the output metric (the
 /// Fisher metric for [`crate::loss::CrossEntropy`] and [`crate::loss::LogitCrossEntropy`]).
-/// Natural gradient in this metric is
-/// the GGN / Levenberg–Marquardt method.
+/// The Gram matrix `JᵀMJ` in this metric is the generalised Gauss–Newton (GGN) matrix
+/// (Schraudolph 2002), so natural gradient here is the GGN / Levenberg–Marquardt method
+/// (`docs/math.md` §1). Formerly named `Ggn`; the GGN is the Gram `JᵀMJ`, not `M`.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-pub struct Ggn;
+pub struct LossHessian;
 
-impl Metric for Ggn {
+impl Metric for LossHessian {
     fn name(&self) -> &'static str {
-        "Ggn"
+        "LossHessian"
     }
     fn dim(&self) -> Option<usize> {
         None
@@ -459,7 +460,7 @@ impl Metric for Ggn {
             Ok(())
         } else {
             Err(Error::Unsupported(
-                "the Ggn metric needs a loss with a Hessian (SquaredError, CrossEntropy, \
+                "the LossHessian metric needs a loss with a Hessian (SquaredError, CrossEntropy, \
                  LogitCrossEntropy)"
                     .into(),
             ))
@@ -475,12 +476,12 @@ impl Metric for Ggn {
     fn solve(&self, at: &OutputPoint<'_>, v: &[f64], out: &mut [f64]) -> Result<()> {
         if !at.loss.hessian_diagonal(at.outputs, out) {
             return Err(Error::Unsupported(
-                "Ggn inverse needs a loss with a diagonal Hessian".into(),
+                "LossHessian inverse needs a loss with a diagonal Hessian".into(),
             ));
         }
         if let Some(i) = out.iter().position(|&d| !(d > 0.0 && d.is_finite())) {
             return Err(Error::IndefiniteMetric {
-                what: "Ggn metric (the loss Hessian)".into(),
+                what: "LossHessian metric (the loss Hessian)".into(),
                 detail: format!(
                     "diagonal entry {} at output {i} is not positive and finite, so M⁻¹ does \
                      not exist (e.g. a logit so large that σ(z)(1 − σ(z)) underflows); use \
@@ -495,6 +496,6 @@ impl Metric for Ggn {
         Ok(())
     }
     fn select_samples(&self, _samples: &[usize], _q: usize, _m: usize) -> Result<Self> {
-        Ok(Ggn)
+        Ok(LossHessian)
     }
 }

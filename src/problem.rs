@@ -1,6 +1,6 @@
 //! The problem: model × loss × metric (docs/math.md §1), and its linearisation at θ.
 //!
-//! [`Problem`] implements argmin's [`CostFunction`] and [`Gradient`] on `Vec<f64>`, so the
+//! [`FitProblem`] implements argmin's [`CostFunction`] and [`Gradient`] on `Vec<f64>`, so the
 //! same value drives `natgrad`'s [`crate::NaturalGradient`] and argmin's own solvers
 //! (`LBFGS`, `SteepestDescent`, ...).
 
@@ -13,7 +13,7 @@ use argmin::core::{CostFunction, Gradient};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::OnceLock;
 
-/// Counts of model evaluations made through a [`Problem`].
+/// Counts of model evaluations made through a [`FitProblem`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Evaluations {
     /// Forward passes (plain or linearising); each evaluates the loss, so this is argmin's
@@ -73,14 +73,14 @@ impl Counters {
 
 /// Model, loss and metric, checked to agree in size.
 #[derive(Debug)]
-pub struct Problem<Mo, Lo, Me> {
+pub struct FitProblem<Mo, Lo, Me> {
     model: Mo,
     loss: Lo,
     metric: Me,
     counters: Counters,
 }
 
-impl<Mo: Clone, Lo: Clone, Me: Clone> Clone for Problem<Mo, Lo, Me> {
+impl<Mo: Clone, Lo: Clone, Me: Clone> Clone for FitProblem<Mo, Lo, Me> {
     /// Clones model, loss and metric; the evaluation counts start again from zero.
     fn clone(&self) -> Self {
         Self {
@@ -92,21 +92,21 @@ impl<Mo: Clone, Lo: Clone, Me: Clone> Clone for Problem<Mo, Lo, Me> {
     }
 }
 
-impl<Mo: Model, Lo: Loss, Me: Metric> Problem<Mo, Lo, Me> {
+impl<Mo: Model, Lo: Loss, Me: Metric> FitProblem<Mo, Lo, Me> {
     /// Combines a model, a loss and a metric. Fails with
     /// [`Error::DimensionMismatch`](crate::Error::DimensionMismatch) when the model's output
     /// count disagrees with the loss or the metric, or when the metric cannot work with
-    /// this loss (a GGN metric on a loss without Hessian); with
+    /// this loss (a loss-Hessian metric on a loss without Hessian); with
     /// [`Error::Empty`](crate::Error::Empty) when the model has no outputs (an empty data
     /// set) or no parameters.
     pub fn new(model: Mo, loss: Lo, metric: Me) -> Result<Self> {
         let n = model.n_outputs();
         crate::error::check_nonempty(
-            "Problem: Model::n_outputs (an empty data set)",
+            "FitProblem: Model::n_outputs (an empty data set)",
             model.n_outputs_global(),
         )?;
         crate::error::check_nonempty(
-            "Problem: Model::n_params (nothing to fit)",
+            "FitProblem: Model::n_params (nothing to fit)",
             model.n_params(),
         )?;
         if let Some(d) = loss.dim() {
@@ -161,8 +161,8 @@ impl<Mo: Model, Lo: Loss, Me: Metric> Problem<Mo, Lo, Me> {
     /// ([`Loss::check_outputs`]), or a non-finite `Loss::value` or `Loss::gradient` at
     /// finite outputs;
     /// each error names the trait method and the quantity. The products of the returned
-    /// linearisation are checked as they are made ([`Linearized::fault`]).
-    pub fn linearize(&self, theta: &[f64]) -> Result<Linearized<'_, Mo, Lo, Me>> {
+    /// linearisation are checked as they are made ([`LinearizedProblem::fault`]).
+    pub fn linearize(&self, theta: &[f64]) -> Result<LinearizedProblem<'_, Mo, Lo, Me>> {
         check_theta(&self.model, theta)?;
         let lin = self.model.linearize(theta)?;
         self.counters.forward.fetch_add(1, Relaxed);
@@ -188,7 +188,7 @@ impl<Mo: Model, Lo: Loss, Me: Metric> Problem<Mo, Lo, Me> {
             "Loss::gradient (∇_y ℓ at finite model outputs)",
             &loss_gradient,
         )?;
-        Ok(Linearized {
+        Ok(LinearizedProblem {
             problem: self,
             lin: CheckedLinearization::new(lin, n, p),
             outputs,
@@ -253,10 +253,10 @@ impl<Mo: Model, Lo: Loss, Me: Metric> Problem<Mo, Lo, Me> {
     }
 }
 
-/// A [`Problem`] linearised at one θ: outputs, loss, `∇_y ℓ`, and counted Jacobian
+/// A [`FitProblem`] linearised at one θ: outputs, loss, `∇_y ℓ`, and counted Jacobian
 /// products. Every Gram product of one solve reuses this one forward pass.
-pub struct Linearized<'a, Mo: Model + 'a, Lo, Me> {
-    problem: &'a Problem<Mo, Lo, Me>,
+pub struct LinearizedProblem<'a, Mo: Model + 'a, Lo, Me> {
+    problem: &'a FitProblem<Mo, Lo, Me>,
     lin: CheckedLinearization<Mo::Linearization<'a>>,
     outputs: Vec<f64>,
     loss: f64,
@@ -265,7 +265,7 @@ pub struct Linearized<'a, Mo: Model + 'a, Lo, Me> {
     metric_fault: OnceLock<crate::Error>,
 }
 
-impl<'a, Mo: Model, Lo: Loss, Me: Metric> Linearized<'a, Mo, Lo, Me> {
+impl<'a, Mo: Model, Lo: Loss, Me: Metric> LinearizedProblem<'a, Mo, Lo, Me> {
     /// The outputs `y(θ)`.
     pub fn outputs(&self) -> &[f64] {
         &self.outputs
@@ -282,7 +282,7 @@ impl<'a, Mo: Model, Lo: Loss, Me: Metric> Linearized<'a, Mo, Lo, Me> {
     }
 
     /// The problem this linearisation belongs to.
-    pub fn problem(&self) -> &'a Problem<Mo, Lo, Me> {
+    pub fn problem(&self) -> &'a FitProblem<Mo, Lo, Me> {
         self.problem
     }
 
@@ -307,7 +307,7 @@ impl<'a, Mo: Model, Lo: Loss, Me: Metric> Linearized<'a, Mo, Lo, Me> {
     }
 
     /// `out = M v`, the metric at these outputs (checked: a non-finite result for a
-    /// finite `v` is kept as [`Linearized::fault`]).
+    /// finite `v` is kept as [`LinearizedProblem::fault`]).
     pub fn apply_metric(&self, v: &[f64], out: &mut [f64]) {
         self.metric().apply(v, out);
     }
@@ -429,22 +429,22 @@ impl<'a, Mo: Model, Lo: Loss, Me: Metric> Linearized<'a, Mo, Lo, Me> {
     }
 }
 
-impl<Mo: Model, Lo: Loss, Me: Metric> CostFunction for Problem<Mo, Lo, Me> {
+impl<Mo: Model, Lo: Loss, Me: Metric> CostFunction for FitProblem<Mo, Lo, Me> {
     type Param = Vec<f64>;
     type Output = f64;
 
     fn cost(&self, theta: &Vec<f64>) -> std::result::Result<f64, argmin::core::Error> {
         self.loss_at(theta)
-            .map_err(|e| e.into_argmin("natgrad::Problem"))
+            .map_err(|e| e.into_argmin("natgrad::FitProblem"))
     }
 }
 
-impl<Mo: Model, Lo: Loss, Me: Metric> Gradient for Problem<Mo, Lo, Me> {
+impl<Mo: Model, Lo: Loss, Me: Metric> Gradient for FitProblem<Mo, Lo, Me> {
     type Param = Vec<f64>;
     type Gradient = Vec<f64>;
 
     fn gradient(&self, theta: &Vec<f64>) -> std::result::Result<Vec<f64>, argmin::core::Error> {
         self.gradient_at(theta)
-            .map_err(|e| e.into_argmin("natgrad::Problem"))
+            .map_err(|e| e.into_argmin("natgrad::FitProblem"))
     }
 }

@@ -10,7 +10,7 @@
 //!    ahead — one forward pass per step less, the same iterates): loss, `∇_y ℓ`, `g_k = J_kᵀ∇_y ℓ`; an
 //!    exactly zero gradient ends the run, not as convergence (the stopping tests of
 //!    [`crate::stopping`] run in `Solver::terminate`, after each step);
-//! 3. the step rule ([`Momentum`]): one solve `(G_k + λI) δ_k = J_kᵀ r` with the rule's
+//! 3. the step rule ([`StepRule`]): one solve `(G_k + λI) δ_k = J_kᵀ r` with the rule's
 //!    output-space `r` (two for the Nesterov rules), matrix-free by CG or by Cholesky;
 //! 4. step control ([`StepControl`] or any argmin line search, [`ArgminLineSearch`]): cap
 //!    `‖δ_k‖`, then fixed step, Armijo backtracking
@@ -36,9 +36,9 @@ use crate::linsolve::{LinearSolver, SolveCache};
 use crate::loss::Loss;
 use crate::metric::Metric;
 use crate::model::Model;
-use crate::momentum::{Momentum, Previous};
-use crate::problem::{Evaluations, Linearized, Problem};
+use crate::problem::{Evaluations, FitProblem, LinearizedProblem};
 use crate::step_control::{DampingMemory, DampingScale, LevenbergMarquardt, StepControl};
+use crate::step_rule::{Previous, StepRule};
 use crate::stopping::{check_tolerance, Converged, StepRecord, Tolerances, CONVERGED};
 use argmin::core::{
     ArgminError, IterState, Problem as ArgminProblem, Solver, State, TerminationReason,
@@ -113,9 +113,9 @@ impl GradientAt {
     /// step may start from it); the error's text when the linearisation fails or a
     /// product is faulty or not finite (the run then ends naming it).
     fn at<'p, Mo: Model, Lo: Loss, Me: Metric>(
-        problem: &'p Problem<Mo, Lo, Me>,
+        problem: &'p FitProblem<Mo, Lo, Me>,
         theta: &[f64],
-    ) -> Result<(Self, Linearized<'p, Mo, Lo, Me>), step::Failure> {
+    ) -> Result<(Self, LinearizedProblem<'p, Mo, Lo, Me>), step::Failure> {
         let mut lin = problem.linearize(theta)?;
         let gradient = lin.gradient();
         if let Some(e) = lin.fault() {
@@ -134,7 +134,7 @@ impl GradientAt {
 /// `(G_k + λI) δ_k = J_kᵀ r` for the rule's output-space `r` and moves
 /// `θ_{k+1} = θ_k + t δ_k`.
 ///
-/// Defaults: [`Momentum::Plain`] (`θ ← θ − α (G + λI)⁻¹ g`), α = 1, λ = 1e-8, CG without
+/// Defaults: [`StepRule::Plain`] (`θ ← θ − α (G + λI)⁻¹ g`), α = 1, λ = 1e-8, CG without
 /// preconditioner ([`crate::linsolve::Preconditioner`] says why), fixed step, all samples.
 ///
 /// ```
@@ -160,12 +160,12 @@ impl GradientAt {
 ///
 /// ```
 /// use argmin::core::{Executor, State};
-/// use natgrad::{problems::toys, Momentum, NaturalGradient};
+/// use natgrad::{problems::toys, StepRule, NaturalGradient};
 ///
 /// let toy = toys::local_minima();
 /// let solver = NaturalGradient::new()
 ///     .with_step_size(0.5)?
-///     .with_momentum(Momentum::HeavyBall { beta: 0.8 })?;
+///     .with_step_rule(StepRule::HeavyBall { beta: 0.8 })?;
 /// let res = Executor::new(toy.problem, solver)
 ///     .configure(|s| s.param(toy.theta0.clone()).max_iters(200))
 ///     .run()?;
@@ -187,7 +187,7 @@ impl GradientAt {
 /// | `start_loss` | float | `ℓ(θ_k)`, the loss where the step starts, on this step's samples (loss units); the state's cost is `ℓ(θ_{k+1})` on all samples, its gradient `g(θ_{k+1})` on all samples |
 /// | `grad_norm` | float | `‖g_k‖₂`, `g_k = J_kᵀ∇_yℓ` (loss units per unit of θ) |
 /// | `damping` | float | λ used by this step's solves (loss units per unit of θ²) |
-/// | `momentum` | string | the step rule, [`Momentum::name`] |
+/// | `momentum` | string | the step rule, [`StepRule::name`] |
 /// | `beta` | float | its coefficient β (dimensionless; 0 for `plain`, `gd`) |
 /// | `batch_size` | uint | sample points of the mini-batch (only with mini-batches) |
 /// | `solves` | uint | linear solves made (Nesterov rules: two; `gd`: none) |
@@ -214,7 +214,7 @@ pub struct NaturalGradient<S = StepControl> {
     linear_solver: LinearSolver,
     tolerances: Tolerances,
     parallelism: Parallelism,
-    momentum: Momentum,
+    momentum: StepRule,
     /// The step control: a [`StepControl`] or an argmin line search
     /// ([`ArgminLineSearch`]).
     step_control: S,
@@ -247,7 +247,7 @@ impl NaturalGradient {
             linear_solver: LinearSolver::default(),
             tolerances: Tolerances::default(),
             parallelism: Parallelism::Sequential,
-            momentum: Momentum::Plain,
+            momentum: StepRule::Plain,
             step_control: StepControl::Fixed,
             adaptive_damping: None,
             max_step_norm: None,
@@ -386,8 +386,8 @@ impl<S> NaturalGradient<S> {
         self.with_tolerance_grad(tol)
     }
 
-    /// The step rule of docs/math.md §3 (default [`Momentum::Plain`]). β must be finite.
-    pub fn with_momentum(mut self, momentum: Momentum) -> ArgminResult<Self> {
+    /// The step rule of docs/math.md §3 (default [`StepRule::Plain`]). β must be finite.
+    pub fn with_step_rule(mut self, momentum: StepRule) -> ArgminResult<Self> {
         let beta = momentum.beta();
         if !beta.is_finite() {
             return Err(invalid(format!(
@@ -481,7 +481,7 @@ impl<S> NaturalGradient<S> {
     }
 
     /// The step rule.
-    pub fn momentum(&self) -> Momentum {
+    pub fn step_rule(&self) -> StepRule {
         self.momentum
     }
 
@@ -504,7 +504,7 @@ impl<S: StepSearch> NaturalGradient<S> {
     /// problem, so that every rank fails) and restarts the mini-batch generator.
     fn check_setup<Mo: Model, Lo: Loss, Me: Metric>(
         &mut self,
-        p: &Problem<Mo, Lo, Me>,
+        p: &FitProblem<Mo, Lo, Me>,
     ) -> ArgminResult<()> {
         if p.model().is_sharded() {
             if matches!(
@@ -539,7 +539,7 @@ impl<S: StepSearch> NaturalGradient<S> {
     /// linearisation when `ahead` and all samples are used).
     fn first_gradient<Mo: Model, Lo: Loss, Me: Metric>(
         &mut self,
-        p: &Problem<Mo, Lo, Me>,
+        p: &FitProblem<Mo, Lo, Me>,
         theta: &[f64],
         ahead: bool,
     ) -> Result<Vec<f64>, step::Failure> {
@@ -580,7 +580,7 @@ fn record_counts<O>(problem: &mut ArgminProblem<O>, d: Evaluations) -> ArgminRes
     problem.bulk_problem("vjp_count", d.vjp as usize, |_| Ok(()))
 }
 
-impl<Mo: Model, Lo: Loss, Me: Metric, S: StepSearch> Solver<Problem<Mo, Lo, Me>, NgState>
+impl<Mo: Model, Lo: Loss, Me: Metric, S: StepSearch> Solver<FitProblem<Mo, Lo, Me>, NgState>
     for NaturalGradient<S>
 {
     fn name(&self) -> &str {
@@ -589,7 +589,7 @@ impl<Mo: Model, Lo: Loss, Me: Metric, S: StepSearch> Solver<Problem<Mo, Lo, Me>,
 
     fn init(
         &mut self,
-        problem: &mut ArgminProblem<Problem<Mo, Lo, Me>>,
+        problem: &mut ArgminProblem<FitProblem<Mo, Lo, Me>>,
         state: NgState,
     ) -> ArgminResult<(NgState, Option<KV>)> {
         let theta = state.get_param().ok_or_else(|| {
@@ -628,7 +628,7 @@ impl<Mo: Model, Lo: Loss, Me: Metric, S: StepSearch> Solver<Problem<Mo, Lo, Me>,
 
     fn next_iter(
         &mut self,
-        problem: &mut ArgminProblem<Problem<Mo, Lo, Me>>,
+        problem: &mut ArgminProblem<FitProblem<Mo, Lo, Me>>,
         mut state: NgState,
     ) -> ArgminResult<(NgState, Option<KV>)> {
         let horizon = step::Horizon::of(&state, false);

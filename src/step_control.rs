@@ -17,7 +17,7 @@ use crate::linalg::{dot, norm};
 use crate::loss::Loss;
 use crate::metric::Metric;
 use crate::model::Model;
-use crate::problem::Problem;
+use crate::problem::FitProblem;
 use argmin::core::{CostFunction, Executor, Gradient, LineSearch, State, TerminationReason};
 use argmin::solver::linesearch::condition::ArmijoCondition;
 use argmin::solver::linesearch::BacktrackingLineSearch;
@@ -94,7 +94,7 @@ pub(crate) use accepted::Accepted;
 /// Applies `control` to the step `delta` from `theta` (loss `loss`, gradient `g`).
 pub(crate) fn take_step<Mo: Model, Lo: Loss, Me: Metric>(
     control: &StepControl,
-    problem: &Problem<Mo, Lo, Me>,
+    problem: &FitProblem<Mo, Lo, Me>,
     theta: &[f64],
     loss: f64,
     g: &[f64],
@@ -166,7 +166,7 @@ impl<P: Gradient<Param = Vec<f64>, Gradient = Vec<f64>>> Gradient for ByRef<'_, 
 
 /// Armijo backtracking with `(c, shrink, max_halvings)` of [`StepControl::Armijo`].
 fn armijo<Mo: Model, Lo: Loss, Me: Metric>(
-    problem: &Problem<Mo, Lo, Me>,
+    problem: &FitProblem<Mo, Lo, Me>,
     theta: &[f64],
     loss: f64,
     g: &[f64],

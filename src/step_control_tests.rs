@@ -30,7 +30,7 @@ fn step_controls_by_their_definitions_on_ties_non_descent_and_exhausted_searches
     let u: Vec<f64> = (0..6).map(|i| (i as f64 * 1.3).cos()).collect();
     let w = WeightedL2::uniform(6).unwrap();
     let loss = SquaredError::new(u, w.clone()).unwrap();
-    let p = Problem::new(LinearModel::dense(a).unwrap(), loss, w).unwrap();
+    let p = FitProblem::new(LinearModel::dense(a).unwrap(), loss, w).unwrap();
     let theta = [0.2, -0.1, 0.0];
     let (l0, g) = (p.loss_at(&theta).unwrap(), p.gradient_at(&theta).unwrap());
     let step = |control: StepControl, delta: &[f64]| {

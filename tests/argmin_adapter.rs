@@ -8,7 +8,7 @@ use argmin::core::{Error, Executor, Jacobian, Operator, State};
 use argmin::solver::gaussnewton::GaussNewton;
 use common::max_diff;
 use natgrad::argmin_adapter::{least_squares, JacobianMatrix};
-use natgrad::{LinearSolver, Momentum, NaturalGradient};
+use natgrad::{LinearSolver, NaturalGradient, StepRule};
 
 /// Michaelis–Menten rate data (the Gauss–Newton example of Wikipedia and of argmin):
 /// `r_i(β) = β₁ x_i / (β₂ + x_i) − y_i`.
@@ -112,7 +112,7 @@ fn heavy_ball_with_adaptive_damping_reaches_the_published_minimiser() {
     // β̂ = (0.362, 0.556) to three digits (Wikipedia, "Gauss–Newton algorithm", example).
     let problem = least_squares(Rate, &THETA0).unwrap();
     let ng = NaturalGradient::new()
-        .with_momentum(Momentum::HeavyBall { beta: 0.3 })
+        .with_step_rule(StepRule::HeavyBall { beta: 0.3 })
         .unwrap()
         .with_adaptive_damping(1e-10, 1e6)
         .unwrap()

@@ -6,10 +6,10 @@ use common::runs::trajectory;
 use common::{dense_solve, mat, matvec, rel_diff, rng};
 use faer::Mat;
 use natgrad::model::LinearModel;
-use natgrad::{LinearSolver, Momentum, NaturalGradient, Problem, SquaredError, WeightedL2};
+use natgrad::{FitProblem, LinearSolver, NaturalGradient, SquaredError, StepRule, WeightedL2};
 use rand::Rng;
 
-type LinearProblem = Problem<LinearModel, SquaredError<WeightedL2>, WeightedL2>;
+type LinearProblem = FitProblem<LinearModel, SquaredError<WeightedL2>, WeightedL2>;
 
 /// `y = Aθ`, `m` samples, `p` parameters, target `Aθ_true + noise`, discrete L² loss and
 /// metric (weights `1/m`). Returns the problem and the design.
@@ -23,7 +23,7 @@ fn regression(m: usize, p: usize, noise: f64) -> (LinearProblem, Mat<f64>, Vec<f
         .collect();
     let model = LinearModel::dense(a.clone()).unwrap();
     let loss = SquaredError::l2(u.clone()).unwrap();
-    let problem = Problem::new(model, loss, WeightedL2::uniform(m).unwrap()).unwrap();
+    let problem = FitProblem::new(model, loss, WeightedL2::uniform(m).unwrap()).unwrap();
     (problem, a, u)
 }
 
@@ -36,7 +36,7 @@ fn least_squares(a: &Mat<f64>, u: &[f64]) -> Vec<f64> {
     dense_solve(&ata, &matvec(&at, u))
 }
 
-fn batched(rule: Momentum, alpha: f64, b: usize) -> NaturalGradient {
+fn batched(rule: StepRule, alpha: f64, b: usize) -> NaturalGradient {
     NaturalGradient::new()
         .with_step_size(alpha)
         .unwrap()
@@ -44,7 +44,7 @@ fn batched(rule: Momentum, alpha: f64, b: usize) -> NaturalGradient {
         .unwrap()
         .with_linear_solver(LinearSolver::Cholesky)
         .unwrap()
-        .with_momentum(rule)
+        .with_step_rule(rule)
         .unwrap()
         .with_batch_size(b)
         .unwrap()
@@ -56,7 +56,7 @@ fn mini_batch_natural_gradient_reaches_the_least_squares_loss() {
     let (m, p) = (400, 5);
     let (problem, a, u) = regression(m, p, 0.3);
     let best = problem.loss_at(&least_squares(&a, &u)).unwrap();
-    for rule in [Momentum::Plain, Momentum::HeavyBall { beta: 0.5 }] {
+    for rule in [StepRule::Plain, StepRule::HeavyBall { beta: 0.5 }] {
         let (problem, _, _) = regression(m, p, 0.3);
         let (_, last, reason) = trajectory(problem, batched(rule, 0.05, 40), &[0.0; 5], 400);
         let (problem, _, _) = regression(m, p, 0.3);
@@ -80,12 +80,12 @@ fn output_space_rules_on_a_linear_model_equal_their_parameter_twins_under_batche
         trajectory(problem, batched(rule, 0.3, 10), &[0.0; 4], 30).0
     };
     let beta = 0.6;
-    let param_hb = run(Momentum::ParamHeavyBall { beta });
-    let param_nesterov = run(Momentum::ParamNesterov { beta });
+    let param_hb = run(StepRule::ParamHeavyBall { beta });
+    let param_nesterov = run(StepRule::ParamNesterov { beta });
     for (rule, twin) in [
-        (Momentum::HeavyBall { beta }, &param_hb),
-        (Momentum::FiniteDifference { beta }, &param_hb),
-        (Momentum::Nesterov { beta }, &param_nesterov),
+        (StepRule::HeavyBall { beta }, &param_hb),
+        (StepRule::FiniteDifference { beta }, &param_hb),
+        (StepRule::Nesterov { beta }, &param_nesterov),
     ] {
         let got = run(rule);
         assert_eq!(got.len(), 30);
@@ -102,7 +102,7 @@ fn output_space_rules_on_a_linear_model_equal_their_parameter_twins_under_batche
 #[test]
 fn batch_larger_than_the_samples_is_an_input_error() {
     let (problem, _, _) = regression(10, 2, 0.1);
-    let res = argmin::core::Executor::new(problem, batched(Momentum::Plain, 0.5, 11))
+    let res = argmin::core::Executor::new(problem, batched(StepRule::Plain, 0.5, 11))
         .configure(|s| s.param(vec![0.0; 2]).max_iters(3))
         .run();
     let err = res.err().expect("b > m must fail").to_string();

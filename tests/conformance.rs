@@ -23,7 +23,7 @@ use natgrad::model::{ChannelSet, Smooth};
 use natgrad::pde::{DualNum, EnergyDensity, EnergyTerm, Fields, Point, RitzModel};
 use natgrad::problems::{pinn, toys};
 use natgrad::{
-    DenseMetric, Euclidean, Ggn, LogitCrossEntropy, Loss, Metric, Problem, SparseMetric,
+    DenseMetric, Euclidean, FitProblem, LogitCrossEntropy, Loss, LossHessian, Metric, SparseMetric,
     SquaredError, WeightedL2,
 };
 use rand::Rng;
@@ -131,7 +131,7 @@ fn every_model_conforms() {
 
 /// The Gram check of one problem, with its errors printed; every metric here has an
 /// inverse, so the sample-space check must have run.
-fn gram_of<Mo: Model, Lo: Loss, Me: Metric>(label: &str, pr: Problem<Mo, Lo, Me>, th: &[f64]) {
+fn gram_of<Mo: Model, Lo: Loss, Me: Metric>(label: &str, pr: FitProblem<Mo, Lo, Me>, th: &[f64]) {
     let e = check_gram(label, &pr, th, th.len() as u64);
     println!("{label}: {e:?}");
     assert!(e.samples.is_some(), "{label}: no sample-space check ran");
@@ -148,22 +148,26 @@ fn every_metric<Mo: Model + Clone>(name: &str, m: &Mo, seed: u64) {
     let weights: Vec<f64> = (0..n).map(|_| r.random_range(0.2..1.0)).collect();
     let weighted = || WeightedL2::new(weights.clone()).unwrap();
     let squared = || SquaredError::new(target.clone(), weighted()).unwrap();
-    let pr = Problem::new(m.clone(), squared(), weighted()).unwrap();
+    let pr = FitProblem::new(m.clone(), squared(), weighted()).unwrap();
     gram_of(&format!("{name} / WeightedL2"), pr, &th);
-    let pr = Problem::new(m.clone(), squared(), Euclidean).unwrap();
+    let pr = FitProblem::new(m.clone(), squared(), Euclidean).unwrap();
     gram_of(&format!("{name} / Euclidean"), pr, &th);
     let k = DenseMetric::new(spd(&mut r, n, 0.5)).unwrap();
-    let pr = Problem::new(m.clone(), squared(), k).unwrap();
+    let pr = FitProblem::new(m.clone(), squared(), k).unwrap();
     gram_of(&format!("{name} / DenseMetric"), pr, &th);
     let k = SparseMetric::new(sparse_spd(n)).unwrap();
-    let pr = Problem::new(m.clone(), squared(), k).unwrap();
+    let pr = FitProblem::new(m.clone(), squared(), k).unwrap();
     gram_of(&format!("{name} / SparseMetric"), pr, &th);
-    let pr = Problem::new(m.clone(), squared(), Ggn).unwrap();
-    gram_of(&format!("{name} / Ggn (squared error)"), pr, &th);
+    let pr = FitProblem::new(m.clone(), squared(), LossHessian).unwrap();
+    gram_of(&format!("{name} / LossHessian (squared error)"), pr, &th);
     let labels: Vec<f64> = (0..n).map(|i| (i % 2) as f64).collect();
     let xent = LogitCrossEntropy::new(labels).unwrap();
-    let pr = Problem::new(m.clone(), xent, Ggn).unwrap();
-    gram_of(&format!("{name} / Ggn (logit cross-entropy)"), pr, &th);
+    let pr = FitProblem::new(m.clone(), xent, LossHessian).unwrap();
+    gram_of(
+        &format!("{name} / LossHessian (logit cross-entropy)"),
+        pr,
+        &th,
+    );
 }
 
 #[test]

@@ -15,7 +15,7 @@ use argmin::core::{ArgminError, Executor, State, TerminationReason};
 use faer::MatMut;
 use natgrad::model::ClosureModel;
 use natgrad::stopping::converged_by;
-use natgrad::{CrossEntropy, Ggn, LogitCrossEntropy, Loss, NaturalGradient, Problem};
+use natgrad::{CrossEntropy, FitProblem, LogitCrossEntropy, Loss, LossHessian, NaturalGradient};
 use num_dual::{second_derivative, Dual2_64, DualNum};
 
 /// `ln(1 + e^x)` for a dual number, branch by the real part so that nothing overflows.
@@ -222,10 +222,10 @@ fn identity_link_run_keeps_predictions_in_range_and_reports_the_true_loss() {
     let u = vec![0.0, 0.0, 1.0, 1.0, 1.0];
     let w = 1.0 / xs.len() as f64;
     let make = || {
-        Problem::new(
+        FitProblem::new(
             affine(xs.clone(), identity),
             CrossEntropy::new(u.clone()).unwrap(),
-            Ggn,
+            LossHessian,
         )
         .unwrap()
     };
@@ -291,10 +291,10 @@ fn saturated_sigmoid_probabilities_are_a_typed_error_naming_the_logit_loss() {
     // loss had a zero gradient at a high loss and reported convergence.
     let (xs, u) = soft_data();
     for bias in [40.0, -800.0] {
-        let pb = Problem::new(
+        let pb = FitProblem::new(
             affine(xs.clone(), sigmoid),
             CrossEntropy::new(u.clone()).unwrap(),
-            Ggn,
+            LossHessian,
         )
         .unwrap();
         let err = Executor::new(pb, NaturalGradient::new())
@@ -349,10 +349,10 @@ fn logit_loss_fits_from_saturated_starts_and_converges_honestly() {
     let (xs, u) = soft_data();
     let (best, least) = newton_minimiser(&xs, &u);
     for bias in [-800.0, -40.0, 40.0, 800.0] {
-        let pb = Problem::new(
+        let pb = FitProblem::new(
             affine(xs.clone(), identity),
             LogitCrossEntropy::new(u.clone()).unwrap(),
-            Ggn,
+            LossHessian,
         )
         .unwrap();
         let solver = NaturalGradient::new()
@@ -393,7 +393,7 @@ fn logit_loss_fits_from_saturated_starts_and_converges_honestly() {
 
 #[test]
 fn ggn_inverse_refuses_a_hessian_that_underflowed() {
-    // At |z| = 800 the logit loss's Hessian w σ(z)σ(−z) is 0 in f64: the Ggn metric has
+    // At |z| = 800 the logit loss's Hessian w σ(z)σ(−z) is 0 in f64: the LossHessian metric has
     // no inverse there (the sample-space direction needs one), an error, not ∞ entries.
     use natgrad::metric::{Metric, OutputPoint};
     let loss = LogitCrossEntropy::new(vec![0.0, 1.0]).unwrap();
@@ -403,7 +403,7 @@ fn ggn_inverse_refuses_a_hessian_that_underflowed() {
         loss: &loss,
     };
     let mut out = [0.0; 2];
-    let e = Ggn.solve(&at, &[1.0, 1.0], &mut out).unwrap_err();
+    let e = LossHessian.solve(&at, &[1.0, 1.0], &mut out).unwrap_err();
     assert!(matches!(e, natgrad::Error::IndefiniteMetric { .. }), "{e}");
     assert!(e.to_string().contains("output 1"), "{e}");
     // Where it is positive, M⁻¹v = v / (w σ(z)σ(−z)).
@@ -412,7 +412,7 @@ fn ggn_inverse_refuses_a_hessian_that_underflowed() {
         outputs: &z,
         loss: &loss,
     };
-    Ggn.solve(&at, &[1.0, 3.0], &mut out).unwrap();
+    LossHessian.solve(&at, &[1.0, 3.0], &mut out).unwrap();
     let expected: Vec<f64> = [(0.5, 1.0), (-2.0, 3.0)]
         .iter()
         .map(|&(z, v)| {
@@ -428,7 +428,7 @@ fn ggn_inverse_refuses_a_hessian_that_underflowed() {
 
 #[test]
 fn both_cross_entropies_have_the_size_of_their_labels() {
-    // A loss on 3 labels with a model of 2 outputs is a size error at Problem::new (a
+    // A loss on 3 labels with a model of 2 outputs is a size error at FitProblem::new (a
     // loss without a fixed size would accept it, and index past its labels later).
     let labels = vec![0.0, 0.5, 1.0];
     let model = || affine(vec![0.0, 1.0], identity);
@@ -436,8 +436,8 @@ fn both_cross_entropies_have_the_size_of_their_labels() {
     let logit = LogitCrossEntropy::new(labels).unwrap();
     assert_eq!((ce.dim(), logit.dim()), (Some(3), Some(3)));
     for e in [
-        Problem::new(model(), ce, Ggn).err(),
-        Problem::new(model(), logit, Ggn).err(),
+        FitProblem::new(model(), ce, LossHessian).err(),
+        FitProblem::new(model(), logit, LossHessian).err(),
     ] {
         assert!(
             matches!(

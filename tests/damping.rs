@@ -16,8 +16,8 @@ use natgrad::observe::Iterates;
 use natgrad::problems::nist::{self, Certified, JacobianFn, ValueFn};
 use natgrad::problems::toys;
 use natgrad::{
-    converged_by, DampingRule, DampingScale, DenseMetric, LevenbergMarquardt, LinearSolver, Metric,
-    NaturalGradient, Problem, SquaredError, Tolerances, WeightedL2,
+    converged_by, DampingRule, DampingScale, DenseMetric, FitProblem, LevenbergMarquardt,
+    LinearSolver, Metric, NaturalGradient, SquaredError, Tolerances, WeightedL2,
 };
 
 /// The iterates of a run and the iteration at which θ first agreed with the certified
@@ -98,7 +98,7 @@ fn nielsen_reaches_chwirut2_within_the_gauss_newton_count_plus_its_detour() {
 /// Misra1a with the squared error and the metric `scale·M₀`: `M₀ = I` as a diagonal
 /// ([`WeightedL2`], so `tr(G)` comes from `gram_diagonal`) or a dense tridiagonal SPD
 /// matrix ([`DenseMetric`], no diagonal: the Rayleigh quotient along g).
-type Misra<Me> = Problem<ClosureModel<ValueFn, JacobianFn>, SquaredError<Me>, Me>;
+type Misra<Me> = FitProblem<ClosureModel<ValueFn, JacobianFn>, SquaredError<Me>, Me>;
 
 fn misra<Me: FixedMetric + Metric + Clone>(metric: Me) -> Misra<Me> {
     let c = nist::MISRA1A;
@@ -116,7 +116,7 @@ fn misra<Me: FixedMetric + Metric + Clone>(metric: Me) -> Misra<Me> {
     });
     let model = ClosureModel::new(2, xs.len(), value, jacobian);
     let loss = SquaredError::new(c.y.to_vec(), metric.clone()).unwrap();
-    Problem::new(model, loss, metric).unwrap()
+    FitProblem::new(model, loss, metric).unwrap()
 }
 
 fn tridiagonal(n: usize, scale: f64) -> DenseMetric {

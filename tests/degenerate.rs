@@ -7,7 +7,7 @@ use natgrad::loss::FnLoss;
 use natgrad::metric::FixedMetric;
 use natgrad::model::{Activation, ClosureModel, LinearModel, Mlp, QuadraticModel};
 use natgrad::{
-    CrossEntropy, DenseMetric, Error, Euclidean, LogitCrossEntropy, Loss, Problem, SparseMetric,
+    CrossEntropy, DenseMetric, Error, Euclidean, FitProblem, LogitCrossEntropy, Loss, SparseMetric,
     SquaredError, WeightedL2,
 };
 use sprs::{CsMat, TriMat};
@@ -20,7 +20,7 @@ fn empty_text<T: std::fmt::Debug>(r: natgrad::Result<T>) -> String {
 }
 
 /// Item 5: no data (n = 0) or no parameters (p = 0) is refused by every constructor where
-/// it can occur, and by `Problem::new` for any model (e.g. closures).
+/// it can occur, and by `FitProblem::new` for any model (e.g. closures).
 #[test]
 fn empty_data_and_no_parameters_are_typed_errors() {
     let texts = [
@@ -71,7 +71,7 @@ fn empty_data_and_no_parameters_are_typed_errors() {
         |_: &[f64], y: &mut [f64]| y.fill(1.0),
         |_: &[f64], _: MatMut<'_, f64>| {},
     );
-    let t = empty_text(Problem::new(
+    let t = empty_text(FitProblem::new(
         no_params,
         SquaredError::l2(vec![0.0, 0.0]).unwrap(),
         Euclidean,
@@ -85,11 +85,11 @@ fn empty_data_and_no_parameters_are_typed_errors() {
         |_: &[f64], _: MatMut<'_, f64>| {},
     );
     let loss = FnLoss::new(None, |_: &[f64]| 0.0, |_: &[f64], _: &mut [f64]| {}).unwrap();
-    let t = empty_text(Problem::new(no_data, loss, Euclidean));
+    let t = empty_text(FitProblem::new(no_data, loss, Euclidean));
     assert!(t.contains("Model::n_outputs"), "{t}");
 }
 
-/// Item 9: `SparseMetric` is `Clone`, so a `Problem` using it is; a clone applies the
+/// Item 9: `SparseMetric` is `Clone`, so a `FitProblem` using it is; a clone applies the
 /// same `K` and `K⁻¹` (checked on `K⁻¹ K v = v`).
 #[test]
 fn sparse_metric_and_its_problem_clone() {
@@ -103,7 +103,7 @@ fn sparse_metric_and_its_problem_clone() {
         }
     }
     let k = SparseMetric::new(tri.to_csr()).unwrap();
-    let pb = Problem::new(
+    let pb = FitProblem::new(
         LinearModel::dense(Mat::identity(n, 2)).unwrap(),
         SquaredError::l2(vec![1.0; n]).unwrap(),
         k,

@@ -11,8 +11,8 @@ use natgrad::metric::{Metric, OutputPoint};
 use natgrad::model::{ClosureModel, LinearModel};
 use natgrad::problems::toys::{self, ToyMetric};
 use natgrad::{
-    CgSettings, DenseMetric, Error, Euclidean, LinearSolver, NaturalGradient, Preconditioner,
-    Problem, SparseMetric, SquaredError, WeightedL2,
+    CgSettings, DenseMetric, Error, Euclidean, FitProblem, LinearSolver, NaturalGradient,
+    Preconditioner, SparseMetric, SquaredError, WeightedL2,
 };
 
 fn invalid_parameter_text(e: argmin::core::Error) -> String {
@@ -52,7 +52,7 @@ fn non_finite_theta_names_the_first_bad_index() {
 #[test]
 fn model_loss_and_metric_sizes_must_agree() {
     let a = Mat::<f64>::zeros(5, 2);
-    let e = Problem::new(
+    let e = FitProblem::new(
         LinearModel::dense(a.clone()).unwrap(),
         SquaredError::l2(vec![0.0; 4]).unwrap(),
         Euclidean,
@@ -62,7 +62,7 @@ fn model_loss_and_metric_sizes_must_agree() {
         e.to_string(),
         "loss vs model outputs: expected length 5, found 4"
     );
-    let e = Problem::new(
+    let e = FitProblem::new(
         LinearModel::dense(a).unwrap(),
         SquaredError::l2(vec![0.0; 5]).unwrap(),
         WeightedL2::uniform(6).unwrap(),
@@ -116,7 +116,7 @@ fn non_finite_model_outputs_are_an_error() {
             j[(1, 0)] = 1.0 / (t[0] - 1.0);
         },
     );
-    let pb = Problem::new(model, SquaredError::l2(vec![0.0, 0.0]).unwrap(), Euclidean).unwrap();
+    let pb = FitProblem::new(model, SquaredError::l2(vec![0.0, 0.0]).unwrap(), Euclidean).unwrap();
     let err = Executor::new(pb, NaturalGradient::new())
         .configure(|s| s.param(vec![0.5]).max_iters(3))
         .run()
@@ -152,9 +152,9 @@ fn indefinite_metrics_are_rejected() {
 
 /// Singular Gram: p = 3 parameters, n = 2 outputs, and the third parameter has no
 /// effect, so `G` has an exactly zero row and column (λ = 0).
-fn singular_problem() -> Problem<LinearModel, SquaredError, WeightedL2> {
+fn singular_problem() -> FitProblem<LinearModel, SquaredError, WeightedL2> {
     let a = mat![[1.0, 2.0, 0.0], [0.0, 1.0, 0.0]];
-    Problem::new(
+    FitProblem::new(
         LinearModel::dense(a).unwrap(),
         SquaredError::l2(vec![1.0, -1.0]).unwrap(),
         WeightedL2::uniform(2).unwrap(),
@@ -231,7 +231,7 @@ impl Metric for NegativeMetric {
 #[test]
 fn cg_breakdown_on_indefinite_operator_names_reason_and_iteration() {
     let toy = toys::quadratic_manifold();
-    let pb = Problem::new(
+    let pb = FitProblem::new(
         toy.problem.model().clone(),
         SquaredError::l2(vec![1.0, 0.5]).unwrap(),
         NegativeMetric,
@@ -258,7 +258,7 @@ fn divergence_ends_the_run_instead_of_panicking() {
         |t: &[f64], y: &mut [f64]| y[0] = t[0].exp(),
         |t: &[f64], mut j: MatMut<'_, f64>| j[(0, 0)] = t[0].exp(),
     );
-    let pb = Problem::new(model, SquaredError::l2(vec![1e100]).unwrap(), Euclidean).unwrap();
+    let pb = FitProblem::new(model, SquaredError::l2(vec![1e100]).unwrap(), Euclidean).unwrap();
     let ng = NaturalGradient::new().with_step_size(1e3).unwrap();
     let res = Executor::new(pb, ng)
         .configure(|s| s.param(vec![0.0]).max_iters(50))
@@ -304,6 +304,6 @@ fn ggn_metric_needs_a_loss_with_hessian() {
     )
     .unwrap();
     let model = LinearModel::dense(Mat::identity(2, 2)).unwrap();
-    let e = Problem::new(model, loss, natgrad::Ggn).unwrap_err();
+    let e = FitProblem::new(model, loss, natgrad::LossHessian).unwrap_err();
     assert!(e.to_string().contains("needs a loss with a Hessian"), "{e}");
 }

@@ -14,15 +14,15 @@ use faer::linalg::solvers::Solve;
 use faer::{mat, Mat, Side};
 use natgrad::linsolve::AutoSettings;
 use natgrad::{
-    CgSettings, LinearSolver, Momentum, NaturalGradient, NgState, Preconditioner, Problem,
-    SquaredError, WeightedL2,
+    CgSettings, FitProblem, LinearSolver, NaturalGradient, NgState, Preconditioner, SquaredError,
+    StepRule, WeightedL2,
 };
 use scripted::{DefaultForward, Fault, Kind, Method, Scripted};
 use std::sync::{Arc, Mutex};
 
 type ArgminResult =
     Result<argmin::core::OptimizationResult<Pb, NaturalGradient, NgState>, argmin::core::Error>;
-type Pb = Problem<Scripted, SquaredError, WeightedL2>;
+type Pb = FitProblem<Scripted, SquaredError, WeightedL2>;
 
 const A: [[f64; 2]; 3] = [[1.0, 0.5], [0.0, 2.0], [1.0, -1.0]];
 const B: [f64; 3] = [0.2, -0.1, 0.3];
@@ -37,7 +37,7 @@ fn scripted(dense: bool, fault: Option<Fault>) -> Scripted {
 }
 
 fn problem(model: Scripted) -> Pb {
-    Problem::new(
+    FitProblem::new(
         model,
         SquaredError::l2(U.to_vec()).unwrap(),
         WeightedL2::uniform(3).unwrap(),
@@ -125,7 +125,7 @@ fn extrapolation_overflow_keeps_the_last_iterate() {
     let c = 2f64.powi(33);
     let a = mat![[c, 0.0], [0.0, c]];
     let model = natgrad::model::LinearModel::dense(a).unwrap();
-    let pb = Problem::new(
+    let pb = FitProblem::new(
         model,
         SquaredError::l2(vec![c, 2.0 * c]).unwrap(),
         WeightedL2::uniform(2).unwrap(),
@@ -138,7 +138,7 @@ fn extrapolation_overflow_keeps_the_last_iterate() {
         .unwrap()
         .with_linear_solver(LinearSolver::Cholesky)
         .unwrap()
-        .with_momentum(Momentum::ParamNesterov { beta: 1e300 })
+        .with_step_rule(StepRule::ParamNesterov { beta: 1e300 })
         .unwrap();
     let res = Executor::new(pb, ng)
         .configure(|s| s.param(vec![0.0, 0.0]).max_iters(5))
@@ -170,7 +170,7 @@ fn wrong_lengths_from_user_code_are_typed_errors() {
         false,
         Some(Fault::new(Method::Linearize, 1, Kind::WrongLength)),
     ));
-    let pb = Problem::new(
+    let pb = FitProblem::new(
         default_forward,
         SquaredError::l2(U.to_vec()).unwrap(),
         WeightedL2::uniform(3).unwrap(),
@@ -280,9 +280,12 @@ fn non_finite_values_from_user_code_name_the_method() {
 fn half_steps<Mo: natgrad::Model, Lo: natgrad::Loss>(
     model: Mo,
     loss: Lo,
-) -> argmin::core::OptimizationResult<Problem<Mo, Lo, natgrad::Euclidean>, NaturalGradient, NgState>
-{
-    let pb = Problem::new(model, loss, natgrad::Euclidean).unwrap();
+) -> argmin::core::OptimizationResult<
+    FitProblem<Mo, Lo, natgrad::Euclidean>,
+    NaturalGradient,
+    NgState,
+> {
+    let pb = FitProblem::new(model, loss, natgrad::Euclidean).unwrap();
     let ng = NaturalGradient::new()
         .with_step_size(0.5)
         .unwrap()
@@ -365,7 +368,7 @@ fn closure_and_loss_faults_name_the_closure_or_method() {
         |_: &[f64], g: &mut [f64]| g[0] = 0.0,
     )
     .unwrap();
-    let pb = Problem::new(linear(), loss, natgrad::Euclidean).unwrap();
+    let pb = FitProblem::new(linear(), loss, natgrad::Euclidean).unwrap();
     let err = Executor::new(pb, NaturalGradient::new())
         .configure(|s| s.param(vec![0.0]).max_iters(5))
         .run()
@@ -464,14 +467,14 @@ impl natgrad::metric::Metric for NanAfterFirstPoint {
 /// right-hand side applies the metric too).
 #[test]
 fn user_metric_returning_nan_is_named_not_blamed_on_cg() {
-    for rule in [Momentum::Plain, Momentum::HeavyBall { beta: 0.5 }] {
-        let problem = Problem::new(
+    for rule in [StepRule::Plain, StepRule::HeavyBall { beta: 0.5 }] {
+        let problem = FitProblem::new(
             scripted(false, None),
             SquaredError::l2(U.to_vec()).unwrap(),
             NanAfterFirstPoint(Mutex::new(None)),
         )
         .unwrap();
-        let ng = NaturalGradient::new().with_momentum(rule).unwrap();
+        let ng = NaturalGradient::new().with_step_rule(rule).unwrap();
         let res = Executor::new(problem, ng)
             .configure(|s| s.param(vec![0.0, 0.0]).max_iters(10))
             .run()

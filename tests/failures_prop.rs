@@ -11,8 +11,8 @@ use faer::Mat;
 use natgrad::linsolve::AutoSettings;
 use natgrad::model::LinearModel;
 use natgrad::{
-    CgSettings, LinearSolver, Momentum, NaturalGradient, Preconditioner, Problem, SquaredError,
-    StepControl, WeightedL2,
+    CgSettings, FitProblem, LinearSolver, NaturalGradient, Preconditioner, SquaredError,
+    StepControl, StepRule, WeightedL2,
 };
 use proptest::prelude::*;
 use scripted::{Fault, Kind, Method, Scripted};
@@ -67,7 +67,7 @@ struct Settings {
 fn settings() -> impl Strategy<Value = Settings> {
     (
         0..8usize,
-        0..Momentum::NAMES.len(),
+        0..StepRule::NAMES.len(),
         -0.5..0.95f64,
         0.1..2.0f64,
         prop_oneof![Just(0.0), Just(1e-8), Just(1e-3)],
@@ -95,7 +95,7 @@ fn settings() -> impl Strategy<Value = Settings> {
 
 impl Settings {
     fn solver(&self) -> NaturalGradient {
-        let momentum = Momentum::from_name(Momentum::NAMES[self.momentum], self.beta).unwrap();
+        let momentum = StepRule::from_name(StepRule::NAMES[self.momentum], self.beta).unwrap();
         let control = match self.control {
             0 => StepControl::Fixed,
             1 => StepControl::armijo(),
@@ -104,7 +104,7 @@ impl Settings {
         let mut ng = NaturalGradient::new()
             .with_linear_solver(solver(self.solver))
             .unwrap()
-            .with_momentum(momentum)
+            .with_step_rule(momentum)
             .unwrap()
             .with_step_size(self.step_size)
             .unwrap()
@@ -185,7 +185,7 @@ proptest! {
     ) {
         let model = Scripted::new(Mat::from_fn(n, p, |i, j| a[i * p + j]), b, dense, fault);
         let watch = model.clone();
-        let problem = Problem::new(model, SquaredError::l2(u).unwrap(), WeightedL2::uniform(n).unwrap())
+        let problem = FitProblem::new(model, SquaredError::l2(u).unwrap(), WeightedL2::uniform(n).unwrap())
             .unwrap();
         let ng = s.solver();
         let outcome = catch_unwind(AssertUnwindSafe(|| {
@@ -272,7 +272,7 @@ proptest! {
             }
             (_, Err(e), _) | (_, _, Err(e)) => e.to_string(),
             (Ok(model), Ok(loss), Ok(metric)) => {
-                let problem = Problem::new(model, loss, metric).unwrap();
+                let problem = FitProblem::new(model, loss, metric).unwrap();
                 let err = Executor::new(problem, NaturalGradient::new())
                     .configure(|st| st.param(theta0).max_iters(2))
                     .run()

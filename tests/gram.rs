@@ -11,13 +11,13 @@ use natgrad::linsolve::{
     solve_direction, CgSettings, LinearSolver, Preconditioner, Rhs, SolveCache,
 };
 use natgrad::loss::{CrossEntropy, Loss};
-use natgrad::metric::{DenseMetric, Euclidean, Ggn, Metric, SparseMetric, WeightedL2};
+use natgrad::metric::{DenseMetric, Euclidean, LossHessian, Metric, SparseMetric, WeightedL2};
 use natgrad::model::{LinearModel, Model};
-use natgrad::{Problem, SquaredError};
+use natgrad::{FitProblem, SquaredError};
 
 /// Applies the operator to unit vectors (its columns) and compares with the twin.
 fn check_gram<Mo: Model, Lo: Loss, Me: Metric>(
-    problem: &Problem<Mo, Lo, Me>,
+    problem: &FitProblem<Mo, Lo, Me>,
     theta: &[f64],
     lambda: f64,
 ) -> f64 {
@@ -53,7 +53,7 @@ fn gram_operator_equals_dense_twin_for_every_metric() {
     let model = || LinearModel::dense(a.clone()).unwrap();
     for lambda in [0.0, 1e-3] {
         let w: Vec<f64> = (0..n).map(|i| 0.5 + (i as f64) / n as f64).collect();
-        let pb = Problem::new(
+        let pb = FitProblem::new(
             model(),
             SquaredError::l2(u.clone()).unwrap(),
             WeightedL2::new(w).unwrap(),
@@ -61,11 +61,11 @@ fn gram_operator_equals_dense_twin_for_every_metric() {
         .unwrap();
         assert!(check_gram(&pb, &theta, lambda) <= 1e-12, "WeightedL2");
 
-        let pb = Problem::new(model(), SquaredError::l2(u.clone()).unwrap(), Euclidean).unwrap();
+        let pb = FitProblem::new(model(), SquaredError::l2(u.clone()).unwrap(), Euclidean).unwrap();
         assert!(check_gram(&pb, &theta, lambda) <= 1e-12, "Euclidean");
 
         let k = spd(&mut r, n, 0.5);
-        let pb = Problem::new(
+        let pb = FitProblem::new(
             model(),
             SquaredError::l2(u.clone()).unwrap(),
             DenseMetric::new(k).unwrap(),
@@ -73,7 +73,7 @@ fn gram_operator_equals_dense_twin_for_every_metric() {
         .unwrap();
         assert!(check_gram(&pb, &theta, lambda) <= 1e-12, "DenseMetric");
 
-        let pb = Problem::new(
+        let pb = FitProblem::new(
             model(),
             SquaredError::l2(u.clone()).unwrap(),
             SparseMetric::new(sparse_spd(n)).unwrap(),
@@ -84,10 +84,10 @@ fn gram_operator_equals_dense_twin_for_every_metric() {
         // GGN of a squared error in K is K itself.
         let k = spd(&mut r, n, 0.5);
         let loss = SquaredError::new(u.clone(), DenseMetric::new(k).unwrap()).unwrap();
-        let pb = Problem::new(model(), loss, Ggn).unwrap();
+        let pb = FitProblem::new(model(), loss, LossHessian).unwrap();
         assert!(
             check_gram(&pb, &theta, lambda) <= 1e-12,
-            "Ggn(SquaredError)"
+            "LossHessian(SquaredError)"
         );
 
         // Fisher metric of the cross-entropy on probabilities in (0, 1).
@@ -95,10 +95,10 @@ fn gram_operator_equals_dense_twin_for_every_metric() {
         let off: Vec<f64> = (0..n).map(|i| 0.5 + 0.3 * ((i as f64).sin())).collect();
         let small = Mat::from_fn(n, p, |i, j| 0.01 * a[(i, j)]);
         let lm = LinearModel::dense(small).unwrap().with_offset(off).unwrap();
-        let pb = Problem::new(lm, CrossEntropy::new(labels).unwrap(), Ggn).unwrap();
+        let pb = FitProblem::new(lm, CrossEntropy::new(labels).unwrap(), LossHessian).unwrap();
         assert!(
             check_gram(&pb, &theta, lambda) <= 1e-12,
-            "Ggn(CrossEntropy)"
+            "LossHessian(CrossEntropy)"
         );
     }
 }
@@ -113,7 +113,7 @@ fn sparse_design_gram_equals_twin() {
         tri.add_triplet(i, (3 * i + 1) % p, vec(&mut r, 1)[0]);
     }
     let model = LinearModel::sparse(tri.to_csr()).unwrap();
-    let pb = Problem::new(
+    let pb = FitProblem::new(
         model,
         SquaredError::l2(vec(&mut r, n)).unwrap(),
         SparseMetric::new(sparse_spd(n)).unwrap(),
@@ -126,7 +126,7 @@ fn cg_vs_cholesky(n: usize, p: usize, seed: u64, precond: Preconditioner) -> f64
     let mut r = rng(seed);
     let a = common::mat(&mut r, n, p);
     let w: Vec<f64> = (0..n).map(|_| 0.1 + vec(&mut r, 1)[0].abs()).collect();
-    let pb = Problem::new(
+    let pb = FitProblem::new(
         LinearModel::dense(a).unwrap(),
         SquaredError::l2(vec(&mut r, n)).unwrap(),
         WeightedL2::new(w).unwrap(),
@@ -188,7 +188,7 @@ fn cholesky_direction_solves_the_dense_system() {
     let (n, p) = (25, 8);
     let a = common::mat(&mut r, n, p);
     let k = spd(&mut r, n, 0.2);
-    let pb = Problem::new(
+    let pb = FitProblem::new(
         LinearModel::dense(a.clone()).unwrap(),
         SquaredError::l2(vec(&mut r, n)).unwrap(),
         DenseMetric::new(k.clone()).unwrap(),

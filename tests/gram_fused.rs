@@ -12,9 +12,9 @@ use faer::{Mat, Par};
 use natgrad::check::{complex_step_jvp, jacobian_by_jvps, metric_matrix};
 use natgrad::linsolve::{solve_direction, Rhs, SolveCache};
 use natgrad::loss::{CrossEntropy, Loss};
-use natgrad::metric::{DenseMetric, Euclidean, Ggn, Metric, WeightedL2};
+use natgrad::metric::{DenseMetric, Euclidean, LossHessian, Metric, WeightedL2};
 use natgrad::model::{Activation, Mlp, Model};
-use natgrad::{CgSettings, LinearSolver, Linearization, Problem, SquaredError};
+use natgrad::{CgSettings, FitProblem, LinearSolver, Linearization, SquaredError};
 use rand::Rng;
 
 const TOL: f64 = 1e-12;
@@ -168,7 +168,7 @@ fn sample_product_and_gram_diagonal_equal_the_dense_jacobian_at_every_chunk_size
 
 /// Applies the damped Gram operator of `problem` to `k` vectors and compares with the
 /// dense twin `JᵀMJ + λI` (`M` from the metric's own products).
-fn check_operator<Lo: Loss, Me: Metric>(problem: &Problem<Mlp, Lo, Me>, seed: u64) -> f64 {
+fn check_operator<Lo: Loss, Me: Metric>(problem: &FitProblem<Mlp, Lo, Me>, seed: u64) -> f64 {
     let (n, p) = (problem.n_outputs(), problem.n_params());
     let theta = theta_for(problem.model(), seed);
     let mut lin = problem.linearize(&theta).unwrap();
@@ -195,7 +195,7 @@ fn gram_operator_with_chunked_products_equals_twin_for_every_metric() {
             let target: Vec<f64> = (0..n).map(|i| (0.3 * i as f64).sin()).collect();
             let seed = 60 + k as u64;
             let w: Vec<f64> = (0..n).map(|i| 0.2 + (i % 5) as f64 / 4.0).collect();
-            let l2 = Problem::new(
+            let l2 = FitProblem::new(
                 model.clone(),
                 SquaredError::l2(target.clone()).unwrap(),
                 WeightedL2::new(w).unwrap(),
@@ -203,7 +203,7 @@ fn gram_operator_with_chunked_products_equals_twin_for_every_metric() {
             .unwrap();
             assert!(check_operator(&l2, seed) <= TOL, "WeightedL2, {k}, {chunk}");
             let loss = SquaredError::new(target.clone(), Euclidean).unwrap();
-            let eu = Problem::new(model.clone(), loss, Euclidean).unwrap();
+            let eu = FitProblem::new(model.clone(), loss, Euclidean).unwrap();
             assert!(check_operator(&eu, seed) <= TOL, "Euclidean, {k}, {chunk}");
             // A non-diagonal metric keeps the unfused products.
             let k_dense = Mat::from_fn(n, n, |a, b| match a.abs_diff(b) {
@@ -212,7 +212,7 @@ fn gram_operator_with_chunked_products_equals_twin_for_every_metric() {
                 _ => 0.0,
             });
             let dense = DenseMetric::new(k_dense).unwrap();
-            let dm = Problem::new(model.clone(), SquaredError::l2(target).unwrap(), dense);
+            let dm = FitProblem::new(model.clone(), SquaredError::l2(target).unwrap(), dense);
             assert!(
                 check_operator(&dm.unwrap(), seed) <= TOL,
                 "Dense, {k}, {chunk}"
@@ -221,8 +221,12 @@ fn gram_operator_with_chunked_products_equals_twin_for_every_metric() {
             let sigmoid_out = *model.activations().last().unwrap() == Activation::Sigmoid;
             if sigmoid_out {
                 let labels: Vec<f64> = (0..n).map(|i| (i % 2) as f64).collect();
-                let ce = Problem::new(model, CrossEntropy::new(labels).unwrap(), Ggn).unwrap();
-                assert!(check_operator(&ce, seed) <= TOL, "Ggn(CE), {k}, {chunk}");
+                let ce = FitProblem::new(model, CrossEntropy::new(labels).unwrap(), LossHessian)
+                    .unwrap();
+                assert!(
+                    check_operator(&ce, seed) <= TOL,
+                    "LossHessian(CE), {k}, {chunk}"
+                );
             }
         }
     }
@@ -269,7 +273,7 @@ fn run_in_pool(threads: usize) -> Vec<Vec<u64>> {
             let theta = model.init_params(5);
             let w: Vec<f64> = (0..n).map(|_| r.random_range(0.1..1.0)).collect();
             let target: Vec<f64> = (0..n).map(|_| r.random_range(-1.0..1.0)).collect();
-            let problem = Problem::new(
+            let problem = FitProblem::new(
                 model,
                 SquaredError::l2(target).unwrap(),
                 WeightedL2::new(w.clone()).unwrap(),
@@ -353,7 +357,7 @@ fn a_non_finite_fused_product_is_named_as_such() {
     let mut r = rng(12);
     let (n, p) = (20, 6);
     let model = NanGram(natgrad::model::LinearModel::dense(common::mat(&mut r, n, p)).unwrap());
-    let problem = Problem::new(
+    let problem = FitProblem::new(
         model,
         SquaredError::l2(vec(&mut r, n)).unwrap(),
         WeightedL2::uniform(n).unwrap(),

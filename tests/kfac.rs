@@ -13,9 +13,9 @@ use natgrad::linsolve::{
 };
 use natgrad::metric::{DenseMetric, WeightedL2};
 use natgrad::model::{Activation, KfacFactors, Mlp, Model};
-use natgrad::{Error, Problem, SquaredError};
+use natgrad::{Error, FitProblem, SquaredError};
 
-type MlpProblem = Problem<Mlp, SquaredError, WeightedL2>;
+type MlpProblem = FitProblem<Mlp, SquaredError, WeightedL2>;
 
 /// A tanh network (identity output) on `m` random inputs in `[-1, 1]^d`, random targets,
 /// metric weights in `[0.5, 1.5)`, and a random θ (Glorot, then perturbed biases so that
@@ -31,7 +31,7 @@ fn mlp_problem(widths: &[usize], m: usize, seed: u64) -> (MlpProblem, Vec<f64>) 
     let mut theta = model.init_params(seed);
     theta.iter_mut().for_each(|t| *t += 0.1 * vec(&mut r, 1)[0]);
     let w: Vec<f64> = vec(&mut r, m * q).iter().map(|v| 1.0 + 0.5 * v).collect();
-    let pb = Problem::new(
+    let pb = FitProblem::new(
         model,
         SquaredError::l2(vec(&mut r, m * q)).unwrap(),
         WeightedL2::new(w).unwrap(),
@@ -80,7 +80,7 @@ fn factors_of_one_sample_reproduce_the_layer_block_of_the_gram_matrix() {
     let model = Mlp::new(&[d, q], &[Activation::Tanh], &x).unwrap();
     let theta = [0.2, -0.4, 0.9, 0.1, -0.3, 0.6, 0.25, -0.15];
     let w = [0.7, 1.3];
-    let pb = Problem::new(
+    let pb = FitProblem::new(
         model,
         SquaredError::l2(vec![0.0; q]).unwrap(),
         WeightedL2::new(w.to_vec()).unwrap(),
@@ -280,7 +280,7 @@ fn kfac_refuses_a_coupling_metric_and_bad_settings() {
     let (pb, theta) = mlp_problem(&[2, 3, 1], 4, 5);
     let (model, loss) = (pb.model().clone(), pb.loss().clone());
     let k = Mat::from_fn(4, 4, |i, j| if i == j { 2.0 } else { 0.5 });
-    let coupled = Problem::new(model, loss, DenseMetric::new(k).unwrap()).unwrap();
+    let coupled = FitProblem::new(model, loss, DenseMetric::new(k).unwrap()).unwrap();
     let p = pb.n_params();
     let b = vec![1.0; p];
     let kfac_solver = |refresh_every, decay| LinearSolver::Kfac {
@@ -358,7 +358,7 @@ fn kfac_directions_are_bitwise_equal_at_one_and_two_threads() {
         pool.install(|| {
             let (pb, mut theta) = mlp_problem(&[2, 64, 64, 1], 512, 31);
             let model = pb.model().clone().with_parallelism(Par::rayon(threads));
-            let pb = Problem::new(model, pb.loss().clone(), pb.metric().clone()).unwrap();
+            let pb = FitProblem::new(model, pb.loss().clone(), pb.metric().clone()).unwrap();
             let mut cache = SolveCache::default();
             let mut out = Vec::new();
             for solver in [

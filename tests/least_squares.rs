@@ -11,10 +11,10 @@ use natgrad::linsolve::{LinearSolver, Rhs, SolveFailure};
 use natgrad::loss::Loss;
 use natgrad::metric::{DenseMetric, Euclidean, Metric, WeightedL2};
 use natgrad::model::{LinearModel, Model};
-use natgrad::{NaturalGradient, Problem, SquaredError};
+use natgrad::{FitProblem, NaturalGradient, SquaredError};
 
 fn direction<Mo: Model, Lo: Loss, Me: Metric>(
-    pb: &Problem<Mo, Lo, Me>,
+    pb: &FitProblem<Mo, Lo, Me>,
     theta: &[f64],
     rhs: Rhs<'_>,
     lambda: f64,
@@ -28,7 +28,7 @@ fn direction<Mo: Model, Lo: Loss, Me: Metric>(
 
 /// Least squares (rcond = 0) against Cholesky at λ = 1e-3, for a cotangent and a
 /// parameter-space right-hand side.
-fn agrees_with_cholesky<Mo: Model, Lo: Loss, Me: Metric>(pb: &Problem<Mo, Lo, Me>, seed: u64) {
+fn agrees_with_cholesky<Mo: Model, Lo: Loss, Me: Metric>(pb: &FitProblem<Mo, Lo, Me>, seed: u64) {
     let (n, p) = (pb.n_outputs(), pb.n_params());
     let mut r = rng(seed);
     let theta = vec(&mut r, p);
@@ -59,13 +59,13 @@ fn least_squares_with_damping_is_the_cholesky_direction() {
         let model = || LinearModel::dense(a.clone()).unwrap();
         let l2 = || SquaredError::l2(u.clone()).unwrap();
         let w: Vec<f64> = (0..n).map(|i| 0.5 + (i as f64) / n as f64).collect();
-        agrees_with_cholesky(&Problem::new(model(), l2(), Euclidean).unwrap(), 1);
+        agrees_with_cholesky(&FitProblem::new(model(), l2(), Euclidean).unwrap(), 1);
         agrees_with_cholesky(
-            &Problem::new(model(), l2(), WeightedL2::new(w).unwrap()).unwrap(),
+            &FitProblem::new(model(), l2(), WeightedL2::new(w).unwrap()).unwrap(),
             2,
         );
         agrees_with_cholesky(
-            &Problem::new(
+            &FitProblem::new(
                 model(),
                 l2(),
                 DenseMetric::new(spd(&mut r, n, 0.5)).unwrap(),
@@ -89,7 +89,7 @@ fn least_squares_gives_the_minimum_norm_solution_of_a_rank_deficient_problem() {
     let j = Mat::from_fn(n, p, |i, l| (0..k).map(|q| bm[(i, q)] * cm[(q, l)]).sum());
     let target = vec(&mut r, n);
     let theta = vec(&mut r, p);
-    let pb = Problem::new(
+    let pb = FitProblem::new(
         LinearModel::dense(j.clone()).unwrap(),
         SquaredError::l2(target).unwrap(),
         Euclidean,

@@ -13,7 +13,7 @@ use common::models::Rosenbrock;
 use natgrad::argmin_adapter::least_squares;
 use natgrad::line_search::StepSearch;
 use natgrad::problems::toys::{self, ToyMetric};
-use natgrad::{LinearSolver, Momentum, NaturalGradient};
+use natgrad::{LinearSolver, NaturalGradient, StepRule};
 
 /// θ* of the biased linear toy (docs/math.md §4).
 const STAR: [f64; 2] = [1.0, -4.0 / 3.0];
@@ -25,7 +25,7 @@ fn overshooting<S: StepSearch>(
 ) -> (Vec<f64>, f64)
 where
     NaturalGradient<S>: argmin::core::Solver<
-        natgrad::Problem<
+        natgrad::FitProblem<
             natgrad::model::LinearModel,
             natgrad::SquaredError<natgrad::DenseMetric>,
             natgrad::DenseMetric,
@@ -44,7 +44,7 @@ fn stretched<S: StepSearch>(
 ) -> (Vec<f64>, f64)
 where
     NaturalGradient<S>: argmin::core::Solver<
-        natgrad::Problem<
+        natgrad::FitProblem<
             natgrad::model::LinearModel,
             natgrad::SquaredError<natgrad::DenseMetric>,
             natgrad::DenseMetric,
@@ -124,7 +124,7 @@ fn heavy_ball_with_argmin_line_searches_reaches_the_rosenbrock_minimum() {
     let theta0 = vec![-1.2, 1.0];
     let base = || {
         NaturalGradient::new()
-            .with_momentum(Momentum::HeavyBall { beta: 0.3 })
+            .with_step_rule(StepRule::HeavyBall { beta: 0.3 })
             .unwrap()
             .with_damping(1e-6)
             .unwrap()

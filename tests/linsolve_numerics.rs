@@ -10,7 +10,7 @@ use faer::Mat;
 use natgrad::linsolve::{CgSettings, LinearSolver, Preconditioner, Rhs, SolveFailure};
 use natgrad::metric::{SparseMetric, WeightedL2};
 use natgrad::model::{Activation, LinearModel, Mlp};
-use natgrad::{NaturalGradient, Problem, SquaredError};
+use natgrad::{FitProblem, NaturalGradient, SquaredError};
 
 /// The `k×k` grid of `[0, 1]²` (sample-major) and `u = sin πx · sin πy` on it.
 fn grid(k: usize) -> (Vec<f64>, Vec<f64>) {
@@ -59,7 +59,7 @@ fn mlp(widths: &[usize], x: &[f64]) -> Mlp {
 /// CG iterations of one natural-gradient direction at the network's initial θ (`None`
 /// when CG fails, e.g. does not converge within `max_iters`).
 fn cg_iters<Me: natgrad::Metric>(
-    pb: &Problem<Mlp, SquaredError, Me>,
+    pb: &FitProblem<Mlp, SquaredError, Me>,
     lambda: f64,
     s: CgSettings,
 ) -> Option<usize> {
@@ -80,13 +80,13 @@ fn cg_iters<Me: natgrad::Metric>(
 fn default_cg_is_fast_on_a_network() {
     let (x, u) = grid(20);
     let n = u.len();
-    let l2 = Problem::new(
+    let l2 = FitProblem::new(
         mlp(&[2, 20, 20, 1], &x),
         SquaredError::l2(u.clone()).unwrap(),
         WeightedL2::new(vec![1.0 / n as f64; n]).unwrap(),
     )
     .unwrap();
-    let h1 = Problem::new(
+    let h1 = FitProblem::new(
         mlp(&[2, 20, 20, 1], &x),
         SquaredError::l2(u).unwrap(),
         h1_metric(20),
@@ -118,9 +118,9 @@ fn default_cg_is_fast_on_a_network() {
 
 /// A dense linear least-squares problem `‖A θ − u‖²/(2n)` in its own metric `I/n`
 /// (Gauss–Newton).
-fn linear_problem(a: &Mat<f64>, u: Vec<f64>) -> Problem<LinearModel, SquaredError, WeightedL2> {
+fn linear_problem(a: &Mat<f64>, u: Vec<f64>) -> FitProblem<LinearModel, SquaredError, WeightedL2> {
     let n = u.len();
-    Problem::new(
+    FitProblem::new(
         LinearModel::dense(a.clone()).unwrap(),
         SquaredError::l2(u).unwrap(),
         WeightedL2::uniform(n).unwrap(),

@@ -10,7 +10,9 @@ mod common;
 use common::{rel_diff, rng, spd, vec};
 use natgrad::metric::OutputPoint;
 use natgrad::problems::toys::{self, WarpedSquaredError};
-use natgrad::{CrossEntropy, DenseMetric, Euclidean, Ggn, Loss, Metric, SquaredError, WeightedL2};
+use natgrad::{
+    CrossEntropy, DenseMetric, Euclidean, Loss, LossHessian, Metric, SquaredError, WeightedL2,
+};
 use rand::Rng;
 
 /// `∂f/∂y_i` by the fourth-order central difference (step `h`).
@@ -176,7 +178,7 @@ fn cross_entropy_value_gradient_and_its_fisher_metric() {
     // Where the labels equal the probabilities, the Fisher metric is the exact Hessian.
     let at_labels = CrossEntropy::weighted(v.clone(), w.clone()).unwrap();
     check_derivatives("CrossEntropy at u = v", &at_labels, &v, 1e-5, 1e-7);
-    // The product is the diagonal times the vector, and the GGN metric is that product.
+    // The product is the diagonal times the vector, and the loss-Hessian metric is that product.
     let t = probabilities(n, 7);
     let mut ft = vec![0.0; n];
     loss.hessian_apply(&v, &t, &mut ft).unwrap();
@@ -187,11 +189,14 @@ fn cross_entropy_value_gradient_and_its_fisher_metric() {
         outputs: &v,
         loss: &loss,
     };
-    Ggn.apply(&at, &t, &mut mt);
-    assert_eq!(mt, ft, "Ggn metric is the loss Hessian");
+    LossHessian.apply(&at, &t, &mut mt);
+    assert_eq!(mt, ft, "LossHessian metric is the loss Hessian");
     let mut back = vec![0.0; n];
-    Ggn.solve(&at, &mt, &mut back).unwrap();
-    assert!(rel_diff(&back, &t) <= 1e-14, "Ggn solve inverts apply");
+    LossHessian.solve(&at, &mt, &mut back).unwrap();
+    assert!(
+        rel_diff(&back, &t) <= 1e-14,
+        "LossHessian solve inverts apply"
+    );
 }
 
 #[test]

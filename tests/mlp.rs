@@ -8,7 +8,9 @@ use faer::{Mat, Par};
 use natgrad::check::{adjointness_error, complex_step_jvp, jacobian_by_jvps, max_rel_diff};
 use natgrad::linsolve::{solve_direction, Rhs, SolveCache};
 use natgrad::model::{Activation, Mlp, Model};
-use natgrad::{CgSettings, Error, LinearSolver, Linearization, Problem, SquaredError, WeightedL2};
+use natgrad::{
+    CgSettings, Error, FitProblem, LinearSolver, Linearization, SquaredError, WeightedL2,
+};
 use rand::Rng;
 
 const TOL: f64 = 1e-12;
@@ -171,12 +173,12 @@ fn block_products_match_for(model: Mlp) {
     }
 }
 
-fn l2_problem(model: Mlp) -> Problem<Mlp, SquaredError, WeightedL2> {
+fn l2_problem(model: Mlp) -> FitProblem<Mlp, SquaredError, WeightedL2> {
     let n = model.n_outputs();
     let target: Vec<f64> = (0..n).map(|i| (i as f64 * 0.37).sin()).collect();
     let mut r = rng(3);
     let w: Vec<f64> = (0..n).map(|_| r.random_range(0.1..1.0)).collect();
-    Problem::new(
+    FitProblem::new(
         model,
         SquaredError::l2(target).unwrap(),
         WeightedL2::new(w).unwrap(),

@@ -8,7 +8,7 @@ use common::twin::{check_mixed_gram_and_transport, tight_cg};
 use common::{dense_solve, gram_twin, matvec, rel_diff};
 use faer::Mat;
 use natgrad::problems::toys::{self, Toy};
-use natgrad::{LinearSolver, Loss, Momentum, NaturalGradient};
+use natgrad::{LinearSolver, Loss, NaturalGradient, StepRule};
 
 /// The toys' metric `K`, from docs/math.md §4.
 fn k_of(toy: &Toy) -> Mat<f64> {
@@ -59,7 +59,7 @@ fn dense_at(toy: &Toy, theta: &[f64]) -> Dense {
 /// first step, `(θ_{k−1}, δ_{k−1})`.
 fn twin_step(
     toy: &Toy,
-    rule: Momentum,
+    rule: StepRule,
     alpha: f64,
     theta: &[f64],
     prev: Option<(&[f64], &[f64])>,
@@ -74,35 +74,35 @@ fn twin_step(
     let minus_alpha_g: Vec<f64> = d.g.iter().map(|g| -alpha * g).collect();
     let jt_k = |h: &[f64]| matvec(&transpose(&d.j), &matvec(&k, h));
     match (rule, prev) {
-        (Momentum::GradientDescent, _) => minus_alpha_g.clone(),
-        (Momentum::Plain, _) | (_, None) => dense_solve(&d.gram, &minus_alpha_g),
-        (Momentum::HeavyBall { .. }, Some((tp, dp))) => {
+        (StepRule::GradientDescent, _) => minus_alpha_g.clone(),
+        (StepRule::Plain, _) | (_, None) => dense_solve(&d.gram, &minus_alpha_g),
+        (StepRule::HeavyBall { .. }, Some((tp, dp))) => {
             // G_{k,k−1} δ_{k−1} = J_kᵀ K J_{k−1} δ_{k−1}
             let jp = dense_at(toy, tp).j;
             let mixed = jt_k(&matvec(&jp, dp));
             dense_solve(&d.gram, &axpby(beta, &mixed, 1.0, &minus_alpha_g))
         }
-        (Momentum::FiniteDifference { .. }, Some((tp, _))) => {
+        (StepRule::FiniteDifference { .. }, Some((tp, _))) => {
             let yp = dense_at(toy, tp).y;
             let rhs = jt_k(&sub(&d.y, &yp));
             dense_solve(&d.gram, &axpby(beta, &rhs, 1.0, &minus_alpha_g))
         }
-        (Momentum::LaggedGradient { .. }, Some((tp, _))) => {
+        (StepRule::LaggedGradient { .. }, Some((tp, _))) => {
             let gyp = dense_at(toy, tp).gy;
             let rhs = matvec(&transpose(&d.j), &gyp);
             dense_solve(&d.gram, &axpby(beta, &rhs, 1.0, &minus_alpha_g))
         }
-        (Momentum::Nesterov { .. }, Some((tp, _))) => {
+        (StepRule::Nesterov { .. }, Some((tp, _))) => {
             let yp = dense_at(toy, tp).y;
             let s = dense_solve(&d.gram, &jt_k(&sub(&d.y, &yp)));
             let z = axpby(1.0, theta, beta, &s);
             let next = axpby(1.0, &z, 1.0, &gradient_step(&z));
             sub(&next, theta)
         }
-        (Momentum::ParamHeavyBall { .. }, Some((_, dp))) => {
+        (StepRule::ParamHeavyBall { .. }, Some((_, dp))) => {
             axpby(beta, dp, 1.0, &dense_solve(&d.gram, &minus_alpha_g))
         }
-        (Momentum::ParamNesterov { .. }, Some((tp, _))) => {
+        (StepRule::ParamNesterov { .. }, Some((tp, _))) => {
             let z = axpby(1.0 + beta, theta, -beta, tp);
             let next = axpby(1.0, &z, 1.0, &gradient_step(&z));
             sub(&next, theta)
@@ -111,7 +111,7 @@ fn twin_step(
 }
 
 /// The dense twin's iterates θ_1..θ_N.
-fn twin(toy: &Toy, rule: Momentum, alpha: f64, steps: usize) -> Vec<Vec<f64>> {
+fn twin(toy: &Toy, rule: StepRule, alpha: f64, steps: usize) -> Vec<Vec<f64>> {
     let mut theta = toy.theta0.clone();
     let mut prev: Option<(Vec<f64>, Vec<f64>)> = None; // (θ_{k−1}, δ_{k−1})
     let mut out = Vec::new();
@@ -126,10 +126,10 @@ fn twin(toy: &Toy, rule: Momentum, alpha: f64, steps: usize) -> Vec<Vec<f64>> {
     out
 }
 
-fn rules(beta: f64) -> Vec<Momentum> {
-    Momentum::NAMES
+fn rules(beta: f64) -> Vec<StepRule> {
+    StepRule::NAMES
         .iter()
-        .map(|n| Momentum::from_name(n, beta).unwrap())
+        .map(|n| StepRule::from_name(n, beta).unwrap())
         .collect()
 }
 
@@ -138,7 +138,7 @@ fn rules(beta: f64) -> Vec<Momentum> {
 /// in one step. `G + λI` with λ = 1e-2 bounds `κ` by about 3e4.
 const LAMBDA: f64 = 1e-2;
 
-fn solver(rule: Momentum, alpha: f64, linear: LinearSolver) -> NaturalGradient {
+fn solver(rule: StepRule, alpha: f64, linear: LinearSolver) -> NaturalGradient {
     NaturalGradient::new()
         .with_step_size(alpha)
         .unwrap()
@@ -146,7 +146,7 @@ fn solver(rule: Momentum, alpha: f64, linear: LinearSolver) -> NaturalGradient {
         .unwrap()
         .with_linear_solver(linear)
         .unwrap()
-        .with_momentum(rule)
+        .with_step_rule(rule)
         .unwrap()
 }
 
@@ -157,8 +157,8 @@ const ALPHA_TRAJECTORY: f64 = 0.1;
 /// α = 0.02 (non-L² loss). The non-L² toy is stiff in the L² geometry (`‖∇_yℓ(y_0)‖ ≈ 400`):
 /// every natural-gradient rule overflows from θ₀ with α ≥ 0.02 and λ = 0 (that is why it
 /// needs Levenberg–Marquardt damping, `tests/step_control.rs`), so it runs with α = 0.002.
-fn alpha_for(toy: &Toy, rule: Momentum, natural: f64) -> f64 {
-    if rule == Momentum::GradientDescent || toy.name == "non_l2" {
+fn alpha_for(toy: &Toy, rule: StepRule, natural: f64) -> f64 {
+    if rule == StepRule::GradientDescent || toy.name == "non_l2" {
         0.002
     } else {
         natural
@@ -170,7 +170,7 @@ fn alpha_for(toy: &Toy, rule: Momentum, natural: f64) -> f64 {
 fn for_all_runs(
     natural_alpha: f64,
     full_length: bool,
-    mut check: impl FnMut(&Toy, Momentum, &LinearSolver, f64, &[Vec<f64>]),
+    mut check: impl FnMut(&Toy, StepRule, &LinearSolver, f64, &[Vec<f64>]),
 ) {
     for beta in [0.5, -0.3] {
         for rule in rules(beta) {
@@ -180,8 +180,8 @@ fn for_all_runs(
                     // The lagged gradient's β multiplies a gradient, as α does: scale it
                     // (β = 0.5 would be an ascent step twice the descent step).
                     let rule = match rule {
-                        Momentum::LaggedGradient { beta } => {
-                            Momentum::LaggedGradient { beta: beta * alpha }
+                        StepRule::LaggedGradient { beta } => {
+                            StepRule::LaggedGradient { beta: beta * alpha }
                         }
                         r => r,
                     };
@@ -260,9 +260,9 @@ fn beta_zero_reproduces_plain_exactly() {
             let s = solver(rule, 0.5, LinearSolver::default());
             trajectory(toy.problem, s, &toy.theta0, 20).0
         };
-        let plain = run(Momentum::Plain);
+        let plain = run(StepRule::Plain);
         for rule in rules(0.0) {
-            if rule == Momentum::GradientDescent {
+            if rule == StepRule::GradientDescent {
                 continue;
             }
             assert_eq!(run(rule), plain, "{toy_name}: {rule:?} with β = 0");
@@ -304,13 +304,13 @@ fn heavy_ball_escapes_the_local_minimum_where_plain_stops() {
         let s = NaturalGradient::new()
             .with_step_size(0.5)
             .unwrap()
-            .with_momentum(rule)
+            .with_step_rule(rule)
             .unwrap();
         trajectory(toy.problem, s, &toy.theta0, 200).1[0]
     };
-    let plain = run(Momentum::Plain);
-    let heavy = run(Momentum::HeavyBall { beta: 0.8 });
-    let param = run(Momentum::ParamHeavyBall { beta: 0.8 });
+    let plain = run(StepRule::Plain);
+    let heavy = run(StepRule::HeavyBall { beta: 0.8 });
+    let param = run(StepRule::ParamHeavyBall { beta: 0.8 });
     println!(
         "local minima toy, 200 steps: plain {plain}, heavy ball {heavy}, param heavy ball {param}"
     );

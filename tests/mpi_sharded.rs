@@ -13,10 +13,10 @@ use mpi::environment::Threading;
 use natgrad::distributed::{block, sharded_problem, Shards};
 use natgrad::linsolve::AutoSettings;
 use natgrad::model::{ClosureModel, Linearization, Model};
-use natgrad::momentum::Momentum;
+use natgrad::step_rule::StepRule;
 use natgrad::{
-    CgSettings, CrossEntropy, DenseMetric, Error, Ggn, LinearSolver, NaturalGradient, NgState,
-    Preconditioner, Problem, SquaredError, WeightedL2,
+    CgSettings, CrossEntropy, DenseMetric, Error, FitProblem, LinearSolver, LossHessian,
+    NaturalGradient, NgState, Preconditioner, SquaredError, WeightedL2,
 };
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -223,7 +223,7 @@ fn solvers() -> Vec<(&'static str, NaturalGradient)> {
             .expect("valid settings")
     };
     let heavy_ball = |s: NaturalGradient| {
-        s.with_momentum(Momentum::HeavyBall { beta: 0.5 })
+        s.with_step_rule(StepRule::HeavyBall { beta: 0.5 })
             .expect("valid settings")
     };
     // Full steps (α = 1) and adaptive damping from λ = 1e-3: LM both raises and lowers λ.
@@ -325,11 +325,11 @@ fn blocks_cover_samples_in_rank_order(report: &mut Report) {
     );
 }
 
-fn full_problem(m: usize) -> Problem<impl Model, SquaredError, WeightedL2> {
+fn full_problem(m: usize) -> FitProblem<impl Model, SquaredError, WeightedL2> {
     let x = xs(0..m, m);
     let w = WeightedL2::uniform(m).unwrap();
     let loss = SquaredError::new(target(&x), w.clone()).expect("valid loss");
-    Problem::new(network(x), loss, w).expect("valid problem")
+    FitProblem::new(network(x), loss, w).expect("valid problem")
 }
 
 fn local_parts(
@@ -626,10 +626,10 @@ fn coupling_metric_is_rejected(shards: &Shards, report: &mut Report) {
         matches!(dense, Err(Error::Unsupported(_))),
         format!("{:?}", dense.err().map(|e| e.to_string())),
     );
-    // A per-sample loss with the GGN metric is accepted.
+    // A per-sample loss with the loss-Hessian metric is accepted.
     let labels: Vec<f64> = x.iter().map(|&v| f64::from(v > 0.0)).collect();
     let ce = CrossEntropy::weighted(labels, vec![1.0 / M as f64; n]).expect("valid");
-    let ggn = sharded_problem(shards, network(x), ce, Ggn);
+    let ggn = sharded_problem(shards, network(x), ce, LossHessian);
     report.check(
         "ggn_metric_is_accepted",
         ggn.is_ok(),

@@ -13,14 +13,14 @@ use natgrad::linsolve::{
 };
 use natgrad::metric::{DenseMetric, Euclidean, WeightedL2};
 use natgrad::model::{LinearModel, Model};
-use natgrad::{Problem, SquaredError};
+use natgrad::{FitProblem, SquaredError};
 
 fn weighted_problem(
     n: usize,
     p: usize,
     seed: u64,
 ) -> (
-    Problem<LinearModel, SquaredError, WeightedL2>,
+    FitProblem<LinearModel, SquaredError, WeightedL2>,
     Mat<f64>,
     Vec<f64>,
 ) {
@@ -31,7 +31,7 @@ fn weighted_problem(
         x * 0.8_f64.powi(j as i32)
     });
     let w: Vec<f64> = (0..n).map(|i| 0.5 + (i as f64) / n as f64).collect();
-    let pb = Problem::new(
+    let pb = FitProblem::new(
         LinearModel::dense(a.clone()).unwrap(),
         SquaredError::l2(vec(&mut r, n)).unwrap(),
         WeightedL2::new(w).unwrap(),
@@ -234,7 +234,7 @@ fn sample_space_nystrom_with_a_dense_metric_sketches_the_whole_operator() {
     let mut r = rng(68);
     let a = common::mat(&mut r, n, p);
     let k = spd(&mut r, n, 0.5);
-    let pb = Problem::new(
+    let pb = FitProblem::new(
         LinearModel::dense(a).unwrap(),
         SquaredError::l2(vec(&mut r, n)).unwrap(),
         DenseMetric::new(k.clone()).unwrap(),
@@ -256,7 +256,7 @@ fn sample_space_nystrom_with_a_dense_metric_sketches_the_whole_operator() {
     let sk = NystromSketch::build(&op, n, 1, 0.0, 0, Par::Seq).unwrap();
     assert!(max_rel_diff(&approximation(&sk), &want) <= 1e-10);
     // And with Euclidean (M = I): A₀ = JJᵀ only.
-    let pb = Problem::new(
+    let pb = FitProblem::new(
         LinearModel::dense(Mat::from_fn(n, p, |a, b| j[(a, b)])).unwrap(),
         SquaredError::l2(vec(&mut r, n)).unwrap(),
         Euclidean,

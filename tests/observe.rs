@@ -6,7 +6,7 @@ use argmin::core::observers::{Observe, ObserverMode};
 use argmin::core::{Executor, KV};
 use natgrad::observe::{table_row, IterationTable, TABLE_HEADER};
 use natgrad::problems::toys;
-use natgrad::{Momentum, NaturalGradient, NgState, StepControl};
+use natgrad::{NaturalGradient, NgState, StepControl, StepRule};
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
@@ -35,7 +35,7 @@ fn every_reported_kv_key_is_documented() {
     let keys = Keys::default();
     let settings: Vec<NaturalGradient> = vec![
         NaturalGradient::new()
-            .with_momentum(Momentum::HeavyBall { beta: 0.8 })
+            .with_step_rule(StepRule::HeavyBall { beta: 0.8 })
             .unwrap()
             .with_adaptive_damping(1e-6, 1e6)
             .unwrap()
@@ -61,7 +61,7 @@ fn every_reported_kv_key_is_documented() {
     }
     // Mini-batches need a model that can select samples.
     let a = faer::mat![[1.0, 0.5], [0.0, 2.0], [1.0, -1.0]];
-    let batched = natgrad::Problem::new(
+    let batched = natgrad::FitProblem::new(
         natgrad::model::LinearModel::dense(a).unwrap(),
         natgrad::SquaredError::l2(vec![1.0, -2.0, 0.5]).unwrap(),
         natgrad::WeightedL2::uniform(3).unwrap(),

@@ -1,6 +1,6 @@
 //! The step rules of docs/math.md §3 where the metric depends on θ: logistic regression
 //! `v = σ(Aθ)` with cross-entropy and its Fisher metric `M(y) = diag(w/(v(1−v)))`
-//! (`Ggn`), against dense twins written by hand (`common::twin`), with a fixed step and
+//! (`LossHessian`), against dense twins written by hand (`common::twin`), with a fixed step and
 //! with both line searches (so that `t ≠ 1` and the memory `J_kδ_k`, `δ_k` is the step
 //! actually taken). `tests/momentum.rs` runs the toys, whose metric is fixed.
 
@@ -14,8 +14,8 @@ use common::twin::{
     step_fraction, tight_cg, Design, Kind, LogisticModel,
 };
 use natgrad::{
-    CrossEntropy, Ggn, LinearSolver, LogitCrossEntropy, Momentum, NaturalGradient, Problem,
-    StepControl,
+    CrossEntropy, FitProblem, LinearSolver, LogitCrossEntropy, LossHessian, NaturalGradient,
+    StepControl, StepRule,
 };
 
 /// Damping of every run here (the Fisher Gram of 8 samples is well conditioned with it).
@@ -24,7 +24,7 @@ const LAMBDA: f64 = 1e-3;
 /// order of magnitude within a few steps.
 const THETA0: [f64; 3] = [2.0, -2.0, 1.5];
 
-type FisherProblem = Problem<LogisticModel, CrossEntropy, Ggn>;
+type FisherProblem = FitProblem<LogisticModel, CrossEntropy, LossHessian>;
 
 fn design() -> Design {
     Design::random(Kind::Logistic, 8, 3, 11)
@@ -32,16 +32,16 @@ fn design() -> Design {
 
 fn problem(d: &Design) -> FisherProblem {
     let loss = CrossEntropy::weighted(d.u.clone(), d.w.clone()).unwrap();
-    Problem::new(d.logistic_model(), loss, Ggn).unwrap()
+    FitProblem::new(d.logistic_model(), loss, LossHessian).unwrap()
 }
 
 /// Every rule with coefficient β = 0.5; the lagged gradient's is −0.3 α (it multiplies a
 /// gradient, as α does; with β > 0 it ascends, and here drives σ into saturation).
-fn rules(alpha: f64) -> Vec<Momentum> {
-    Momentum::NAMES
+fn rules(alpha: f64) -> Vec<StepRule> {
+    StepRule::NAMES
         .iter()
-        .map(|n| match Momentum::from_name(n, 0.5).unwrap() {
-            Momentum::LaggedGradient { .. } => Momentum::LaggedGradient { beta: -0.1 * alpha },
+        .map(|n| match StepRule::from_name(n, 0.5).unwrap() {
+            StepRule::LaggedGradient { .. } => StepRule::LaggedGradient { beta: -0.1 * alpha },
             r => r,
         })
         .collect()
@@ -51,7 +51,7 @@ fn rules(alpha: f64) -> Vec<Momentum> {
 /// `θ_k, θ_{k−1}`; returns the worst relative difference and the step fractions `t_k`.
 fn check_steps(
     d: &Design,
-    rule: Momentum,
+    rule: StepRule,
     alpha: f64,
     control: StepControl,
     got: &[Vec<f64>],
@@ -99,7 +99,7 @@ fn every_rule_matches_its_dense_twin_with_the_fisher_metric_and_line_searches() 
                     .with_step_size(alpha)
                     .and_then(|s| s.with_damping(LAMBDA))
                     .and_then(|s| s.with_linear_solver(linear.clone()))
-                    .and_then(|s| s.with_momentum(rule))
+                    .and_then(|s| s.with_step_rule(rule))
                     .and_then(|s| s.with_step_control(control))
                     .unwrap();
                 // 6 steps: after 7, plain NGD (α t = 1 is Fisher scoring) has converged,
@@ -199,25 +199,25 @@ fn logistic_model_jacobian_matches_central_differences() {
 fn every_rule_name_round_trips_with_its_coefficient() {
     let beta = 0.3;
     let expected = [
-        ("gd", Momentum::GradientDescent, 0.0),
-        ("plain", Momentum::Plain, 0.0),
-        ("heavy_ball", Momentum::HeavyBall { beta }, beta),
+        ("gd", StepRule::GradientDescent, 0.0),
+        ("plain", StepRule::Plain, 0.0),
+        ("heavy_ball", StepRule::HeavyBall { beta }, beta),
         (
             "finite_difference",
-            Momentum::FiniteDifference { beta },
+            StepRule::FiniteDifference { beta },
             beta,
         ),
-        ("lagged_gradient", Momentum::LaggedGradient { beta }, beta),
-        ("nesterov", Momentum::Nesterov { beta }, beta),
-        ("param_heavy_ball", Momentum::ParamHeavyBall { beta }, beta),
-        ("param_nesterov", Momentum::ParamNesterov { beta }, beta),
+        ("lagged_gradient", StepRule::LaggedGradient { beta }, beta),
+        ("nesterov", StepRule::Nesterov { beta }, beta),
+        ("param_heavy_ball", StepRule::ParamHeavyBall { beta }, beta),
+        ("param_nesterov", StepRule::ParamNesterov { beta }, beta),
     ];
-    assert_eq!(Momentum::NAMES, expected.map(|(n, _, _)| n));
+    assert_eq!(StepRule::NAMES, expected.map(|(n, _, _)| n));
     for (name, rule, b) in expected {
-        assert_eq!(Momentum::from_name(name, beta), Some(rule));
+        assert_eq!(StepRule::from_name(name, beta), Some(rule));
         assert_eq!((rule.name(), rule.beta()), (name, b));
     }
-    assert_eq!(Momentum::from_name("xyzzy", beta), None);
+    assert_eq!(StepRule::from_name("xyzzy", beta), None);
 }
 
 #[test]
@@ -231,10 +231,10 @@ fn rules_cost_what_docs_math_says_under_mini_batches() {
     // exact probability loss is infinite and the run rightly stops (tests/cross_entropy.rs).
     let d = design();
     let logits = || {
-        Problem::new(
+        FitProblem::new(
             natgrad::model::LinearModel::dense(d.a.clone()).unwrap(),
             LogitCrossEntropy::weighted(d.u.clone(), d.w.clone()).unwrap(),
-            Ggn,
+            LossHessian,
         )
         .unwrap()
     };
@@ -247,7 +247,7 @@ fn rules_cost_what_docs_math_says_under_mini_batches() {
             .with_step_size(0.5)
             .and_then(|s| s.with_damping(LAMBDA))
             .and_then(|s| s.with_linear_solver(LinearSolver::Cholesky))
-            .and_then(|s| s.with_momentum(rule))
+            .and_then(|s| s.with_step_rule(rule))
             .and_then(|s| s.with_batch_size(b))
             // The stopping tests' jvp for J_kδ_k would be counted in every rule alike.
             .and_then(|s| s.with_tolerances(natgrad::Tolerances::NONE))
@@ -262,11 +262,11 @@ fn rules_cost_what_docs_math_says_under_mini_batches() {
         let c = res.state().get_func_counts().clone();
         [c["cost_count"], c["jvp_count"], c["vjp_count"]]
     };
-    let [f, j, v] = counts(Momentum::Plain);
-    assert_eq!(counts(Momentum::ParamHeavyBall { beta: 0.5 }), [f, j, v]);
-    let fd = counts(Momentum::FiniteDifference { beta: 0.5 });
+    let [f, j, v] = counts(StepRule::Plain);
+    assert_eq!(counts(StepRule::ParamHeavyBall { beta: 0.5 }), [f, j, v]);
+    let fd = counts(StepRule::FiniteDifference { beta: 0.5 });
     assert_eq!(fd, [f + new_batches, j, v + steps - 1]);
-    let hb = counts(Momentum::HeavyBall { beta: 0.5 });
+    let hb = counts(StepRule::HeavyBall { beta: 0.5 });
     assert_eq!(
         hb,
         [f + new_batches, j + steps + new_batches, v + steps - 1]

@@ -17,25 +17,25 @@ use faer::{Mat, MatMut};
 use natgrad::batch::MiniBatch;
 use natgrad::model::{ClosureModel, LinearModel};
 use natgrad::{
-    CrossEntropy, DampingRule, DampingScale, DenseMetric, Euclidean, Ggn, LevenbergMarquardt,
-    LinearSolver, Loss, Metric, Model, Momentum, NaturalGradient, Problem, SquaredError,
-    StepControl, Tolerances, WeightedL2,
+    CrossEntropy, DampingRule, DampingScale, DenseMetric, Euclidean, FitProblem,
+    LevenbergMarquardt, LinearSolver, Loss, LossHessian, Metric, Model, NaturalGradient,
+    SquaredError, StepControl, StepRule, Tolerances, WeightedL2,
 };
 
-fn logistic(d: &Design) -> Problem<LogisticModel, CrossEntropy, Ggn> {
+fn logistic(d: &Design) -> FitProblem<LogisticModel, CrossEntropy, LossHessian> {
     let loss = CrossEntropy::weighted(d.u.clone(), d.w.clone()).unwrap();
-    Problem::new(d.logistic_model(), loss, Ggn).unwrap()
+    FitProblem::new(d.logistic_model(), loss, LossHessian).unwrap()
 }
 
-fn linear(d: &Design) -> Problem<LinearModel, SquaredError<WeightedL2>, WeightedL2> {
+fn linear(d: &Design) -> FitProblem<LinearModel, SquaredError<WeightedL2>, WeightedL2> {
     let w = WeightedL2::new(d.w.clone()).unwrap();
     let loss = SquaredError::new(d.u.clone(), w.clone()).unwrap();
-    Problem::new(LinearModel::dense(d.a.clone()).unwrap(), loss, w).unwrap()
+    FitProblem::new(LinearModel::dense(d.a.clone()).unwrap(), loss, w).unwrap()
 }
 
 /// Runs `solver` and records `(θ_k, KV of step k)` for every step.
 fn recorded<Mo, Lo, Me>(
-    problem: Problem<Mo, Lo, Me>,
+    problem: FitProblem<Mo, Lo, Me>,
     solver: NaturalGradient,
     theta0: &[f64],
     iters: u64,
@@ -55,7 +55,7 @@ where
 }
 
 fn lm_solver(
-    rule: Momentum,
+    rule: StepRule,
     alpha: f64,
     lambda: f64,
     control: StepControl,
@@ -70,7 +70,7 @@ fn lm_solver(
         .with_step_size(alpha)
         .and_then(|s| s.with_damping(lambda))
         .and_then(|s| s.with_linear_solver(LinearSolver::Cholesky))
-        .and_then(|s| s.with_momentum(rule))
+        .and_then(|s| s.with_step_rule(rule))
         .and_then(|s| s.with_step_control(control))
         .and_then(|s| s.with_levenberg_marquardt(lm))
         .unwrap()
@@ -85,15 +85,15 @@ fn lm_ratio_is_one_on_linear_least_squares_and_damping_shrinks_by_the_rules_fact
     // max(1/3, 1 − (2·1 − 1)³) = max(1/3, 0) = 1/3.
     let d = Design::random(Kind::Linear, 20, 4, 5);
     let cases = [
-        (Momentum::Plain, DampingRule::Threshold, 2.0 / 3.0),
+        (StepRule::Plain, DampingRule::Threshold, 2.0 / 3.0),
         (
-            Momentum::HeavyBall { beta: 0.5 },
+            StepRule::HeavyBall { beta: 0.5 },
             DampingRule::Threshold,
             2.0 / 3.0,
         ),
-        (Momentum::Plain, DampingRule::Nielsen, 1.0 / 3.0),
+        (StepRule::Plain, DampingRule::Nielsen, 1.0 / 3.0),
         (
-            Momentum::HeavyBall { beta: 0.5 },
+            StepRule::HeavyBall { beta: 0.5 },
             DampingRule::Nielsen,
             1.0 / 3.0,
         ),
@@ -153,7 +153,7 @@ fn lm_follows_the_dense_model(d: &Design, theta0: &[f64], damping_rule: DampingR
     let (mut rejected, mut scaled, mut rhos) = (0, 0, vec![]);
     let mut doubled = false;
     for (alpha, control) in [(1.8, StepControl::Fixed), (2.0, StepControl::armijo())] {
-        let s = lm_solver(Momentum::Plain, alpha, 1e-2, control, damping_rule);
+        let s = lm_solver(StepRule::Plain, alpha, 1e-2, control, damping_rule);
         let steps = recorded(logistic(d), s, theta0, 10);
         let mut theta = theta0.to_vec();
         let (mut lambda, mut nu) = (1e-2, 2.0);
@@ -171,7 +171,7 @@ fn lm_follows_the_dense_model(d: &Design, theta0: &[f64], damping_rule: DampingR
             };
             assert_eq!(note.as_deref(), Some(expected_note), "step {k}");
             let at = |t: &[f64]| d.at(t);
-            let delta = rule_step(&at, Momentum::Plain, alpha, lambda, &theta, None);
+            let delta = rule_step(&at, StepRule::Plain, alpha, lambda, &theta, None);
             let pt = d.at(&theta);
             let t = step_fraction(control, &|x| d.loss(x), &theta, &pt.g, &delta);
             let jd = mat_vec(&pt.j, &delta);
@@ -223,12 +223,12 @@ fn mini_batch_steps_at_positive_damping_solve_the_rescaled_system() {
     for kind in [Kind::Logistic, Kind::Linear] {
         let d = Design::random(kind, m, 3, 17);
         let theta0 = [0.5, -1.0, 0.8];
-        for rule in [Momentum::Plain, Momentum::HeavyBall { beta: 0.5 }] {
+        for rule in [StepRule::Plain, StepRule::HeavyBall { beta: 0.5 }] {
             let s = NaturalGradient::new()
                 .with_step_size(alpha)
                 .and_then(|s| s.with_damping(lambda))
                 .and_then(|s| s.with_linear_solver(LinearSolver::Cholesky))
-                .and_then(|s| s.with_momentum(rule))
+                .and_then(|s| s.with_step_rule(rule))
                 .and_then(|s| s.with_batch_size(b))
                 .unwrap()
                 .with_seed(seed);
@@ -285,7 +285,7 @@ fn step_norm_cap_scales_the_dense_step_onto_the_cap() {
     let (mut capped, mut free) = (0, 0);
     let mut theta = theta0.to_vec();
     for (k, next) in got.iter().enumerate() {
-        let delta = rule_step(&|t| d.at(t), Momentum::Plain, 1.0, lambda, &theta, None);
+        let delta = rule_step(&|t| d.at(t), StepRule::Plain, 1.0, lambda, &theta, None);
         let len = dot(&delta, &delta).sqrt();
         let scale = (cap / len).min(1.0);
         let expected = axpby(1.0, &theta, scale, &delta);
@@ -371,7 +371,7 @@ fn lm_update_accepts_an_unchanged_loss_unless_nielsen_sees_a_predicted_decrease(
 /// Runs two Cholesky steps with relative damping `μ` (`DampingScale::GramTrace`) and
 /// returns what step 0 logged as λ and `θ₁`.
 fn relative_first_step<Mo, Lo, Me>(
-    problem: Problem<Mo, Lo, Me>,
+    problem: FitProblem<Mo, Lo, Me>,
     mu: f64,
     theta0: &[f64],
 ) -> (f64, Vec<f64>)
@@ -417,7 +417,7 @@ fn relative_damping_is_mu_times_the_mean_gram_eigenvalue_or_the_rayleigh_quotien
     let rayleigh = dot(&ag, &matvec(&k, &ag)) / dot(&g, &g);
     let metric = DenseMetric::new(k.clone()).unwrap();
     let loss = SquaredError::new(d.u.clone(), metric.clone()).unwrap();
-    let dense = Problem::new(LinearModel::dense(d.a.clone()).unwrap(), loss, metric).unwrap();
+    let dense = FitProblem::new(LinearModel::dense(d.a.clone()).unwrap(), loss, metric).unwrap();
     let (lambda, theta1) = relative_first_step(dense, mu, &theta0);
     assert!(
         (lambda - mu * rayleigh).abs() <= 1e-13 * mu * rayleigh,
@@ -456,7 +456,7 @@ fn lm_stuck_at_its_maximum_damping_reports_the_models_predicted_decrease() {
         },
     );
     let loss = SquaredError::new(u.clone(), Euclidean).unwrap();
-    let problem = Problem::new(model, loss, Euclidean).unwrap();
+    let problem = FitProblem::new(model, loss, Euclidean).unwrap();
     let theta0 = vec![0.5, 0.5];
     let s = NaturalGradient::new()
         .with_linear_solver(LinearSolver::Cholesky)

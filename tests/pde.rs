@@ -376,7 +376,7 @@ impl Residual for NanAboveOneAndAHalf {
 #[test]
 fn a_nan_residual_mid_run_ends_the_run_cleanly_naming_term_and_point() {
     use argmin::core::{Executor, State, TerminationReason};
-    use natgrad::{Euclidean, NaturalGradient, Problem, SquaredError};
+    use natgrad::{Euclidean, FitProblem, NaturalGradient, SquaredError};
     let net = TaylorMlp::new(vec![2, 5, 1]).unwrap();
     let x = points(3, 2, 6);
     let model = PdeModel::new(
@@ -394,7 +394,7 @@ fn a_nan_residual_mid_run_ends_the_run_cleanly_naming_term_and_point() {
     let u0 = model.evaluate(&theta0, x.as_ref()).unwrap();
     assert!((0..6).all(|i| u0[(0, i)] < 1.5));
     let n = model.n_outputs();
-    let problem = Problem::new(
+    let problem = FitProblem::new(
         model,
         SquaredError::new(vec![0.0; n], Euclidean).unwrap(),
         Euclidean,

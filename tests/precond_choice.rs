@@ -13,7 +13,7 @@ use natgrad::linsolve::{
 };
 use natgrad::metric::{Metric, WeightedL2};
 use natgrad::model::{Activation, LinearModel, Mlp, Model};
-use natgrad::{Loss, Problem, SquaredError};
+use natgrad::{FitProblem, Loss, SquaredError};
 use rand::Rng;
 
 fn cg(preconditioner: Preconditioner) -> LinearSolver {
@@ -35,7 +35,7 @@ fn auto(trial_above: usize, refresh_every: usize) -> LinearSolver {
 /// One direction `(G + λI) d = Jᵀ∇_yℓ` at `theta` with `solver` and `cache`: the
 /// direction, the solve info and the Gram products (jvps) it took.
 fn direction<Mo: Model, Lo: Loss, Me: Metric>(
-    pb: &Problem<Mo, Lo, Me>,
+    pb: &FitProblem<Mo, Lo, Me>,
     theta: &[f64],
     lambda: f64,
     solver: &LinearSolver,
@@ -53,7 +53,7 @@ fn direction<Mo: Model, Lo: Loss, Me: Metric>(
 
 /// [`direction`] with a fixed preconditioner and a fresh cache.
 fn fixed<Mo: Model, Lo: Loss, Me: Metric>(
-    pb: &Problem<Mo, Lo, Me>,
+    pb: &FitProblem<Mo, Lo, Me>,
     theta: &[f64],
     lambda: f64,
     pre: Preconditioner,
@@ -63,14 +63,17 @@ fn fixed<Mo: Model, Lo: Loss, Me: Metric>(
 
 /// A Gaussian `n×p` design whose column `j` is scaled by `10^{−2 + 4j/(p−1)}`, the
 /// problem `‖Aθ − u‖²/(2n)` in the metric `I/n`, and `A`.
-fn scaled_design(n: usize, p: usize) -> (Problem<LinearModel, SquaredError, WeightedL2>, Mat<f64>) {
+fn scaled_design(
+    n: usize,
+    p: usize,
+) -> (FitProblem<LinearModel, SquaredError, WeightedL2>, Mat<f64>) {
     let mut rng = common::rng(14);
     let a = Mat::from_fn(n, p, |_, j| {
         let scale = 10f64.powf(-2.0 + 4.0 * j as f64 / (p - 1) as f64);
         scale * rng.random_range(-1.0..1.0)
     });
     let u: Vec<f64> = (0..n).map(|i| (0.1 * i as f64).sin()).collect();
-    let pb = Problem::new(
+    let pb = FitProblem::new(
         LinearModel::dense(a.clone()).unwrap(),
         SquaredError::l2(u).unwrap(),
         WeightedL2::uniform(n).unwrap(),
@@ -167,7 +170,7 @@ fn auto_measures_again_at_the_refresh() {
 
 /// A 2-20-20-1 tanh network (p = 501) fitted to `sin(x₁ + x₂)` at `m` points uniform in
 /// `[0, 1]²`, L² weights `1/m`.
-fn network(m: usize) -> Problem<Mlp, SquaredError, WeightedL2> {
+fn network(m: usize) -> FitProblem<Mlp, SquaredError, WeightedL2> {
     let mut rng = common::rng(20);
     let x: Vec<f64> = (0..2 * m).map(|_| rng.random_range(0.0..1.0)).collect();
     let u: Vec<f64> = x.chunks(2).map(|p| (p[0] + p[1]).sin()).collect();
@@ -175,7 +178,7 @@ fn network(m: usize) -> Problem<Mlp, SquaredError, WeightedL2> {
         .unwrap()
         .with_parallelism(faer::Par::Seq);
     let loss = SquaredError::l2(u).unwrap();
-    Problem::new(model, loss, WeightedL2::uniform(m).unwrap()).unwrap()
+    FitProblem::new(model, loss, WeightedL2::uniform(m).unwrap()).unwrap()
 }
 
 /// The 2-20-20-1 tanh network (p = 501) at 144 points: Jacobi loses, so Auto, made to

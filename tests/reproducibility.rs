@@ -12,8 +12,8 @@ use faer::Par;
 use natgrad::model::LinearModel;
 use natgrad::problems::toys;
 use natgrad::{
-    LinearSolver, Momentum, NaturalGradient, NgState, Parallelism, Problem, SquaredError,
-    StepControl, WeightedL2,
+    FitProblem, LinearSolver, NaturalGradient, NgState, Parallelism, SquaredError, StepControl,
+    StepRule, WeightedL2,
 };
 
 /// An observer that fails at a given iteration: the run "crashes" there.
@@ -28,14 +28,14 @@ impl Observe<NgState> for CrashAt {
     }
 }
 
-fn linear_problem(par: Par) -> Problem<LinearModel, SquaredError<WeightedL2>, WeightedL2> {
+fn linear_problem(par: Par) -> FitProblem<LinearModel, SquaredError<WeightedL2>, WeightedL2> {
     let (m, p) = (600, 40);
     let mut r = rng(3);
     let a = mat(&mut r, m, p);
     let theta: Vec<f64> = (0..p).map(|i| (i as f64).sin()).collect();
     let u: Vec<f64> = matvec(&a, &theta).iter().map(|y| y.tanh()).collect();
     let model = LinearModel::dense(a).unwrap().with_parallelism(par);
-    Problem::new(
+    FitProblem::new(
         model,
         SquaredError::l2(u).unwrap(),
         WeightedL2::uniform(m).unwrap(),
@@ -60,12 +60,12 @@ fn stateful_solvers() -> Vec<NaturalGradient> {
     };
     vec![
         base()
-            .with_momentum(Momentum::HeavyBall { beta: 0.5 })
+            .with_step_rule(StepRule::HeavyBall { beta: 0.5 })
             .unwrap()
             .with_adaptive_damping(1e-6, 1e6)
             .unwrap(),
         base()
-            .with_momentum(Momentum::Nesterov { beta: 0.3 })
+            .with_step_rule(StepRule::Nesterov { beta: 0.3 })
             .unwrap()
             .with_batch_size(50)
             .unwrap()
@@ -143,7 +143,7 @@ fn one_and_two_threads_give_bitwise_equal_iterates() {
 fn solver_state_round_trips_through_serde() {
     let toy = toys::local_minima();
     let solver = NaturalGradient::new()
-        .with_momentum(Momentum::HeavyBall { beta: 0.8 })
+        .with_step_rule(StepRule::HeavyBall { beta: 0.8 })
         .unwrap()
         .with_step_size(0.5)
         .unwrap();

@@ -148,7 +148,7 @@ fn energy_gram_is_the_h1_seminorm_gram_of_a_dense_twin() {
     let got = dense_gram(jac.as_ref(), problem.metric(), &lin.point(), 0.0, Par::Seq);
     let scale = want.norm_max();
     assert!((&got - &want).norm_max() <= 1e-10 * scale, "dense Gram");
-    // Matrix-free: Jᵀ H J v through jvp, the Ggn metric and vjp.
+    // Matrix-free: Jᵀ H J v through jvp, the LossHessian metric and vjp.
     let v = vec(&mut r, p);
     let (mut jv, mut hjv, mut g) = (vec![0.0; 3 * m], vec![0.0; 3 * m], vec![0.0; p]);
     lin.jvp(&v, &mut jv);

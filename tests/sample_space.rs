@@ -12,9 +12,9 @@ use natgrad::linsolve::{
     SolveCache, SolveFailure,
 };
 use natgrad::loss::{CrossEntropy, Loss};
-use natgrad::metric::{DenseMetric, Euclidean, Ggn, Metric, SparseMetric, WeightedL2};
+use natgrad::metric::{DenseMetric, Euclidean, LossHessian, Metric, SparseMetric, WeightedL2};
 use natgrad::model::{LinearModel, Model};
-use natgrad::{Problem, SquaredError};
+use natgrad::{FitProblem, SquaredError};
 
 fn tight_cg(dim: usize) -> CgSettings {
     CgSettings {
@@ -28,7 +28,7 @@ fn tight_cg(dim: usize) -> CgSettings {
 /// Largest relative difference between each solver's direction and the dense twin
 /// `(JᵀMJ + λI)⁻¹ Jᵀ r`, for the loss gradient and for a random cotangent.
 fn worst_error<Mo: Model, Lo: Loss, Me: Metric>(
-    pb: &Problem<Mo, Lo, Me>,
+    pb: &FitProblem<Mo, Lo, Me>,
     theta: &[f64],
     lambda: f64,
     seed: u64,
@@ -76,7 +76,7 @@ fn sample_space_direction_equals_parameter_space_for_every_metric() {
             (
                 "WeightedL2",
                 worst_error(
-                    &Problem::new(model(), l2(), WeightedL2::new(w).unwrap()).unwrap(),
+                    &FitProblem::new(model(), l2(), WeightedL2::new(w).unwrap()).unwrap(),
                     &theta,
                     lambda,
                     1,
@@ -85,7 +85,7 @@ fn sample_space_direction_equals_parameter_space_for_every_metric() {
             (
                 "WeightedL2 uniform",
                 worst_error(
-                    &Problem::new(model(), l2(), WeightedL2::uniform(n).unwrap()).unwrap(),
+                    &FitProblem::new(model(), l2(), WeightedL2::uniform(n).unwrap()).unwrap(),
                     &theta,
                     lambda,
                     2,
@@ -94,7 +94,7 @@ fn sample_space_direction_equals_parameter_space_for_every_metric() {
             (
                 "Euclidean",
                 worst_error(
-                    &Problem::new(model(), l2(), Euclidean).unwrap(),
+                    &FitProblem::new(model(), l2(), Euclidean).unwrap(),
                     &theta,
                     lambda,
                     3,
@@ -103,7 +103,7 @@ fn sample_space_direction_equals_parameter_space_for_every_metric() {
             (
                 "DenseMetric",
                 worst_error(
-                    &Problem::new(
+                    &FitProblem::new(
                         model(),
                         l2(),
                         DenseMetric::new(spd(&mut r, n, 0.5)).unwrap(),
@@ -117,7 +117,7 @@ fn sample_space_direction_equals_parameter_space_for_every_metric() {
             (
                 "SparseMetric",
                 worst_error(
-                    &Problem::new(model(), l2(), SparseMetric::new(sparse_spd(n)).unwrap())
+                    &FitProblem::new(model(), l2(), SparseMetric::new(sparse_spd(n)).unwrap())
                         .unwrap(),
                     &theta,
                     lambda,
@@ -125,9 +125,9 @@ fn sample_space_direction_equals_parameter_space_for_every_metric() {
                 ),
             ),
             (
-                "Ggn(SquaredError)",
+                "LossHessian(SquaredError)",
                 worst_error(
-                    &Problem::new(model(), l2(), Ggn).unwrap(),
+                    &FitProblem::new(model(), l2(), LossHessian).unwrap(),
                     &theta,
                     lambda,
                     6,
@@ -139,9 +139,12 @@ fn sample_space_direction_equals_parameter_space_for_every_metric() {
         let off: Vec<f64> = (0..n).map(|i| 0.5 + 0.3 * (i as f64).sin()).collect();
         let small = Mat::from_fn(n, p, |i, j| 0.01 * a[(i, j)]);
         let lm = LinearModel::dense(small).unwrap().with_offset(off).unwrap();
-        let pb = Problem::new(lm, CrossEntropy::new(labels).unwrap(), Ggn).unwrap();
+        let pb = FitProblem::new(lm, CrossEntropy::new(labels).unwrap(), LossHessian).unwrap();
         let ce = worst_error(&pb, &theta, lambda, 7);
-        for (name, e) in metrics.iter().chain([("Ggn(CrossEntropy)", ce)].iter()) {
+        for (name, e) in metrics
+            .iter()
+            .chain([("LossHessian(CrossEntropy)", ce)].iter())
+        {
             eprintln!("{name}, n={n}, p={p}: worst relative difference {e:.1e}");
             assert!(*e <= 1e-8, "{name}, n={n}, p={p}: {e:e}");
         }
@@ -152,7 +155,7 @@ fn sample_space_direction_equals_parameter_space_for_every_metric() {
 fn sample_space_needs_an_output_space_rhs_and_an_inverse_metric() {
     let mut r = rng(50);
     let (n, p) = (6, 10);
-    let pb = Problem::new(
+    let pb = FitProblem::new(
         LinearModel::dense(common::mat(&mut r, n, p)).unwrap(),
         SquaredError::l2(vec(&mut r, n)).unwrap(),
         WeightedL2::uniform(n).unwrap(),
@@ -177,13 +180,13 @@ fn sample_space_needs_an_output_space_rhs_and_an_inverse_metric() {
         .unwrap_err();
         assert!(matches!(err, SolveFailure::Direct(_)), "{err}");
     }
-    // GGN of a squared error in a dense K: M = K is not diagonal, Ggn cannot invert it.
+    // GGN of a squared error in a dense K: M = K is not diagonal, LossHessian cannot invert it.
     let k = spd(&mut r, n, 0.5);
     let loss = SquaredError::new(vec(&mut r, n), DenseMetric::new(k).unwrap()).unwrap();
-    let pb = Problem::new(
+    let pb = FitProblem::new(
         LinearModel::dense(common::mat(&mut r, n, p)).unwrap(),
         loss,
-        Ggn,
+        LossHessian,
     )
     .unwrap();
     let mut lin = pb.linearize(&vec(&mut r, p)).unwrap();
@@ -198,7 +201,7 @@ fn sample_space_needs_an_output_space_rhs_and_an_inverse_metric() {
         Par::Seq,
     )
     .unwrap_err();
-    assert!(err.to_string().contains("Ggn"), "{err}");
+    assert!(err.to_string().contains("LossHessian"), "{err}");
     // ... and Auto then stays in parameter space, still exact.
     let info = solve_direction(
         &mut lin,
@@ -252,13 +255,13 @@ fn graded(
     n: usize,
     p: usize,
     seed: u64,
-) -> (Mat<f64>, Problem<LinearModel, SquaredError, WeightedL2>) {
+) -> (Mat<f64>, FitProblem<LinearModel, SquaredError, WeightedL2>) {
     let mut r = rng(seed);
     let a = Mat::from_fn(n, p, |i, j| {
         0.7_f64.powi(i as i32) * common::mat(&mut r, 1, 1)[(0, 0)]
             + if i == j { 0.5_f64.powi(i as i32) } else { 0.0 }
     });
-    let pb = Problem::new(
+    let pb = FitProblem::new(
         LinearModel::dense(a.clone()).unwrap(),
         SquaredError::l2(vec(&mut r, n)).unwrap(),
         WeightedL2::uniform(n).unwrap(),
@@ -268,7 +271,7 @@ fn graded(
 }
 
 fn auto_solve(
-    pb: &Problem<LinearModel, SquaredError, WeightedL2>,
+    pb: &FitProblem<LinearModel, SquaredError, WeightedL2>,
     a: &Mat<f64>,
     lambda: f64,
     cache: &mut SolveCache,
@@ -343,7 +346,7 @@ fn natural_gradient_runs_identically_in_sample_space() {
     let u = vec(&mut r, n);
     let theta0 = vec(&mut r, p);
     let run = |solver: LinearSolver| {
-        let pb = Problem::new(
+        let pb = FitProblem::new(
             LinearModel::dense(a.clone()).unwrap(),
             SquaredError::l2(u.clone()).unwrap(),
             WeightedL2::uniform(n).unwrap(),

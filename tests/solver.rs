@@ -136,7 +136,7 @@ fn plain_ngd_stops_at_the_local_minimum() {
 
 #[test]
 fn the_state_holds_the_gradient_at_the_returned_iterate() {
-    use natgrad::{Momentum, StepControl};
+    use natgrad::{StepControl, StepRule};
     // Rules that reuse the gradient, a line search, LM rejections and mini-batches: in
     // each, the state's gradient is the full gradient at the state's parameter, formed
     // independently on a fresh problem.
@@ -145,7 +145,7 @@ fn the_state_holds_the_gradient_at_the_returned_iterate() {
         (
             "heavy ball + armijo",
             NaturalGradient::new()
-                .with_momentum(Momentum::HeavyBall { beta: 0.5 })
+                .with_step_rule(StepRule::HeavyBall { beta: 0.5 })
                 .unwrap()
                 .with_step_control(StepControl::armijo())
                 .unwrap(),
@@ -181,7 +181,7 @@ fn the_state_holds_the_gradient_at_the_returned_iterate() {
 fn the_state_gradient_is_on_all_samples_under_mini_batches() {
     let a = faer::mat![[1.0, 0.5], [0.0, 2.0], [1.0, -1.0], [0.3, 0.2]];
     let problem = || {
-        natgrad::Problem::new(
+        natgrad::FitProblem::new(
             natgrad::model::LinearModel::dense(a.clone()).unwrap(),
             natgrad::SquaredError::l2(vec![1.0, -2.0, 0.5, 0.1]).unwrap(),
             natgrad::WeightedL2::uniform(4).unwrap(),
@@ -233,23 +233,23 @@ impl argmin::core::observers::Observe<natgrad::NgState> for Trace {
 /// which is plain.
 #[test]
 fn every_step_starts_from_a_linearisation_at_its_own_iterate() {
-    use natgrad::{Momentum, StepControl};
+    use natgrad::{StepControl, StepRule};
     let base = || NaturalGradient::new().with_step_size(0.9).unwrap();
     let runs = [
         base()
-            .with_momentum(Momentum::HeavyBall { beta: 0.8 })
+            .with_step_rule(StepRule::HeavyBall { beta: 0.8 })
             .unwrap()
             .with_adaptive_damping(1e-8, 1e4)
             .unwrap()
             .with_step_size(2.0)
             .unwrap(),
         base()
-            .with_momentum(Momentum::HeavyBall { beta: 0.5 })
+            .with_step_rule(StepRule::HeavyBall { beta: 0.5 })
             .unwrap()
             .with_step_control(StepControl::armijo())
             .unwrap(),
         base()
-            .with_momentum(Momentum::Nesterov { beta: 0.3 })
+            .with_step_rule(StepRule::Nesterov { beta: 0.3 })
             .unwrap()
             .with_tolerances(natgrad::Tolerances::NONE)
             .unwrap(),
@@ -313,14 +313,14 @@ fn mini_batch_steps_start_from_their_own_batch() {
     use natgrad::loss::SquaredError;
     use natgrad::metric::WeightedL2;
     use natgrad::model::LinearModel;
-    use natgrad::{Momentum, Problem};
+    use natgrad::{FitProblem, StepRule};
     let m = 8;
     let a = faer::Mat::from_fn(m, 3, |i, j| {
         ((i * 3 + j * 5) % 7) as f64 - 3.0 + 0.1 * i as f64
     });
     let u: Vec<f64> = (0..m).map(|i| (0.7 * i as f64).sin()).collect();
     let problem = || {
-        Problem::new(
+        FitProblem::new(
             LinearModel::dense(a.clone()).unwrap(),
             SquaredError::l2(u.clone()).unwrap(),
             WeightedL2::uniform(m).unwrap(),
@@ -331,7 +331,7 @@ fn mini_batch_steps_start_from_their_own_batch() {
     let solver = NaturalGradient::new()
         .with_step_size(0.5)
         .unwrap()
-        .with_momentum(Momentum::HeavyBall { beta: 0.5 })
+        .with_step_rule(StepRule::HeavyBall { beta: 0.5 })
         .unwrap()
         .with_batch_size(b)
         .unwrap()

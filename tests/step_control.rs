@@ -6,7 +6,7 @@ mod common;
 use common::runs::trajectory;
 use natgrad::problems::toys;
 use natgrad::{
-    DampingRule, LevenbergMarquardt, LinearSolver, Momentum, NaturalGradient, StepControl,
+    DampingRule, LevenbergMarquardt, LinearSolver, NaturalGradient, StepControl, StepRule,
 };
 
 fn plain(alpha: f64, lambda: f64) -> NaturalGradient {
@@ -43,11 +43,11 @@ fn adaptive_damping_converges_where_fixed_zero_damping_diverges() {
     );
     assert!(its.len() < 5, "diverges within a few steps");
 
-    for rule in [Momentum::Plain, Momentum::HeavyBall { beta: 0.5 }] {
+    for rule in [StepRule::Plain, StepRule::HeavyBall { beta: 0.5 }] {
         let lm = plain(0.5, 1e-3)
             .with_adaptive_damping(1e-6, 1e6)
             .unwrap()
-            .with_momentum(rule)
+            .with_step_rule(rule)
             .unwrap();
         let (_, last, reason) = run_non_l2(lm, 300);
         let loss = toys::non_l2().problem.loss_at(&last).unwrap();
@@ -242,7 +242,7 @@ fn a_rejected_momentum_step_restarts_the_momentum() {
     let theta0 = case.problem.model().net().init(0);
     let e0 = case.errors(&theta0).unwrap().rel_l2;
     let solver = NaturalGradient::new()
-        .with_momentum(Momentum::HeavyBall { beta: 0.3 })
+        .with_step_rule(StepRule::HeavyBall { beta: 0.3 })
         .and_then(|s| s.with_linear_solver(LinearSolver::SampleCholesky))
         .and_then(|s| s.with_damping(1e-3))
         .and_then(|s| s.with_adaptive_damping(1e-9, 1e2))

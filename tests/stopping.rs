@@ -10,7 +10,7 @@ use faer::MatMut;
 use natgrad::model::ClosureModel;
 use natgrad::observe::Iterates;
 use natgrad::problems::nist::{self, Certified};
-use natgrad::{converged_by, Euclidean, LinearSolver, NaturalGradient, Problem, SquaredError};
+use natgrad::{converged_by, Euclidean, FitProblem, LinearSolver, NaturalGradient, SquaredError};
 
 struct Run {
     iters: u64,
@@ -212,7 +212,7 @@ fn zero_tolerances_switch_the_tests_off() {
 /// `y = σ(θ₀ + θ₁ x)` on x ∈ [0, 1] (10 points), target 1, squared error: at bias −800
 /// the sigmoid and its derivative are exactly 0, so the gradient is exactly zero at loss
 /// ½·10.
-type Sigmoid = Problem<
+type Sigmoid = FitProblem<
     ClosureModel<
         Box<dyn Fn(&[f64], &mut [f64]) + Send + Sync>,
         Box<dyn Fn(&[f64], MatMut<'_, f64>) + Send + Sync>,
@@ -242,7 +242,7 @@ fn saturated_sigmoid() -> Sigmoid {
         }) as Box<dyn Fn(&[f64], MatMut<'_, f64>) + Send + Sync>,
     );
     let loss = SquaredError::new(vec![1.0; 10], Euclidean).unwrap();
-    Problem::new(model, loss, Euclidean).unwrap()
+    FitProblem::new(model, loss, Euclidean).unwrap()
 }
 
 #[test]
@@ -307,7 +307,7 @@ fn levenberg_marquardt_stuck_at_maximum_damping_says_so() {
         },
     );
     let loss = SquaredError::new(vec![1e10; n], Euclidean).unwrap();
-    let problem = Problem::new(model, loss, Euclidean).unwrap();
+    let problem = FitProblem::new(model, loss, Euclidean).unwrap();
     let theta0 = vec![0.0, 0.0];
     let lm = NaturalGradient::new()
         .with_linear_solver(LinearSolver::Cholesky)

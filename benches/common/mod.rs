@@ -6,13 +6,13 @@
 use faer::Par;
 use natgrad::linsolve::{solve_direction, Rhs, SolveCache};
 use natgrad::model::{Activation, Mlp};
-use natgrad::{LinearSolver, Linearized, Problem, SquaredError, WeightedL2};
+use natgrad::{FitProblem, LinearSolver, LinearizedProblem, SquaredError, WeightedL2};
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use std::time::Instant;
 
 /// The benchmark problem type.
-pub type Bench = Problem<Mlp, SquaredError, WeightedL2>;
+pub type Bench = FitProblem<Mlp, SquaredError, WeightedL2>;
 
 /// The four sizes of the issue: name, widths, m.
 pub fn sizes() -> Vec<(&'static str, Vec<usize>, usize)> {
@@ -34,7 +34,7 @@ pub fn problem(widths: &[usize], m: usize) -> (Bench, Vec<f64>) {
         .expect("valid sizes")
         .with_parallelism(Par::rayon(0));
     let theta = model.init_params(7);
-    let problem = Problem::new(
+    let problem = FitProblem::new(
         model,
         SquaredError::l2(target).unwrap(),
         WeightedL2::uniform(m).expect("samples"),
@@ -62,7 +62,7 @@ pub fn direction(problem: &Bench, theta: &[f64], solver: &LinearSolver) -> Vec<f
 /// The direction solve at a linearisation: `r = ∇_y ℓ = (y − u)/m`, `b = Jᵀr` (one vjp),
 /// then `solver`.
 pub fn solve(
-    lin: &mut Linearized<'_, Mlp, SquaredError, WeightedL2>,
+    lin: &mut LinearizedProblem<'_, Mlp, SquaredError, WeightedL2>,
     solver: &LinearSolver,
 ) -> Vec<f64> {
     let r = lin.output_gradient().to_vec();

@@ -9,7 +9,7 @@ use crate::Budget;
 use indicatif::{ProgressBar, ProgressStyle};
 use natgrad::model::{Activation, Mlp, Model};
 use natgrad::problems::mackey_glass::{dataset, MackeyGlass};
-use natgrad::{Problem, SquaredError, WeightedL2};
+use natgrad::{FitProblem, SquaredError, WeightedL2};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::sync::Arc;
@@ -17,7 +17,7 @@ use std::sync::Arc;
 /// Network widths: 4 inputs, 10 tanh, 1 linear output (61 parameters).
 pub const WIDTHS: [usize; 3] = [4, 10, 1];
 
-type MgProblem = Problem<Mlp, SquaredError, WeightedL2>;
+type MgProblem = FitProblem<Mlp, SquaredError, WeightedL2>;
 
 fn sample_major(x: &faer::Mat<f64>) -> Vec<f64> {
     (0..x.ncols())
@@ -33,7 +33,7 @@ fn net(x: &faer::Mat<f64>) -> Mlp {
 
 fn problem(d: &MackeyGlass) -> MgProblem {
     let m = d.train_targets.len();
-    Problem::new(
+    FitProblem::new(
         net(&d.train_inputs),
         SquaredError::l2(d.train_targets.clone()).expect("finite targets"),
         WeightedL2::uniform(m).expect("samples"),

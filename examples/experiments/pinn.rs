@@ -16,8 +16,8 @@ use natgrad::problems::pinn::{
     advection_diffusion, default_solver, heat_1d, neumann_2d, nonlinear_2d, poisson_2d, PinnCase,
     RECIPE_BETA, RECIPE_DAMPING, RECIPE_DAMPING_RANGE,
 };
-use natgrad::Momentum;
 use natgrad::StepControl;
+use natgrad::StepRule;
 use natgrad::{DampingRule, LevenbergMarquardt, LinearSolver, NaturalGradient};
 use serde_json::{json, Value};
 use std::path::Path;
@@ -69,9 +69,9 @@ impl Tuned {
         }
     }
 
-    fn solver(self, momentum: Momentum, linear: &LinearSolver) -> NaturalGradient {
+    fn solver(self, momentum: StepRule, linear: &LinearSolver) -> NaturalGradient {
         let base = NaturalGradient::new()
-            .with_momentum(momentum)
+            .with_step_rule(momentum)
             .and_then(|s| s.with_linear_solver(linear.clone()));
         match self {
             Tuned::Fixed { alpha, damping } => base
@@ -95,7 +95,7 @@ impl Tuned {
                     })
                 }),
             Tuned::LeastSquares { rcond } => NaturalGradient::new()
-                .with_momentum(momentum)
+                .with_step_rule(momentum)
                 .and_then(|s| s.with_linear_solver(LinearSolver::LeastSquares { rcond }))
                 .and_then(|s| s.with_damping(0.0))
                 .and_then(|s| s.with_step_control(StepControl::LogGrid { max_halvings: 30 })),
@@ -228,7 +228,7 @@ fn iterations(budget: Budget, explicit: bool, cfg: &Config) -> (u64, u64) {
 /// pick the default recipe's space.
 fn optimisers(cfg: &Config, n: usize, p: usize) -> Vec<(&'static str, String, Optimiser, bool)> {
     let gd = NaturalGradient::new()
-        .with_momentum(Momentum::GradientDescent)
+        .with_step_rule(StepRule::GradientDescent)
         .and_then(|s| s.with_step_control(StepControl::armijo()))
         .expect("valid");
     let grid = NaturalGradient::new()
@@ -237,7 +237,7 @@ fn optimisers(cfg: &Config, n: usize, p: usize) -> Vec<(&'static str, String, Op
         .and_then(|s| s.with_linear_solver(cfg.linear.clone()))
         .expect("valid");
     let tuned = |beta: f64| cfg.tuned.describe(beta);
-    let ngd = |m: Momentum| Optimiser::Natgrad(Box::new(cfg.tuned.solver(m, &cfg.linear)));
+    let ngd = |m: StepRule| Optimiser::Natgrad(Box::new(cfg.tuned.solver(m, &cfg.linear)));
     vec![
         (
             "gradient descent",
@@ -257,17 +257,17 @@ fn optimisers(cfg: &Config, n: usize, p: usize) -> Vec<(&'static str, String, Op
             Optimiser::Natgrad(Box::new(grid)),
             true,
         ),
-        ("NGD plain, tuned", tuned(0.0), ngd(Momentum::Plain), true),
+        ("NGD plain, tuned", tuned(0.0), ngd(StepRule::Plain), true),
         (
             "NGD Nesterov",
             format!("β = 0.3, {}", tuned(0.3)),
-            ngd(Momentum::Nesterov { beta: 0.3 }),
+            ngd(StepRule::Nesterov { beta: 0.3 }),
             true,
         ),
         (
             "NGD heavy ball",
             format!("β = 0.3, {}", tuned(0.3)),
-            ngd(Momentum::HeavyBall { beta: 0.3 }),
+            ngd(StepRule::HeavyBall { beta: 0.3 }),
             true,
         ),
         (

@@ -8,7 +8,7 @@ use crate::report::quantile;
 use crate::runner::{run, Optimiser, Run, TestFn};
 use argmin::core::{CostFunction, Error, Gradient};
 use indicatif::ProgressBar;
-use natgrad::{LinearSolver, Momentum, NaturalGradient, NgState, StepControl};
+use natgrad::{LinearSolver, NaturalGradient, NgState, StepControl, StepRule};
 use rayon::prelude::*;
 use std::sync::Arc;
 
@@ -28,7 +28,7 @@ impl<P> Problem for P where
 }
 
 /// A momentum rule with its label, parametrised by β.
-pub type Rule = (&'static str, fn(f64) -> Momentum);
+pub type Rule = (&'static str, fn(f64) -> StepRule);
 
 /// An optimiser with its grid of candidate settings.
 pub struct Candidate {
@@ -132,10 +132,10 @@ where
 }
 
 /// A natgrad optimiser: rule, step control, fixed damping, the automatic linear solver.
-pub fn ng(momentum: Momentum, control: StepControl, alpha: f64, damping: f64) -> Optimiser {
+pub fn ng(momentum: StepRule, control: StepControl, alpha: f64, damping: f64) -> Optimiser {
     Optimiser::Natgrad(Box::new(
         NaturalGradient::new()
-            .with_momentum(momentum)
+            .with_step_rule(momentum)
             .and_then(|s| s.with_step_size(alpha))
             .and_then(|s| s.with_step_control(control))
             .and_then(|s| s.with_damping(damping))
@@ -160,7 +160,7 @@ pub fn standard_candidates(
             grid: gd_steps
                 .iter()
                 .map(|&a| {
-                    let opt = ng(Momentum::GradientDescent, StepControl::Fixed, a, 0.0);
+                    let opt = ng(StepRule::GradientDescent, StepControl::Fixed, a, 0.0);
                     (format!("α = {a}"), opt)
                 })
                 .collect(),
@@ -175,7 +175,7 @@ pub fn standard_candidates(
             label: "NGD plain",
             grid: vec![(
                 format!("log-grid line search, λ = {damping:e}"),
-                ng(Momentum::Plain, log_grid, 1.0, damping),
+                ng(StepRule::Plain, log_grid, 1.0, damping),
             )],
             budget_factor: 1,
         },
@@ -205,12 +205,12 @@ pub fn standard_candidates(
 
 /// The four momentum rules of the Mackey–Glass and XOR comparisons.
 pub const MOMENTUM_RULES: [Rule; 4] = [
-    ("NGD heavy ball", |b| Momentum::HeavyBall { beta: b }),
-    ("NGD Nesterov", |b| Momentum::Nesterov { beta: b }),
-    ("NGD finite difference", |b| Momentum::FiniteDifference {
+    ("NGD heavy ball", |b| StepRule::HeavyBall { beta: b }),
+    ("NGD Nesterov", |b| StepRule::Nesterov { beta: b }),
+    ("NGD finite difference", |b| StepRule::FiniteDifference {
         beta: b,
     }),
-    ("NGD param. heavy ball", |b| Momentum::ParamHeavyBall {
+    ("NGD param. heavy ball", |b| StepRule::ParamHeavyBall {
         beta: b,
     }),
 ];

@@ -7,7 +7,7 @@ use crate::Budget;
 use argmin::core::observers::{Observe, ObserverMode};
 use argmin::core::{Error, Executor, State, KV};
 use natgrad::problems::toys;
-use natgrad::{DampingRule, LevenbergMarquardt, Momentum, NaturalGradient, NgState, StepControl};
+use natgrad::{DampingRule, LevenbergMarquardt, NaturalGradient, NgState, StepControl, StepRule};
 use plotters::prelude::*;
 use serde_json::{json, Value};
 use std::path::Path;
@@ -17,25 +17,25 @@ use std::sync::{Arc, Mutex};
 /// the local-minima toy, the seed's setting; lagged gradient β = −0.3, used with β < 0 in
 /// the seed); gradient descent with Armijo backtracking (a fixed step small enough for the
 /// anisotropic toys is too slow for the others).
-fn rules(problem: &str) -> Vec<(&'static str, Momentum, f64)> {
+fn rules(problem: &str) -> Vec<(&'static str, StepRule, f64)> {
     let beta = if problem == "local_minima" { 0.8 } else { 0.5 };
     vec![
-        ("gd", Momentum::GradientDescent, 1.0),
-        ("plain", Momentum::Plain, 0.5),
-        ("heavy_ball", Momentum::HeavyBall { beta }, 0.5),
+        ("gd", StepRule::GradientDescent, 1.0),
+        ("plain", StepRule::Plain, 0.5),
+        ("heavy_ball", StepRule::HeavyBall { beta }, 0.5),
         (
             "finite_difference",
-            Momentum::FiniteDifference { beta },
+            StepRule::FiniteDifference { beta },
             0.5,
         ),
         (
             "lagged_gradient",
-            Momentum::LaggedGradient { beta: -0.3 },
+            StepRule::LaggedGradient { beta: -0.3 },
             0.5,
         ),
-        ("nesterov", Momentum::Nesterov { beta }, 0.5),
-        ("param_heavy_ball", Momentum::ParamHeavyBall { beta }, 0.5),
-        ("param_nesterov", Momentum::ParamNesterov { beta }, 0.5),
+        ("nesterov", StepRule::Nesterov { beta }, 0.5),
+        ("param_heavy_ball", StepRule::ParamHeavyBall { beta }, 0.5),
+        ("param_nesterov", StepRule::ParamNesterov { beta }, 0.5),
     ]
 }
 
@@ -44,13 +44,13 @@ fn rules(problem: &str) -> Vec<(&'static str, Momentum, f64)> {
 /// is what makes them converge (docs/math.md §4, issue on step control).
 fn solver(
     problem: &str,
-    rule: Momentum,
+    rule: StepRule,
     alpha: f64,
 ) -> Result<NaturalGradient, argmin::core::Error> {
     let s = NaturalGradient::new()
-        .with_momentum(rule)?
+        .with_step_rule(rule)?
         .with_step_size(alpha)?;
-    let s = if matches!(rule, Momentum::GradientDescent) {
+    let s = if matches!(rule, StepRule::GradientDescent) {
         s.with_step_control(StepControl::armijo())?
     } else {
         s

@@ -9,7 +9,7 @@ use crate::Budget;
 use indicatif::{ProgressBar, ProgressStyle};
 use natgrad::model::{Activation, Mlp, Model};
 use natgrad::problems::xor::{dataset, Xor};
-use natgrad::{Ggn, LogitCrossEntropy, Problem};
+use natgrad::{FitProblem, LogitCrossEntropy, LossHessian};
 use plotters::prelude::*;
 use serde_json::{json, Value};
 use std::path::Path;
@@ -19,7 +19,7 @@ use std::sync::Arc;
 pub const WIDTHS: [usize; 3] = [2, 8, 1];
 const ACTS: [Activation; 2] = [Activation::Tanh, Activation::Identity];
 
-type XorProblem = Problem<Mlp, LogitCrossEntropy, Ggn>;
+type XorProblem = FitProblem<Mlp, LogitCrossEntropy, LossHessian>;
 
 fn net(x: &faer::Mat<f64>) -> Mlp {
     let flat: Vec<f64> = (0..x.ncols())
@@ -31,10 +31,10 @@ fn net(x: &faer::Mat<f64>) -> Mlp {
 }
 
 fn problem(d: &Xor) -> XorProblem {
-    Problem::new(
+    FitProblem::new(
         net(&d.inputs),
         LogitCrossEntropy::new(d.labels.clone()).expect("labels"),
-        Ggn,
+        LossHessian,
     )
     .expect("sizes")
 }

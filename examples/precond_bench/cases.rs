@@ -4,7 +4,7 @@ use super::{bench, Opts};
 use faer::Par;
 use natgrad::model::{Activation, Mlp};
 use natgrad::problems::pinn::{advection_diffusion, poisson_2d};
-use natgrad::{Problem, SquaredError, WeightedL2};
+use natgrad::{FitProblem, SquaredError, WeightedL2};
 use rand::{Rng, SeedableRng};
 
 /// Builds the named case and benchmarks it.
@@ -43,7 +43,7 @@ pub(crate) fn run_case(case: &str, o: &Opts) -> Result<(), String> {
                 .with_parallelism(Par::rayon(0));
             let theta = model.init_params(1);
             let loss = SquaredError::l2(u).map_err(|e| e.to_string())?;
-            let pb = Problem::new(model, loss, h1_metric(k)).map_err(|e| e.to_string())?;
+            let pb = FitProblem::new(model, loss, h1_metric(k)).map_err(|e| e.to_string())?;
             bench(case, &pb, &theta, 1e-4, o);
             Ok(())
         }
@@ -67,7 +67,7 @@ fn regression(case: &str, hidden: &[usize], m: usize, o: &Opts) -> Result<(), St
         .map_err(|e| e.to_string())?
         .with_parallelism(Par::rayon(0));
     let theta = model.init_params(7);
-    let pb = Problem::new(
+    let pb = FitProblem::new(
         model,
         SquaredError::l2(target).map_err(|e| e.to_string())?,
         WeightedL2::uniform(m).expect("samples"),

@@ -43,7 +43,7 @@ use natgrad::linsolve::{
 use natgrad::loss::Loss;
 use natgrad::metric::Metric;
 use natgrad::model::Model;
-use natgrad::Problem;
+use natgrad::FitProblem;
 use std::time::Instant;
 
 mod cases;
@@ -135,12 +135,12 @@ fn main() {
 /// Runs every solver on one problem at one θ.
 pub(crate) fn bench<Mo: Model, Lo: Loss, Me: Metric>(
     case: &str,
-    pb: &Problem<Mo, Lo, Me>,
+    pb: &FitProblem<Mo, Lo, Me>,
     theta: &[f64],
     lambda: f64,
     o: &Opts,
 ) where
-    Problem<Mo, Lo, Me>: Clone,
+    FitProblem<Mo, Lo, Me>: Clone,
 {
     let (n, p) = (pb.n_outputs(), pb.n_params());
     let lambda = o.lambda.unwrap_or(lambda);
@@ -274,13 +274,13 @@ pub(crate) fn bench<Mo: Model, Lo: Loss, Me: Metric>(
 
 /// θ after `steps` natural-gradient steps from `theta` (α = 1, damping λ, Auto solver).
 fn train<Mo: Model, Lo: Loss, Me: Metric>(
-    pb: &Problem<Mo, Lo, Me>,
+    pb: &FitProblem<Mo, Lo, Me>,
     theta: &[f64],
     lambda: f64,
     steps: u64,
 ) -> Vec<f64>
 where
-    Problem<Mo, Lo, Me>: Clone,
+    FitProblem<Mo, Lo, Me>: Clone,
 {
     use argmin::core::{Executor, State};
     let ng = natgrad::NaturalGradient::new()

@@ -22,7 +22,7 @@ use natgrad::linsolve::{LinearSolver, Preconditioner};
 use natgrad::loss::Loss;
 use natgrad::metric::Metric;
 use natgrad::model::Model;
-use natgrad::{NaturalGradient, NgState, Problem};
+use natgrad::{FitProblem, NaturalGradient, NgState};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -63,14 +63,14 @@ struct RunOutcome {
 /// `steps` Plain natural-gradient steps (α = 1, damping `lambda`) from `theta` with
 /// `solver`, counted and timed.
 fn run<Mo: Model, Lo: Loss, Me: Metric>(
-    pb: &Problem<Mo, Lo, Me>,
+    pb: &FitProblem<Mo, Lo, Me>,
     theta: &[f64],
     lambda: f64,
     steps: u64,
     solver: LinearSolver,
 ) -> Result<RunOutcome, String>
 where
-    Problem<Mo, Lo, Me>: Clone,
+    FitProblem<Mo, Lo, Me>: Clone,
 {
     let ng = NaturalGradient::new()
         .with_step_size(1.0)
@@ -108,13 +108,13 @@ where
 /// space of `o.spaces`; one JSON line per run.
 pub(crate) fn runs<Mo: Model, Lo: Loss, Me: Metric>(
     case: &str,
-    pb: &Problem<Mo, Lo, Me>,
+    pb: &FitProblem<Mo, Lo, Me>,
     theta: &[f64],
     lambda: f64,
     train_loss: f64,
     o: &Opts,
 ) where
-    Problem<Mo, Lo, Me>: Clone,
+    FitProblem<Mo, Lo, Me>: Clone,
 {
     let (n, p) = (pb.n_outputs(), pb.n_params());
     for space in &o.spaces {

@@ -20,7 +20,7 @@
 //!
 //! * every rank holds at least one sample, and the same `p` and outputs per sample;
 //! * the metric and the loss are block-diagonal over samples (they can be restricted to a
-//!   subset of samples: [`crate::WeightedL2`], [`crate::Euclidean`], [`crate::Ggn`],
+//!   subset of samples: [`crate::WeightedL2`], [`crate::Euclidean`], [`crate::LossHessian`],
 //!   [`crate::SquaredError`] with those, [`crate::CrossEntropy`]); a
 //!   [`crate::DenseMetric`] or [`crate::SparseMetric`] couples samples across shards and
 //!   is rejected with [`Error::Unsupported`];
@@ -74,10 +74,10 @@ use crate::error::{Error, Result};
 use crate::loss::Loss;
 use crate::metric::Metric;
 use crate::model::Model;
-use crate::problem::Problem;
+use crate::problem::FitProblem;
 
 /// A problem whose samples are sharded over MPI ranks (see the [module docs](self)).
-pub type ShardedProblem<Mo, Lo, Me> = Problem<Sharded<Mo>, ShardedLoss<Lo>, Me>;
+pub type ShardedProblem<Mo, Lo, Me> = FitProblem<Sharded<Mo>, ShardedLoss<Lo>, Me>;
 
 /// Builds this rank's part of a sample-sharded problem from the model, loss and metric on
 /// this rank's samples (collective: every rank of `shards` calls it).
@@ -87,7 +87,7 @@ pub type ShardedProblem<Mo, Lo, Me> = Problem<Sharded<Mo>, ShardedLoss<Lo>, Me>;
 /// sample are the same everywhere; that the metric and the loss do not couple samples
 /// (they can be restricted to samples: a [`crate::DenseMetric`] or
 /// [`crate::SparseMetric`] cannot, and gives [`Error::Unsupported`]); and what
-/// [`Problem::new`] checks.
+/// [`FitProblem::new`] checks.
 pub fn sharded_problem<Mo: Model, Lo: Loss, Me: Metric>(
     shards: &Shards,
     model: Mo,
@@ -117,9 +117,9 @@ pub fn sharded_problem<Mo: Model, Lo: Loss, Me: Metric>(
     let offset: u64 = rows[..shards.rank()].iter().map(|s| s[3]).sum();
     let model = Sharded::new(model, shards.clone(), samples as usize, offset as usize);
     let loss = ShardedLoss::new(loss, shards.clone());
-    // Problem::new checks only local sizes, which `local_checks` already did, so it
+    // FitProblem::new checks only local sizes, which `local_checks` already did, so it
     // cannot fail on one rank alone.
-    Problem::new(model, loss, metric)
+    FitProblem::new(model, loss, metric)
 }
 
 /// The checks of [`sharded_problem`] that need no communication.
@@ -149,7 +149,7 @@ fn local_checks<Lo: Loss, Me: Metric>(
         return Err(Error::Unsupported(format!(
             "sharded problem: the {} metric couples samples across shards (it cannot be \
              restricted to a subset of samples: {e}); use a metric that is block-diagonal \
-             over samples (WeightedL2, Euclidean, Ggn)",
+             over samples (WeightedL2, Euclidean, LossHessian)",
             metric.name()
         )));
     }

@@ -48,7 +48,7 @@ use super::{run_path, CgSettings, Rhs, SolveCtx, SolveFailure, SolveInfo};
 use crate::loss::Loss;
 use crate::metric::Metric;
 use crate::model::Model;
-use crate::problem::Linearized;
+use crate::problem::LinearizedProblem;
 
 /// The four ways to solve for the direction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -210,7 +210,7 @@ impl AutoSettings {
 /// [`LinearSolver::Auto`](super::LinearSolver::Auto): the cheapest path by the cost model
 /// (module docs), a CG pick within its break-even budget before the direct path.
 pub(super) fn solve<Mo: Model, Lo: Loss, Me: Metric>(
-    lin: &mut Linearized<'_, Mo, Lo, Me>,
+    lin: &mut LinearizedProblem<'_, Mo, Lo, Me>,
     a: &AutoSettings,
     rhs: Rhs<'_>,
     x: &mut [f64],

@@ -7,7 +7,7 @@ use crate::gram::Space;
 use crate::loss::Loss;
 use crate::metric::Metric;
 use crate::model::Model;
-use crate::problem::Linearized;
+use crate::problem::LinearizedProblem;
 use faer::diag::Diag;
 use faer::dyn_stack::{MemBuffer, MemStack};
 use faer::matrix_free::conjugate_gradient::{
@@ -85,7 +85,7 @@ struct Sketch {
 /// Preconditioned CG on the Gram operator of `space` (`p×p` or `n×n`): `rhs` and `x` have
 /// that operator's size. On entry `x` is the initial guess (when warm starting).
 pub(super) fn solve_cg<Mo: Model, Lo: Loss, Me: Metric>(
-    lin: &mut Linearized<'_, Mo, Lo, Me>,
+    lin: &mut LinearizedProblem<'_, Mo, Lo, Me>,
     space: Space,
     rhs: &[f64],
     x: &mut [f64],
@@ -161,9 +161,9 @@ pub(super) fn identity(dim: usize) -> CgPrecond<'static> {
 }
 
 /// Jacobi, `(diag(G) + λ)⁻¹`, in parameter space; `None` when the model or the metric has
-/// no diagonal ([`Linearized::gram_diagonal`]) or an entry is not positive and finite.
+/// no diagonal ([`LinearizedProblem::gram_diagonal`]) or an entry is not positive and finite.
 pub(super) fn jacobi<Mo: Model, Lo: Loss, Me: Metric>(
-    lin: &mut Linearized<'_, Mo, Lo, Me>,
+    lin: &mut LinearizedProblem<'_, Mo, Lo, Me>,
     damping: f64,
 ) -> Option<CgPrecond<'static>> {
     let d = lin.gram_diagonal(damping)?;
@@ -175,7 +175,7 @@ pub(super) fn jacobi<Mo: Model, Lo: Loss, Me: Metric>(
 /// One CG solve of `(G + λI) x = rhs` in `space` with `precond` (settings `s`, damping λ
 /// from `sd`); returns the iterations, the relative residual and whether it is truncated.
 pub(super) fn run_cg<Mo: Model, Lo: Loss, Me: Metric>(
-    lin: &mut Linearized<'_, Mo, Lo, Me>,
+    lin: &mut LinearizedProblem<'_, Mo, Lo, Me>,
     space: Space,
     rhs: &[f64],
     x: &mut [f64],
@@ -356,7 +356,7 @@ impl<O: LinOp<f64>> LinOp<f64> for Tracked<'_, O> {
 /// Parameter space: `A₀ = G`, `μ = λ`. Sample space with `M = wI`: `A₀ = JJᵀ`, `μ = λ/w`;
 /// with any other metric `A₀ = JJᵀ + λM⁻¹`, `μ = 0` (see [`super::nystrom`]).
 fn refresh_sketch<Mo: Model, Lo: Loss, Me: Metric>(
-    lin: &mut Linearized<'_, Mo, Lo, Me>,
+    lin: &mut LinearizedProblem<'_, Mo, Lo, Me>,
     space: Space,
     sketch: Sketch,
     damping: f64,
@@ -398,7 +398,9 @@ fn refresh_sketch<Mo: Model, Lo: Loss, Me: Metric>(
 }
 
 /// `Some(w)` when the metric at this point is `w I` (Euclidean, uniform weights).
-fn scalar_metric<Mo: Model, Lo: Loss, Me: Metric>(lin: &Linearized<'_, Mo, Lo, Me>) -> Option<f64> {
+fn scalar_metric<Mo: Model, Lo: Loss, Me: Metric>(
+    lin: &LinearizedProblem<'_, Mo, Lo, Me>,
+) -> Option<f64> {
     let mut diag = vec![0.0; lin.outputs().len()];
     if !lin.problem().metric().diagonal(&lin.point(), &mut diag) {
         return None;

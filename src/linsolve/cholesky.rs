@@ -6,13 +6,13 @@ use crate::gram::{dense_gram, dense_jacobian, JacobianSource};
 use crate::loss::Loss;
 use crate::metric::Metric;
 use crate::model::Model;
-use crate::problem::Linearized;
+use crate::problem::LinearizedProblem;
 use faer::linalg::solvers::Llt;
 use faer::linalg::solvers::Solve;
 use faer::{ColMut, Mat, Par, Side};
 
 pub(super) fn solve_cholesky<Mo: Model, Lo: Loss, Me: Metric>(
-    lin: &mut Linearized<'_, Mo, Lo, Me>,
+    lin: &mut LinearizedProblem<'_, Mo, Lo, Me>,
     rhs: &[f64],
     x: &mut [f64],
     damping: f64,
@@ -83,7 +83,7 @@ fn sum_over_shards<Mo: Model>(model: &Mo, g: &mut Mat<f64>) {
 
 /// The dense Jacobian (the model's, or from `min(n, p)` products, which are counted).
 pub(super) fn counted_jacobian<Mo: Model, Lo: Loss, Me: Metric>(
-    lin: &mut Linearized<'_, Mo, Lo, Me>,
+    lin: &mut LinearizedProblem<'_, Mo, Lo, Me>,
 ) -> faer::Mat<f64> {
     let n = lin.outputs().len();
     let (jac, source) = dense_jacobian(lin.linearization_mut(), n);

@@ -34,7 +34,7 @@ use crate::error::Error;
 use crate::loss::Loss;
 use crate::metric::Metric;
 use crate::model::{KfacFactors, Linearization, Model};
-use crate::problem::Linearized;
+use crate::problem::LinearizedProblem;
 use faer::diag::Diag;
 use faer::dyn_stack::{MemBuffer, MemStack, StackReq};
 use faer::linalg::evd::{self_adjoint_evd, self_adjoint_evd_scratch, ComputeEigenvectors};
@@ -196,7 +196,7 @@ fn eigen(a: &[f64], n: usize) -> Result<(Vec<f64>, Vec<f64>), SolveFailure> {
 /// not diagonal or a model without factors, and with [`SolveFailure::Kfac`] for negative
 /// or non-finite metric weights or a failed eigendecomposition.
 pub(super) fn refresh<Mo: Model, Lo: Loss, Me: Metric>(
-    lin: &mut Linearized<'_, Mo, Lo, Me>,
+    lin: &mut LinearizedProblem<'_, Mo, Lo, Me>,
     refresh_every: usize,
     decay: f64,
     cache: &mut SolveCache,
@@ -240,7 +240,7 @@ pub(super) fn refresh<Mo: Model, Lo: Loss, Me: Metric>(
 
 /// `diag(M)` at this point, checked to be finite, `≥ 0` and not all zero.
 fn metric_weights<Mo: Model, Lo: Loss, Me: Metric>(
-    lin: &Linearized<'_, Mo, Lo, Me>,
+    lin: &LinearizedProblem<'_, Mo, Lo, Me>,
 ) -> Result<Vec<f64>, SolveFailure> {
     let mut w = vec![0.0; lin.outputs().len()];
     let metric = lin.problem().metric();
@@ -397,7 +397,7 @@ impl Precond<f64> for KfacPrecond {}
 /// [`LinearSolver::Kfac`](super::LinearSolver::Kfac): `x = P⁻¹ b`, no CG. The residual is
 /// not computed (that would cost a Gram product): `rel_residual` is NaN.
 pub(super) fn solve_direction<Mo: Model, Lo: Loss, Me: Metric>(
-    lin: &mut Linearized<'_, Mo, Lo, Me>,
+    lin: &mut LinearizedProblem<'_, Mo, Lo, Me>,
     b: &[f64],
     x: &mut [f64],
     damping: f64,
@@ -423,7 +423,7 @@ pub(super) fn solve_direction<Mo: Model, Lo: Loss, Me: Metric>(
 /// The model's factors at this linearisation, for the diagonal metric of the problem (the
 /// input of [`KfacState`]; for tests and benchmarks). Fails as `refresh` does.
 pub fn factors<Mo: Model, Lo: Loss, Me: Metric>(
-    lin: &mut Linearized<'_, Mo, Lo, Me>,
+    lin: &mut LinearizedProblem<'_, Mo, Lo, Me>,
 ) -> Result<Vec<KfacFactors>, SolveFailure> {
     let mut cache = SolveCache::default();
     refresh(lin, 1, 0.0, &mut cache)?;

@@ -36,7 +36,7 @@ use crate::linalg::{gemv, norm};
 use crate::loss::Loss;
 use crate::metric::Metric;
 use crate::model::Model;
-use crate::problem::Linearized;
+use crate::problem::LinearizedProblem;
 use faer::{Mat, Par, Side};
 
 /// The largest Jacobian (`n·p` entries) the least-squares path forms: 2²⁶ values, 512 MiB.
@@ -48,7 +48,7 @@ pub const MAX_JACOBIAN_ENTRIES: usize = 1 << 26;
 /// `filter` is `(λ, rcond, par)`: the damping, the relative cut-off of the spectrum and
 /// the thread setting.
 pub(super) fn solve<Mo: Model, Lo: Loss, Me: Metric>(
-    lin: &mut Linearized<'_, Mo, Lo, Me>,
+    lin: &mut LinearizedProblem<'_, Mo, Lo, Me>,
     r: Option<&[f64]>,
     b: &[f64],
     d: &mut [f64],

@@ -41,7 +41,7 @@ use crate::gram::Space;
 use crate::loss::Loss;
 use crate::metric::Metric;
 use crate::model::Model;
-use crate::problem::Linearized;
+use crate::problem::LinearizedProblem;
 use faer::Par;
 use std::fmt;
 
@@ -516,7 +516,7 @@ pub(crate) struct SolveCtx<'c> {
 /// Solves `(G + λI) x = b` at a linearisation. On entry `x` holds the initial guess
 /// (used when warm starting), on exit the solution.
 pub fn solve_direction<Mo: Model, Lo: Loss, Me: Metric>(
-    lin: &mut Linearized<'_, Mo, Lo, Me>,
+    lin: &mut LinearizedProblem<'_, Mo, Lo, Me>,
     rhs: Rhs<'_>,
     x: &mut [f64],
     damping: f64,
@@ -602,7 +602,7 @@ pub(crate) fn sharded_sample_space() -> Error {
 /// The parameter-space right-hand side `b`: given, or `Jᵀ r` (one vjp) when only the
 /// cotangent `r` is.
 fn param_rhs<'a, Mo: Model, Lo: Loss, Me: Metric>(
-    lin: &mut Linearized<'_, Mo, Lo, Me>,
+    lin: &mut LinearizedProblem<'_, Mo, Lo, Me>,
     rhs: Rhs<'a>,
 ) -> std::borrow::Cow<'a, [f64]> {
     match rhs {
@@ -617,7 +617,7 @@ fn param_rhs<'a, Mo: Model, Lo: Loss, Me: Metric>(
 
 /// Solves by one of the four paths; `cg` is used by the CG paths.
 fn run_path<Mo: Model, Lo: Loss, Me: Metric>(
-    lin: &mut Linearized<'_, Mo, Lo, Me>,
+    lin: &mut LinearizedProblem<'_, Mo, Lo, Me>,
     path: Path,
     rhs: Rhs<'_>,
     x: &mut [f64],

@@ -50,7 +50,7 @@ use crate::gram::Space;
 use crate::loss::Loss;
 use crate::metric::Metric;
 use crate::model::Model;
-use crate::problem::Linearized;
+use crate::problem::LinearizedProblem;
 
 /// What [`Preconditioner::Auto`](super::Preconditioner::Auto) chose at its last trial,
 /// kept in the [`SolveCache`](super::SolveCache).
@@ -69,7 +69,7 @@ type Outcome = (usize, f64, bool);
 /// The Auto-preconditioned CG solve in parameter space; `rule` is
 /// `(trial_above, refresh_every)`.
 pub(super) fn solve<Mo: Model, Lo: Loss, Me: Metric>(
-    lin: &mut Linearized<'_, Mo, Lo, Me>,
+    lin: &mut LinearizedProblem<'_, Mo, Lo, Me>,
     rhs: &[f64],
     x: &mut [f64],
     s: &CgSettings,
@@ -138,7 +138,7 @@ pub(super) fn solve<Mo: Model, Lo: Loss, Me: Metric>(
 /// iterations (at `max_iters` when the incumbent was truncated). When the challenger
 /// wins, writes its solution into `x` and returns its outcome.
 fn challenge<Mo: Model, Lo: Loss, Me: Metric>(
-    lin: &mut Linearized<'_, Mo, Lo, Me>,
+    lin: &mut LinearizedProblem<'_, Mo, Lo, Me>,
     rhs: &[f64],
     x: &mut [f64],
     mut x0: Vec<f64>,

@@ -8,14 +8,14 @@ use crate::linalg::{gemv, norm};
 use crate::loss::Loss;
 use crate::metric::Metric;
 use crate::model::Model;
-use crate::problem::Linearized;
+use crate::problem::LinearizedProblem;
 use faer::linalg::matmul::matmul;
 use faer::linalg::solvers::Solve;
 use faer::{Accum, ColMut, Mat, Par};
 
 /// Solves for `d = (JᵀMJ + λI)⁻¹ Jᵀ r` in sample space; `d` has length `p`.
 pub(super) fn solve<Mo: Model, Lo: Loss, Me: Metric>(
-    lin: &mut Linearized<'_, Mo, Lo, Me>,
+    lin: &mut LinearizedProblem<'_, Mo, Lo, Me>,
     r: &[f64],
     d: &mut [f64],
     direct: bool,
@@ -43,7 +43,7 @@ pub(super) fn solve<Mo: Model, Lo: Loss, Me: Metric>(
 
 /// Forms `K = JJᵀ + λM⁻¹` (n×n), factors it, `s = K⁻¹ rhs`, `d = Jᵀ s`.
 fn solve_direct<Mo: Model, Lo: Loss, Me: Metric>(
-    lin: &mut Linearized<'_, Mo, Lo, Me>,
+    lin: &mut LinearizedProblem<'_, Mo, Lo, Me>,
     rhs: &[f64],
     d: &mut [f64],
     damping: f64,
@@ -84,7 +84,7 @@ fn solve_direct<Mo: Model, Lo: Loss, Me: Metric>(
 /// `K += λ M⁻¹`: the diagonal `λ/w_i` for a diagonal metric, otherwise `n` metric solves
 /// with unit vectors (the direct path is for small `n`).
 fn add_damped_inverse_metric<Mo: Model, Lo: Loss, Me: Metric>(
-    lin: &Linearized<'_, Mo, Lo, Me>,
+    lin: &LinearizedProblem<'_, Mo, Lo, Me>,
     k: &mut Mat<f64>,
     damping: f64,
 ) -> Result<(), SolveFailure> {

@@ -15,7 +15,7 @@ use crate::error::Error;
 use faer::{Mat, MatMut, MatRef};
 
 /// A [`Linearization`] whose every returned value is checked (length, finiteness), the
-/// first fault kept for [`CheckedLinearization::fault`]. [`crate::Problem::linearize`] wraps the model's linearisation in one.
+/// first fault kept for [`CheckedLinearization::fault`]. [`crate::FitProblem::linearize`] wraps the model's linearisation in one.
 #[derive(Debug)]
 pub struct CheckedLinearization<L> {
     inner: L,

@@ -52,7 +52,7 @@ pub trait Model: Send + Sync {
 
     /// Runs the forward pass at `theta` and keeps what the Jacobian products need.
     ///
-    /// Implementations may assume `theta.len() == n_params()`; [`crate::Problem`] checks it
+    /// Implementations may assume `theta.len() == n_params()`; [`crate::FitProblem`] checks it
     /// (and that θ is finite) before calling.
     fn linearize(&self, theta: &[f64]) -> Result<Self::Linearization<'_>>;
 

@@ -2,8 +2,8 @@
 //! outputs are the channels `c_i` at the quadrature points and a [`Loss`] on them.
 //!
 //! With `y` the channels, `ℓ(y) = Σ_i w_i e(x_i, y_i)` has the gradient `w_i ∂e/∂c` and the
-//! block-diagonal Hessian `w_i ∂²e/∂c∂c` (`K × K` per point, `K` channels). The GGN metric
-//! ([`Ggn`]) on it gives the Gram `JᵀHJ = Σ_i w_i J_iᵀ ∂²e/∂c∂c J_i`: the Hessian of the
+//! block-diagonal Hessian `w_i ∂²e/∂c∂c` (`K × K` per point, `K` channels). The loss-Hessian metric
+//! ([`LossHessian`]) on it gives the Gram `JᵀHJ = Σ_i w_i J_iᵀ ∂²e/∂c∂c J_i`: the Hessian of the
 //! energy in function space pulled back to θ — energy natural gradient for the Ritz method
 //! (Müller & Zeinhofer 2023, docs/math.md §1 with `M = ∇²_y ℓ`). For `e = ½|∇u|² − f u` it
 //! is the H¹-seminorm Gram `Σ_i w_i ∇_θ∇u(x_i) ∇_θ∇u(x_i)ᵀ`.
@@ -11,10 +11,10 @@
 use super::energy::{density_derivatives, density_value, EnergyTerm};
 use crate::error::{check_len, Error, Result};
 use crate::loss::Loss;
-use crate::metric::Ggn;
+use crate::metric::LossHessian;
 use crate::model::taylor::{ChannelSet, TaylorMlp, TaylorPass};
 use crate::model::{Linearization, Model};
-use crate::problem::Problem;
+use crate::problem::FitProblem;
 use faer::{Mat, MatRef, Par, Side};
 use std::sync::{Arc, Mutex};
 
@@ -143,7 +143,7 @@ impl Energy {
 /// A Deep Ritz model: a Taylor-mode network and the terms of an energy. Its outputs are
 /// the channels of every quadrature point (term by term; point `i` of a term with `K`
 /// channels at `i·K + c·q + o`), and [`RitzModel::energy`] is the loss on them; with
-/// [`Ggn`] as the metric, natural gradient is energy natural gradient in the energy's own
+/// [`LossHessian`] as the metric, natural gradient is energy natural gradient in the energy's own
 /// Hessian. The metric is block-diagonal, not diagonal, so the direct solves run in
 /// parameter space (`LinearSolver::Cholesky`, CG); the sample-space solvers need `M⁻¹`.
 #[derive(Debug, Clone)]
@@ -187,10 +187,10 @@ impl RitzModel {
         }
     }
 
-    /// The problem of energy natural gradient: this model, its energy, the [`Ggn`] metric.
-    pub fn into_problem(self) -> Result<Problem<RitzModel, RitzEnergy, Ggn>> {
+    /// The problem of energy natural gradient: this model, its energy, the [`LossHessian`] metric.
+    pub fn into_problem(self) -> Result<FitProblem<RitzModel, RitzEnergy, LossHessian>> {
         let energy = self.energy();
-        Problem::new(self, energy, Ggn)
+        FitProblem::new(self, energy, LossHessian)
     }
 
     /// The network.
@@ -277,7 +277,7 @@ impl Model for RitzModel {
 
 /// The energy of a [`RitzModel`] as a [`Loss`] on its outputs (the channels): value
 /// `Σ_i w_i e(x_i, y_i)`, gradient `w_i ∂e/∂c`, Hessian the blocks `w_i ∂²e/∂c∂c` (for the
-/// [`Ggn`] metric). The value may be negative (it is an energy, not a misfit).
+/// [`LossHessian`] metric). The value may be negative (it is an energy, not a misfit).
 #[derive(Debug, Clone)]
 pub struct RitzEnergy {
     energy: Arc<Energy>,

@@ -11,16 +11,16 @@
 use crate::loss::SquaredError;
 use crate::metric::Euclidean;
 use crate::model::ClosureModel;
-use crate::problem::Problem;
+use crate::problem::FitProblem;
 use faer::MatMut;
 
 /// The value closure of a certified problem's model.
 pub type ValueFn = Box<dyn Fn(&[f64], &mut [f64]) + Send + Sync>;
 /// The Jacobian closure of a certified problem's model.
 pub type JacobianFn = Box<dyn Fn(&[f64], MatMut<'_, f64>) + Send + Sync>;
-/// A certified problem as a natgrad [`Problem`]: loss `SSE / 2`, Gauss–Newton metric.
+/// A certified problem as a natgrad [`FitProblem`]: loss `SSE / 2`, Gauss–Newton metric.
 pub type NistProblem =
-    Problem<ClosureModel<ValueFn, JacobianFn>, SquaredError<Euclidean>, Euclidean>;
+    FitProblem<ClosureModel<ValueFn, JacobianFn>, SquaredError<Euclidean>, Euclidean>;
 
 /// One StRD problem: the model `f(x; θ)` with its gradient in θ, the data and the
 /// certified values (to the 10–11 digits NIST prints).
@@ -87,7 +87,7 @@ impl Certified {
         let model = ClosureModel::new(p, xs.len(), value, jacobian);
         let loss = SquaredError::new(self.y.to_vec(), Euclidean)
             .expect("the certified responses are finite");
-        Problem::new(model, loss, Euclidean).expect("sizes agree by construction")
+        FitProblem::new(model, loss, Euclidean).expect("sizes agree by construction")
     }
 }
 

@@ -8,7 +8,7 @@ use crate::error::Result;
 use crate::loss::{Loss, SquaredError};
 use crate::metric::DenseMetric;
 use crate::model::QuadraticModel;
-use crate::problem::Problem;
+use crate::problem::FitProblem;
 use faer::{mat, Mat};
 
 /// Target coefficients `c_u = (1.0, 0.5)`.
@@ -126,7 +126,7 @@ impl Loss for ToyLoss {
 }
 
 /// The problem type shared by all toys.
-pub type ToyProblem = Problem<QuadraticModel, ToyLoss, DenseMetric>;
+pub type ToyProblem = FitProblem<QuadraticModel, ToyLoss, DenseMetric>;
 
 /// A toy: its problem, start and (where known in closed form) minimiser.
 #[derive(Debug)]
@@ -151,7 +151,7 @@ fn build(
 ) -> Result<Toy> {
     Ok(Toy {
         name,
-        problem: Problem::new(model, loss, DenseMetric::new(metric)?)?,
+        problem: FitProblem::new(model, loss, DenseMetric::new(metric)?)?,
         theta0,
         minimiser,
     })

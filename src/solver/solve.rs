@@ -8,7 +8,7 @@ use crate::linsolve::{solve_direction, Rhs, SolveFailure, SolveInfo};
 use crate::loss::Loss;
 use crate::metric::Metric;
 use crate::model::Model;
-use crate::problem::{Linearized, Problem};
+use crate::problem::{FitProblem, LinearizedProblem};
 use argmin::core::KV;
 
 /// What the linear solves of one step did (summed over Nesterov's two solves), written
@@ -90,7 +90,7 @@ impl<S: StepSearch> NaturalGradient<S> {
     /// `J_kᵀ r = β J_kᵀh − α g` costs one vjp for `h`, none for the gradient.
     pub(super) fn solve_gradient<Mo: Model, Lo: Loss, Me: Metric>(
         &mut self,
-        lin: &mut Linearized<'_, Mo, Lo, Me>,
+        lin: &mut LinearizedProblem<'_, Mo, Lo, Me>,
         momentum: Option<(f64, &[f64])>,
         g: &[f64],
         log: &mut SolveLog,
@@ -115,7 +115,7 @@ impl<S: StepSearch> NaturalGradient<S> {
     /// with `r = β h` (no solve when the right-hand side is zero, e.g. β = 0).
     pub(super) fn solve_extrapolation<Mo: Model, Lo: Loss, Me: Metric>(
         &mut self,
-        lin: &mut Linearized<'_, Mo, Lo, Me>,
+        lin: &mut LinearizedProblem<'_, Mo, Lo, Me>,
         beta: f64,
         h: &[f64],
         log: &mut SolveLog,
@@ -135,7 +135,7 @@ impl<S: StepSearch> NaturalGradient<S> {
     /// The gradient step `−α G(z)⁻¹ g(z)` at `z = θ + s` (the Nesterov rules).
     pub(super) fn gradient_step_at<Mo: Model, Lo: Loss, Me: Metric>(
         &mut self,
-        on: &Problem<Mo, Lo, Me>,
+        on: &FitProblem<Mo, Lo, Me>,
         theta: &[f64],
         s: &[f64],
         log: &mut SolveLog,
@@ -166,7 +166,7 @@ impl<S: StepSearch> NaturalGradient<S> {
     /// `(G + λI) x = b` with `b = J_kᵀ r`, warm-started from `warm` (updated to `x`).
     fn solve<Mo: Model, Lo: Loss, Me: Metric>(
         &mut self,
-        lin: &mut Linearized<'_, Mo, Lo, Me>,
+        lin: &mut LinearizedProblem<'_, Mo, Lo, Me>,
         r: &[f64],
         b: &[f64],
         warm: &mut Option<Vec<f64>>,

@@ -7,12 +7,12 @@ use crate::line_search::{StepSearch, StepStart};
 use crate::loss::Loss;
 use crate::metric::Metric;
 use crate::model::Model;
-use crate::momentum::{Momentum, Previous, PreviousOutputs};
-use crate::problem::{Evaluations, Linearized, Problem};
+use crate::problem::{Evaluations, FitProblem, LinearizedProblem};
 use crate::step_control::{
     cap_step_norm, gram_scale, predicted_decrease, stalled_reason, Accepted, DampingScale,
     LevenbergMarquardt,
 };
+use crate::step_rule::{Previous, PreviousOutputs, StepRule};
 use crate::stopping::{column_cosine, zero_gradient_reason, StepRecord, Tolerances};
 use argmin::core::{State, TerminationReason, KV};
 use std::borrow::Cow;
@@ -86,7 +86,7 @@ impl Failure {
 /// A fault recorded by the checked linearisation (a non-finite product, a wrong-shape
 /// Jacobian from user code), as the failure that names it.
 pub(super) fn fault<Mo: Model, Lo: Loss, Me: Metric>(
-    lin: &Linearized<'_, Mo, Lo, Me>,
+    lin: &LinearizedProblem<'_, Mo, Lo, Me>,
 ) -> Result<(), Failure> {
     lin.fault().map_or(Ok(()), |e| Err(e.clone().into()))
 }
@@ -106,8 +106,8 @@ pub(super) fn finite(what: &str, v: &[f64]) -> Result<(), Failure> {
 /// mini-batch problem, or `all` itself), `θ_k`, the previous iterate and its output
 /// vectors on this step's samples, the samples, and what argmin does after this step.
 struct StepAt<'s, Mo, Lo, Me> {
-    all: &'s Problem<Mo, Lo, Me>,
-    on: &'s Problem<Mo, Lo, Me>,
+    all: &'s FitProblem<Mo, Lo, Me>,
+    on: &'s FitProblem<Mo, Lo, Me>,
     theta: &'s [f64],
     previous: Option<&'s Previous>,
     previous_outputs: Option<Cow<'s, PreviousOutputs>>,
@@ -233,7 +233,7 @@ impl<S: StepSearch> NaturalGradient<S> {
     /// problem (those on `problem` itself are counted by the caller).
     pub(super) fn step<Mo: Model, Lo: Loss, Me: Metric>(
         &mut self,
-        problem: &Problem<Mo, Lo, Me>,
+        problem: &FitProblem<Mo, Lo, Me>,
         theta: &[f64],
         horizon: Horizon,
     ) -> (crate::Result<Step>, Evaluations) {
@@ -277,7 +277,7 @@ impl<S: StepSearch> NaturalGradient<S> {
                 // direction never becomes one. Without the memory the next step is a
                 // plain natural-gradient step from θ_k, a descent direction.
                 let restarted = previous.is_some()
-                    && !matches!(self.momentum, Momentum::Plain | Momentum::GradientDescent);
+                    && !matches!(self.momentum, StepRule::Plain | StepRule::GradientDescent);
                 kv.insert("momentum_restart", restarted.into());
                 Ok(Step::Rejected(kv))
             }
@@ -330,7 +330,7 @@ impl<S: StepSearch> NaturalGradient<S> {
     /// already), the step rule and what the step control needs of `J_k`.
     fn prepare<Mo: Model, Lo: Loss, Me: Metric>(
         &mut self,
-        mut lin: Linearized<'_, Mo, Lo, Me>,
+        mut lin: LinearizedProblem<'_, Mo, Lo, Me>,
         at: &StepAt<'_, Mo, Lo, Me>,
         gradient: Option<Vec<f64>>,
         kv: &mut KV,
@@ -350,8 +350,8 @@ impl<S: StepSearch> NaturalGradient<S> {
     /// theta` on all samples of `problem` that formed the gradient `g` there.
     pub(super) fn look_ahead<Mo: Model, Lo: Loss, Me: Metric>(
         &mut self,
-        problem: &Problem<Mo, Lo, Me>,
-        lin: Linearized<'_, Mo, Lo, Me>,
+        problem: &FitProblem<Mo, Lo, Me>,
+        lin: LinearizedProblem<'_, Mo, Lo, Me>,
         theta: &[f64],
         g: Vec<f64>,
     ) {
@@ -412,7 +412,7 @@ impl<S: StepSearch> NaturalGradient<S> {
     /// all samples, else one vjp), this step's damping, and the KV's first entries.
     fn start<Mo: Model, Lo: Loss, Me: Metric>(
         &mut self,
-        lin: &mut Linearized<'_, Mo, Lo, Me>,
+        lin: &mut LinearizedProblem<'_, Mo, Lo, Me>,
         at: &StepAt<'_, Mo, Lo, Me>,
         gradient: Option<Vec<f64>>,
         kv: &mut KV,
@@ -455,7 +455,7 @@ impl<S: StepSearch> NaturalGradient<S> {
     /// none for gradient descent). `previous` is `None` at k = 0: the Plain step.
     fn direction<Mo: Model, Lo: Loss, Me: Metric>(
         &mut self,
-        lin: &mut Linearized<'_, Mo, Lo, Me>,
+        lin: &mut LinearizedProblem<'_, Mo, Lo, Me>,
         at: &StepAt<'_, Mo, Lo, Me>,
         g: &[f64],
         kv: &mut KV,
@@ -466,14 +466,14 @@ impl<S: StepSearch> NaturalGradient<S> {
         let prev_outputs = at.previous_outputs.as_deref();
         Ok(match (rule, at.previous) {
             // G = I: δ_k = −α g_k
-            (Momentum::GradientDescent, _) => combine(None, alpha, g),
+            (StepRule::GradientDescent, _) => combine(None, alpha, g),
             // G_k δ_k = −α g_k
-            (Momentum::Plain, _) | (_, None) => self.solve_gradient(lin, None, g, log)?,
+            (StepRule::Plain, _) | (_, None) => self.solve_gradient(lin, None, g, log)?,
             // G_k δ_k = β J_kᵀ h − α g_k, h = M J_{k−1}δ_{k−1} | M (y_k − y_{k−1}) | ∇ℓ(y_{k−1})
             (
-                Momentum::HeavyBall { beta }
-                | Momentum::FiniteDifference { beta }
-                | Momentum::LaggedGradient { beta },
+                StepRule::HeavyBall { beta }
+                | StepRule::FiniteDifference { beta }
+                | StepRule::LaggedGradient { beta },
                 Some(_),
             ) => {
                 let prev = prev_outputs.expect("read by `previous_outputs` for these rules");
@@ -485,19 +485,19 @@ impl<S: StepSearch> NaturalGradient<S> {
                 self.solve_gradient(lin, Some((beta, &h)), g, log)?
             }
             // δ_k = β δ_{k−1} − α G_k⁻¹ g_k
-            (Momentum::ParamHeavyBall { beta }, Some(prev)) => {
+            (StepRule::ParamHeavyBall { beta }, Some(prev)) => {
                 let d = self.solve_gradient(lin, None, g, log)?;
                 add(&scaled(beta, &prev.delta), &d)
             }
             // z = θ_k + β G_k⁻¹ J_kᵀ M (y_k − y_{k−1});  θ_{k+1} = z − α G(z)⁻¹ g(z)
-            (Momentum::Nesterov { beta }, Some(_)) => {
+            (StepRule::Nesterov { beta }, Some(_)) => {
                 let prev = prev_outputs.expect("read by `previous_outputs` for this rule");
                 let h = rule.output_term(lin, prev).unwrap_or_default();
                 let s = self.solve_extrapolation(lin, beta, &h, log)?;
                 add(&s, &self.gradient_step_at(at.on, at.theta, &s, log)?)
             }
             // z = θ_k + β (θ_k − θ_{k−1});  θ_{k+1} = z − α G(z)⁻¹ g(z)
-            (Momentum::ParamNesterov { beta }, Some(prev)) => {
+            (StepRule::ParamNesterov { beta }, Some(prev)) => {
                 let s = scaled(beta, &prev.delta);
                 add(&s, &self.gradient_step_at(at.on, at.theta, &s, log)?)
             }
@@ -509,15 +509,15 @@ impl<S: StepSearch> NaturalGradient<S> {
     /// the stopping tests), `‖J_kδ_k‖²_M`, and the outputs. Ends the linearisation.
     fn measure<Mo: Model, Lo: Loss, Me: Metric>(
         &self,
-        mut lin: Linearized<'_, Mo, Lo, Me>,
+        mut lin: LinearizedProblem<'_, Mo, Lo, Me>,
         at: &StepAt<'_, Mo, Lo, Me>,
         start: &Start,
         mut delta: Vec<f64>,
     ) -> Result<Measured, Failure> {
         let rule = self.momentum;
         // gᵀ(G + λI)⁻¹g of a plain solve δ = −α(G + λI)⁻¹g, for the gradient test.
-        let plain_solve = !matches!(rule, Momentum::GradientDescent)
-            && (matches!(rule, Momentum::Plain) || at.previous.is_none());
+        let plain_solve = !matches!(rule, StepRule::GradientDescent)
+            && (matches!(rule, StepRule::Plain) || at.previous.is_none());
         let g_ginv_g = plain_solve.then(|| -dot(&start.g, &delta) / self.step_size);
         cap_step_norm(&mut delta, self.max_step_norm);
         let curvature = self.adaptive_damping.is_some() || self.tolerances != Tolerances::NONE;
@@ -576,7 +576,7 @@ impl<S: StepSearch> NaturalGradient<S> {
         };
         if self.tolerances != Tolerances::NONE && !start.zero_gradient {
             let damping = match self.momentum {
-                Momentum::GradientDescent => 0.0,
+                StepRule::GradientDescent => 0.0,
                 _ => self.lambda(),
             };
             self.memory.record = Some(StepRecord {
@@ -636,7 +636,7 @@ impl<S: StepSearch> NaturalGradient<S> {
     /// says which value.
     fn non_finite_after_step<Mo: Model, Lo: Loss, Me: Metric>(
         &self,
-        on: &Problem<Mo, Lo, Me>,
+        on: &FitProblem<Mo, Lo, Me>,
         theta: &[f64],
     ) -> Failure {
         let cause = match on.linearize(theta) {
@@ -709,7 +709,7 @@ impl<S: StepSearch> NaturalGradient<S> {
     /// the stopping tests need it (`tested`) and the model has it.
     fn scale_damping<Mo: Model, Lo: Loss, Me: Metric>(
         &mut self,
-        lin: &mut Linearized<'_, Mo, Lo, Me>,
+        lin: &mut LinearizedProblem<'_, Mo, Lo, Me>,
         g: &[f64],
         tested: bool,
     ) -> Option<Vec<f64>> {
@@ -734,7 +734,7 @@ impl<S: StepSearch> NaturalGradient<S> {
     /// the current samples (one forward pass, and one jvp for heavy ball).
     fn previous_on<'a, Mo: Model, Lo: Loss, Me: Metric>(
         &self,
-        on: &Problem<Mo, Lo, Me>,
+        on: &FitProblem<Mo, Lo, Me>,
         prev: &'a Previous,
         samples: Option<&[usize]>,
     ) -> Result<Cow<'a, PreviousOutputs>, Failure> {

@@ -10,7 +10,7 @@ use faer::{Mat, MatMut, MatRef, Par};
 use natgrad::check::jacobian_by_jvps;
 use natgrad::gram::Space;
 use natgrad::model::Model;
-use natgrad::{Linearization, Linearized, Loss, Metric, Problem};
+use natgrad::{FitProblem, Linearization, LinearizedProblem, Loss, Metric};
 
 /// Adjointness `⟨Jv, w⟩ = ⟨v, Jᵀw⟩`, relative to `‖Jv‖‖w‖ + ‖v‖‖Jᵀw‖`.
 pub const ADJOINT_TOL: f64 = 1e-12;
@@ -291,7 +291,7 @@ fn apply_block(op: &impl LinOp<f64>, x: &Mat<f64>) -> Mat<f64> {
 
 /// Dense `J` (by jvps) and `M` (applied to the unit vectors) of a linearised problem.
 fn dense_j_and_m<Mo: Model, Lo: Loss, Me: Metric>(
-    lin: &mut Linearized<'_, Mo, Lo, Me>,
+    lin: &mut LinearizedProblem<'_, Mo, Lo, Me>,
     n: usize,
     p: usize,
 ) -> (Mat<f64>, Mat<f64>) {
@@ -319,7 +319,7 @@ fn dense_j_and_m<Mo: Model, Lo: Loss, Me: Metric>(
 /// `gram_diagonal` against `diag(JᵀMJ) + λ` when the problem offers it.
 pub fn check_gram<Mo: Model, Lo: Loss, Me: Metric>(
     name: &str,
-    problem: &Problem<Mo, Lo, Me>,
+    problem: &FitProblem<Mo, Lo, Me>,
     theta: &[f64],
     seed: u64,
 ) -> GramErrors {
@@ -373,7 +373,7 @@ pub fn check_gram<Mo: Model, Lo: Loss, Me: Metric>(
 /// the metrics' construction: well below 1e3).
 fn check_samples<Mo: Model, Lo: Loss, Me: Metric>(
     name: &str,
-    lin: &mut Linearized<'_, Mo, Lo, Me>,
+    lin: &mut LinearizedProblem<'_, Mo, Lo, Me>,
     (jac, m): (&Mat<f64>, &Mat<f64>),
     lambda: f64,
     r: &mut rand::rngs::StdRng,

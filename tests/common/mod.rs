@@ -146,7 +146,7 @@ pub mod twin;
 
 /// One direction solve on a fresh `SolveCache`, sequential: the direction and its info.
 pub fn solve_fresh<Mo, Lo, Me>(
-    lin: &mut natgrad::problem::Linearized<'_, Mo, Lo, Me>,
+    lin: &mut natgrad::problem::LinearizedProblem<'_, Mo, Lo, Me>,
     rhs: natgrad::linsolve::Rhs<'_>,
     lambda: f64,
     solver: &natgrad::LinearSolver,

@@ -3,12 +3,12 @@
 use argmin::core::observers::ObserverMode;
 use argmin::core::{Executor, State, TerminationReason};
 use natgrad::observe::Iterates;
-use natgrad::{Loss, Metric, Model, NaturalGradient, Problem};
+use natgrad::{FitProblem, Loss, Metric, Model, NaturalGradient};
 
 /// Runs `solver` for `iters` steps from `theta0`; returns the iterates θ_1..θ_N (fewer if
 /// the run stops early), the final θ and the termination reason.
 pub fn trajectory<Mo, Lo, Me>(
-    problem: Problem<Mo, Lo, Me>,
+    problem: FitProblem<Mo, Lo, Me>,
     solver: NaturalGradient,
     theta0: &[f64],
     iters: u64,
@@ -33,7 +33,7 @@ where
 /// `k` natgrad steps on `problem` from `theta0` with λ = 0, α = 1, no stopping test and
 /// the given linear solver: Gauss–Newton steps (natural-gradient steps in the metric).
 pub fn plain_steps<Mo, Lo, Me>(
-    problem: Problem<Mo, Lo, Me>,
+    problem: FitProblem<Mo, Lo, Me>,
     theta0: &[f64],
     solver: natgrad::LinearSolver,
     k: u64,

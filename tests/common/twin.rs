@@ -10,8 +10,8 @@ use argmin::core::{State, KV};
 use faer::{Mat, MatMut};
 use natgrad::gram::MixedGramOperator;
 use natgrad::model::{ClosureLinearization, Model};
-use natgrad::momentum::transport;
-use natgrad::{CgSettings, LinearSolver, Loss, Metric, Momentum, NgState, Problem, StepControl};
+use natgrad::step_rule::transport;
+use natgrad::{CgSettings, FitProblem, LinearSolver, Loss, Metric, NgState, StepControl, StepRule};
 use rand::Rng;
 use std::sync::{Arc, Mutex};
 
@@ -216,7 +216,7 @@ pub fn write(src: &Mat<f64>, mut dst: MatMut<'_, f64>) {
 /// (`M(y_k)` in `G_k`, in `G_{k,k−1} = J_kᵀ M(y_k) J_{k−1}` and in `M(y_k)(y_k − y_{k−1})`).
 pub fn rule_step(
     at: &dyn Fn(&[f64]) -> Point,
-    rule: Momentum,
+    rule: StepRule,
     alpha: f64,
     lambda: f64,
     theta: &[f64],
@@ -232,30 +232,30 @@ pub fn rule_step(
         let rhs: Vec<f64> = pz.g.iter().map(|g| -alpha * g).collect();
         dense_solve(&gram(&pz, lambda), &rhs)
     };
-    let with_momentum = |h_term: Vec<f64>| solve_k(&axpby(beta, &h_term, 1.0, &minus_alpha_g));
+    let with_step_rule = |h_term: Vec<f64>| solve_k(&axpby(beta, &h_term, 1.0, &minus_alpha_g));
     match (rule, prev) {
-        (Momentum::GradientDescent, _) => minus_alpha_g,
-        (Momentum::Plain, _) | (_, None) => solve_k(&minus_alpha_g),
-        (Momentum::HeavyBall { .. }, Some((tp, dp))) => {
+        (StepRule::GradientDescent, _) => minus_alpha_g,
+        (StepRule::Plain, _) | (_, None) => solve_k(&minus_alpha_g),
+        (StepRule::HeavyBall { .. }, Some((tp, dp))) => {
             // G_{k,k−1} δ_{k−1} = J_kᵀ M(y_k) J_{k−1} δ_{k−1}
-            with_momentum(jt_m(&mat_vec(&at(tp).j, dp)))
+            with_step_rule(jt_m(&mat_vec(&at(tp).j, dp)))
         }
-        (Momentum::FiniteDifference { .. }, Some((tp, _))) => {
-            with_momentum(jt_m(&axpby(1.0, &d.y, -1.0, &at(tp).y)))
+        (StepRule::FiniteDifference { .. }, Some((tp, _))) => {
+            with_step_rule(jt_m(&axpby(1.0, &d.y, -1.0, &at(tp).y)))
         }
-        (Momentum::LaggedGradient { .. }, Some((tp, _))) => {
-            with_momentum(mat_t_vec(&d.j, &at(tp).gy))
+        (StepRule::LaggedGradient { .. }, Some((tp, _))) => {
+            with_step_rule(mat_t_vec(&d.j, &at(tp).gy))
         }
-        (Momentum::Nesterov { .. }, Some((tp, _))) => {
+        (StepRule::Nesterov { .. }, Some((tp, _))) => {
             let h = jt_m(&axpby(1.0, &d.y, -1.0, &at(tp).y));
             let s = solve_k(&h.iter().map(|x| beta * x).collect::<Vec<_>>());
             let z = axpby(1.0, theta, 1.0, &s);
             axpby(1.0, &s, 1.0, &gradient_step(&z))
         }
-        (Momentum::ParamHeavyBall { .. }, Some((_, dp))) => {
+        (StepRule::ParamHeavyBall { .. }, Some((_, dp))) => {
             axpby(beta, dp, 1.0, &solve_k(&minus_alpha_g))
         }
-        (Momentum::ParamNesterov { .. }, Some((_, dp))) => {
+        (StepRule::ParamNesterov { .. }, Some((_, dp))) => {
             let s: Vec<f64> = dp.iter().map(|d| beta * d).collect();
             let z = axpby(1.0, theta, 1.0, &s);
             axpby(1.0, &s, 1.0, &gradient_step(&z))
@@ -354,7 +354,7 @@ pub fn tight_cg() -> LinearSolver {
 /// (to 1e-10) at `thetas = (θ_k, θ_{k−1})` against `expected = (G_{k,k−1}v,
 /// G_k⁻¹G_{k,k−1}v)` computed densely by the caller.
 pub fn check_mixed_gram_and_transport<Mo: Model, Lo: Loss, Me: Metric>(
-    problem: &Problem<Mo, Lo, Me>,
+    problem: &FitProblem<Mo, Lo, Me>,
     thetas: (&[f64], &[f64]),
     v: &[f64],
     lambda: f64,

@@ -14,14 +14,14 @@ use crate::loss::SquaredError;
 use crate::metric::Euclidean;
 use crate::model::{ChannelSet, Model, TaylorMlp};
 use crate::pde::{DualNum, Fields, PdeModel, Point, Residual, Term};
-use crate::problem::Problem;
+use crate::problem::FitProblem;
 use faer::Mat;
 use grids::{cell_grid, perimeter, widths};
 use std::f64::consts::PI;
 
 /// A PINN problem: Gauss–Newton form, loss `½‖R‖²` with the Euclidean metric on the
 /// residual outputs (energy natural gradient).
-pub type PinnProblem = Problem<PdeModel, SquaredError<Euclidean>, Euclidean>;
+pub type PinnProblem = FitProblem<PdeModel, SquaredError<Euclidean>, Euclidean>;
 
 /// A ready PINN: the problem, an exact solution and a fine evaluation grid.
 #[derive(Debug)]
@@ -73,7 +73,7 @@ impl PinnCase {
             .map(|j| exact(grid.col_as_slice(j)))
             .collect();
         let n = model.n_outputs();
-        let problem = Problem::new(
+        let problem = FitProblem::new(
             model,
             SquaredError::new(vec![0.0; n], Euclidean)?,
             Euclidean,

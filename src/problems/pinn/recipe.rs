@@ -3,9 +3,9 @@
 //! for PINNs*).
 
 use crate::linsolve::LinearSolver;
-use crate::momentum::Momentum;
 use crate::solver::NaturalGradient;
 use crate::step_control::{DampingRule, LevenbergMarquardt, StepControl};
+use crate::step_rule::StepRule;
 
 /// Starting damping of the recipe.
 pub const RECIPE_DAMPING: f64 = 1e-10;
@@ -54,6 +54,6 @@ pub fn default_solver(n: usize, p: usize) -> NaturalGradient {
             })
         })
         .and_then(|s| s.with_step_control(StepControl::armijo()))
-        .and_then(|s| s.with_momentum(Momentum::HeavyBall { beta: RECIPE_BETA }))
+        .and_then(|s| s.with_step_rule(StepRule::HeavyBall { beta: RECIPE_BETA }))
         .expect("the recipe's settings are valid")
 }

@@ -6,7 +6,7 @@
 //! r = β h − α ∇_y ℓ(y_k),
 //! ```
 //!
-//! where the momentum term `h ∈ Rⁿ` is what `Momentum::output_term` (crate-internal) returns:
+//! where the momentum term `h ∈ Rⁿ` is what `StepRule::output_term` (crate-internal) returns:
 //!
 //! | rule | `h` |
 //! |---|---|
@@ -26,7 +26,7 @@ use crate::linsolve::{solve_direction, LinearSolver, Rhs, SolveCache, SolveFailu
 use crate::loss::Loss;
 use crate::metric::Metric;
 use crate::model::Model;
-use crate::problem::Linearized;
+use crate::problem::LinearizedProblem;
 use faer::Par;
 
 /// A step rule of docs/math.md §3, with its momentum coefficient β (any finite real; the
@@ -36,7 +36,7 @@ use faer::Par;
 /// `β = 0` every rule reproduces `Plain` exactly.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-pub enum Momentum {
+pub enum StepRule {
     /// Plain natural gradient: `G_k δ_k = −α g_k`.
     #[default]
     Plain,
@@ -76,33 +76,33 @@ pub enum Momentum {
     GradientDescent,
 }
 
-impl Momentum {
+impl StepRule {
     /// The name used in docs/math.md, logs and the `toys` example (`heavy_ball`, ...).
     pub fn name(&self) -> &'static str {
         match self {
-            Momentum::Plain => "plain",
-            Momentum::HeavyBall { .. } => "heavy_ball",
-            Momentum::FiniteDifference { .. } => "finite_difference",
-            Momentum::LaggedGradient { .. } => "lagged_gradient",
-            Momentum::Nesterov { .. } => "nesterov",
-            Momentum::ParamHeavyBall { .. } => "param_heavy_ball",
-            Momentum::ParamNesterov { .. } => "param_nesterov",
-            Momentum::GradientDescent => "gd",
+            StepRule::Plain => "plain",
+            StepRule::HeavyBall { .. } => "heavy_ball",
+            StepRule::FiniteDifference { .. } => "finite_difference",
+            StepRule::LaggedGradient { .. } => "lagged_gradient",
+            StepRule::Nesterov { .. } => "nesterov",
+            StepRule::ParamHeavyBall { .. } => "param_heavy_ball",
+            StepRule::ParamNesterov { .. } => "param_nesterov",
+            StepRule::GradientDescent => "gd",
         }
     }
 
-    /// The rule called `name` (as [`Momentum::name`]) with coefficient β (ignored by
+    /// The rule called `name` (as [`StepRule::name`]) with coefficient β (ignored by
     /// `plain` and `gd`); `None` for an unknown name.
     pub fn from_name(name: &str, beta: f64) -> Option<Self> {
         Some(match name {
-            "plain" => Momentum::Plain,
-            "heavy_ball" => Momentum::HeavyBall { beta },
-            "finite_difference" => Momentum::FiniteDifference { beta },
-            "lagged_gradient" => Momentum::LaggedGradient { beta },
-            "nesterov" => Momentum::Nesterov { beta },
-            "param_heavy_ball" => Momentum::ParamHeavyBall { beta },
-            "param_nesterov" => Momentum::ParamNesterov { beta },
-            "gd" => Momentum::GradientDescent,
+            "plain" => StepRule::Plain,
+            "heavy_ball" => StepRule::HeavyBall { beta },
+            "finite_difference" => StepRule::FiniteDifference { beta },
+            "lagged_gradient" => StepRule::LaggedGradient { beta },
+            "nesterov" => StepRule::Nesterov { beta },
+            "param_heavy_ball" => StepRule::ParamHeavyBall { beta },
+            "param_nesterov" => StepRule::ParamNesterov { beta },
+            "gd" => StepRule::GradientDescent,
             _ => return None,
         })
     }
@@ -122,13 +122,13 @@ impl Momentum {
     /// The momentum coefficient β (0 for `Plain` and `GradientDescent`).
     pub fn beta(&self) -> f64 {
         match *self {
-            Momentum::Plain | Momentum::GradientDescent => 0.0,
-            Momentum::HeavyBall { beta }
-            | Momentum::FiniteDifference { beta }
-            | Momentum::LaggedGradient { beta }
-            | Momentum::Nesterov { beta }
-            | Momentum::ParamHeavyBall { beta }
-            | Momentum::ParamNesterov { beta } => beta,
+            StepRule::Plain | StepRule::GradientDescent => 0.0,
+            StepRule::HeavyBall { beta }
+            | StepRule::FiniteDifference { beta }
+            | StepRule::LaggedGradient { beta }
+            | StepRule::Nesterov { beta }
+            | StepRule::ParamHeavyBall { beta }
+            | StepRule::ParamNesterov { beta } => beta,
         }
     }
 
@@ -137,16 +137,16 @@ impl Momentum {
     pub fn uses_previous_outputs(&self) -> bool {
         matches!(
             self,
-            Momentum::HeavyBall { .. }
-                | Momentum::FiniteDifference { .. }
-                | Momentum::LaggedGradient { .. }
-                | Momentum::Nesterov { .. }
+            StepRule::HeavyBall { .. }
+                | StepRule::FiniteDifference { .. }
+                | StepRule::LaggedGradient { .. }
+                | StepRule::Nesterov { .. }
         )
     }
 
     /// Whether the rule carries `J_kδ_k` to the next step (transported heavy ball).
     pub fn uses_jvp_of_step(&self) -> bool {
-        matches!(self, Momentum::HeavyBall { .. })
+        matches!(self, StepRule::HeavyBall { .. })
     }
 
     /// The output-space momentum term `h` (see the module table) at the current
@@ -154,7 +154,7 @@ impl Momentum {
     /// the rules without one.
     pub(crate) fn output_term<Mo: Model, Lo: Loss, Me: Metric>(
         &self,
-        lin: &Linearized<'_, Mo, Lo, Me>,
+        lin: &LinearizedProblem<'_, Mo, Lo, Me>,
         prev: &PreviousOutputs,
     ) -> Option<Vec<f64>> {
         let metric_times = |v: &[f64]| {
@@ -170,11 +170,11 @@ impl Momentum {
                 .collect()
         };
         match self {
-            Momentum::HeavyBall { .. } => prev.jvp_delta.as_deref().map(metric_times),
-            Momentum::FiniteDifference { .. } | Momentum::Nesterov { .. } => {
+            StepRule::HeavyBall { .. } => prev.jvp_delta.as_deref().map(metric_times),
+            StepRule::FiniteDifference { .. } | StepRule::Nesterov { .. } => {
                 Some(metric_times(&difference()))
             }
-            Momentum::LaggedGradient { .. } => Some(prev.output_gradient.clone()),
+            StepRule::LaggedGradient { .. } => Some(prev.output_gradient.clone()),
             _ => None,
         }
     }
@@ -214,8 +214,8 @@ pub(crate) struct Previous {
 /// [`MixedGramOperator`](crate::gram::MixedGramOperator), handed to the solver as the
 /// cotangent `r` so that sample-space solvers work too.
 pub fn transport<'p, Mo: Model, Lo: Loss, Me: Metric>(
-    current: &mut Linearized<'p, Mo, Lo, Me>,
-    previous: &mut Linearized<'p, Mo, Lo, Me>,
+    current: &mut LinearizedProblem<'p, Mo, Lo, Me>,
+    previous: &mut LinearizedProblem<'p, Mo, Lo, Me>,
     v: &[f64],
     damping: f64,
     solver: &LinearSolver,
