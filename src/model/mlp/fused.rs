@@ -24,7 +24,8 @@
 //!
 //! **Chunk size** ([`auto_chunk`]): as many samples as keep one chunk's working set —
 //! `[a_l; 1]`, `[a_l; 1]ᵀ`, `σ'_l`, the tangent and two cotangent blocks — within
-//! [`CHUNK_BYTES`]; networks whose parameters alone exceed [`MAX_CHUNKED_PARAMS`] run the
+//! [`CHUNK_BYTES`], but never fewer than [`MIN_CHUNK`] samples; networks whose parameters
+//! alone exceed [`MAX_CHUNKED_PARAMS`] run the
 //! whole batch as one chunk (the whole-batch products, parallel inside faer's GEMMs),
 //! since every chunk adds its `p`-sized weight gradient and the wide GEMMs already run at
 //! the GEMM rate. The constants were chosen by measurement (docs/performance.md).
@@ -42,12 +43,20 @@ use rayon::prelude::*;
 pub(super) const MAX_GROUPS: usize = 8;
 /// Bytes of one chunk's working set targeted by [`auto_chunk`] (half of a 1 MiB L2).
 pub(super) const CHUNK_BYTES: usize = 1 << 19;
-/// Above this many parameters the product runs on the whole batch (one chunk).
-pub(super) const MAX_CHUNKED_PARAMS: usize = 1 << 16;
+/// Above this many parameters (`2¹⁸`, 2 MiB of weights, re-read by every chunk) the
+/// product runs on the whole batch (one chunk). Measured on a quiet machine
+/// (`ng_step_bench --gram-only --chunk C`, docs/performance.md): at L (`p = 132 609`)
+/// chunks of 64–256 samples take 25.5–25.9 ms per product against 28.6–30.8 ms for the
+/// whole batch; at XL (`p = 2 103 297`) every chunk size loses (180–218 ms against 174 ms).
+pub(super) const MAX_CHUNKED_PARAMS: usize = 1 << 18;
+/// Fewest samples per automatic chunk: below 64 the chunk's GEMMs have too short an inner
+/// dimension (at L, chunks of 8 / 16 / 32 samples take 34.4 / 29.7 / 28.0 ms per product
+/// against 25.5 ms at 64).
+pub(super) const MIN_CHUNK: usize = 64;
 
 /// The chunk size for `model` (see the [module docs](self)): `m` for wide networks,
 /// otherwise the largest multiple of 8 samples whose working set fits [`CHUNK_BYTES`]
-/// (at least 8, at most `m`).
+/// (at least [`MIN_CHUNK`], at most `m`).
 pub(super) fn auto_chunk(model: &Mlp) -> usize {
     let (w, m) = (&model.widths, model.n_samples());
     if model.n_params() > MAX_CHUNKED_PARAMS {
@@ -59,7 +68,7 @@ pub(super) fn auto_chunk(model: &Mlp) -> usize {
         .map(|l| 2 * (l[0] + 1) + 4 * l[1])
         .sum::<usize>();
     let c = CHUNK_BYTES / (8 * per_sample.max(1));
-    (c / 8 * 8).clamp(8, m.max(8)).min(m)
+    (c / 8 * 8).clamp(MIN_CHUNK, m.max(MIN_CHUNK)).min(m)
 }
 
 /// Scratch of one group: the hidden tangents `ȧ_l` (`n_l × c`, `l = 1 … L−1`; output

@@ -176,8 +176,9 @@ impl Mlp {
 
     /// The chunk size the fused Gram product uses: the one set by
     /// [`Mlp::with_gram_chunk`], otherwise as many samples (a multiple of 8) as keep one
-    /// chunk's activations, derivatives, tangent and cotangents within 512 KiB, or `m`
-    /// (the whole batch) for networks with more than 2¹⁶ parameters. Between 1 and `m`.
+    /// chunk's activations, derivatives, tangent and cotangents within 512 KiB but at least
+    /// 64 (or `m` if smaller), or `m` (the whole batch) for networks with more than 2¹⁸
+    /// parameters. Between 1 and `m`.
     pub fn gram_chunk(&self) -> usize {
         let m = self.n_samples();
         self.gram_chunk
