@@ -134,8 +134,8 @@ impl GradientAt {
 /// `(G_k + λI) δ_k = J_kᵀ r` for the rule's output-space `r` and moves
 /// `θ_{k+1} = θ_k + t δ_k`.
 ///
-/// Defaults: [`StepRule::Plain`] (`θ ← θ − α (G + λI)⁻¹ g`), α = 1, λ = 1e-8, CG without
-/// preconditioner ([`crate::linsolve::Preconditioner`] says why), fixed step, all samples.
+/// Defaults: [`StepRule::Plain`] (`θ ← θ − α (G + λI)⁻¹ g`), α = 1, λ = 1e-8, CG with the
+/// measured choice of preconditioner ([`crate::linsolve::Preconditioner`] says why), fixed step, all samples.
 ///
 /// ```
 /// use argmin::core::{Executor, State};
@@ -234,8 +234,8 @@ impl Default for NaturalGradient {
 }
 
 impl NaturalGradient {
-    /// Plain natural gradient: step size α = 1, damping λ = 1e-8, CG without
-    /// preconditioner, fixed step, all samples in every step, and the stopping tests of
+    /// Plain natural gradient: step size α = 1, damping λ = 1e-8, CG with
+    /// [`Preconditioner::auto()`](crate::Preconditioner::auto), fixed step, all samples in every step, and the stopping tests of
     /// [`crate::stopping`] with their default [`Tolerances`] (a run also ends at argmin's
     /// `max_iters` or target cost).
     pub fn new() -> Self {

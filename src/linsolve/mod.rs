@@ -144,18 +144,20 @@ impl Default for LinearSolver {
 
 /// Preconditioner for CG.
 ///
-/// The default is [`Preconditioner::None`]. Jacobi (`diag(G) + λ`) was the default until
-/// it was measured on the crate's models (table in `docs/performance-solvers.md`,
-/// "Default preconditioner"): on networks, whose Gram matrix has a few large eigenvalues
-/// and a fast-decaying tail, it spreads the spectrum and multiplies CG's iterations by
-/// 6–35 (a 2-20-20-1 MLP with an H¹ metric: 701 against 20 iterations); it pays only on
-/// models whose Gram matrix is dominated by badly scaled columns (e.g. a linear model
-/// with columns of very different norms), where the user can ask for it.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+/// The default is [`Preconditioner::auto()`]: no preconditioner unless a measurement
+/// says Jacobi is faster (see [`Preconditioner::Auto`] and [`precond_choice`]). Neither
+/// fixed choice is safe (table in `docs/performance-solvers.md`, "Default
+/// preconditioner"): on networks, whose Gram matrix has a few large eigenvalues and a
+/// fast-decaying tail, Jacobi (`diag(G) + λ`) spreads the spectrum and multiplies CG's
+/// iterations by 6–80 (a 2-20-20-1 MLP with an L² metric at λ = 1e-8: 4 914 against 63);
+/// on a linear model whose columns have very different norms it divides them by 70–90
+/// (1 393 against 19), and the spread of `diag(G)` does not tell the two apart. Auto
+/// never did worse than twice plain CG on the crate's problems and took Jacobi where it
+/// pays.
+#[derive(Debug, Clone, Copy, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Preconditioner {
-    /// No preconditioner (the default; see above).
-    #[default]
+    /// No preconditioner.
     None,
     /// Jacobi: `diag(G) + λ`, used when the metric is diagonal and the model provides
     /// [`gram_diagonal`](crate::model::Linearization::gram_diagonal); CG falls back to no
@@ -202,6 +204,13 @@ pub enum Preconditioner {
     },
 }
 
+impl Default for Preconditioner {
+    /// [`Preconditioner::auto()`].
+    fn default() -> Self {
+        Preconditioner::auto()
+    }
+}
+
 impl Preconditioner {
     /// K-FAC with the factors recomputed at every solve and no averaging: a refresh costs
     /// `q` backward passes plus small GEMMs and eigendecompositions, and on the M network
@@ -244,7 +253,7 @@ pub struct CgSettings {
     pub abs_tol: f64,
     /// Iteration cap (default 1000).
     pub max_iters: usize,
-    /// Preconditioner (default [`Preconditioner::None`], see there why).
+    /// Preconditioner (default [`Preconditioner::auto()`], see [`Preconditioner`] why).
     pub preconditioner: Preconditioner,
     /// Start from the previous step's direction (default `true`).
     pub warm_start: bool,
@@ -259,7 +268,7 @@ impl Default for CgSettings {
             rel_tol: 1e-10,
             abs_tol: 0.0,
             max_iters: 1000,
-            preconditioner: Preconditioner::None,
+            preconditioner: Preconditioner::auto(),
             warm_start: true,
             accept_truncated: false,
         }
