@@ -18,26 +18,10 @@ use natgrad::{LinearSolver, NaturalGradient, StepRule};
 /// θ* of the biased linear toy (docs/math.md §4).
 const STAR: [f64; 2] = [1.0, -4.0 / 3.0];
 
-/// One step of twice the Gauss–Newton length on the quadratic toy: `t = 1` returns to
-/// the starting loss, the exact line minimum is `t = ½`, i.e. θ*.
-fn overshooting<S: StepSearch>(
-    solver: impl FnOnce(NaturalGradient) -> NaturalGradient<S>,
-) -> (Vec<f64>, f64)
-where
-    NaturalGradient<S>: argmin::core::Solver<
-        natgrad::FitProblem<
-            natgrad::model::LinearModel,
-            natgrad::SquaredError<natgrad::DenseMetric>,
-            natgrad::DenseMetric,
-        >,
-        natgrad::NgState,
-    >,
-{
-    stretched(2.0, solver)
-}
-
 /// One step of `alpha` times the Gauss–Newton step `θ* − θ₀` on the quadratic toy (λ = 0,
 /// Cholesky, so the step is exact): `θ₀ + t·alpha·(θ* − θ₀)` for the `t` the search takes.
+/// At `alpha = 2`, `t = 1` returns to the starting loss and the exact line minimum is
+/// `t = ½`, i.e. θ*.
 fn stretched<S: StepSearch>(
     alpha: f64,
     solver: impl FnOnce(NaturalGradient) -> NaturalGradient<S>,
@@ -70,13 +54,13 @@ where
 
 #[test]
 fn more_thuente_finds_the_exact_line_minimum_of_a_quadratic() {
-    let (theta, cost) = overshooting(|s| s.with_line_search(MoreThuenteLineSearch::new()));
+    let (theta, cost) = stretched(2.0, |s| s.with_line_search(MoreThuenteLineSearch::new()));
     assert!(max_diff(&theta, &STAR) < 1e-10, "{theta:?} (cost {cost:e})");
 }
 
 #[test]
 fn hager_zhang_finds_the_exact_line_minimum_of_a_quadratic() {
-    let (theta, cost) = overshooting(|s| s.with_line_search(HagerZhangLineSearch::new()));
+    let (theta, cost) = stretched(2.0, |s| s.with_line_search(HagerZhangLineSearch::new()));
     assert!(max_diff(&theta, &STAR) < 1e-8, "{theta:?} (cost {cost:e})");
 }
 
