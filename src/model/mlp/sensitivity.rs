@@ -27,7 +27,8 @@ use super::pointwise::{gemm, mul_into, thin_product};
 use super::workspace::Workspace;
 use super::Mlp;
 use crate::model::Model;
-use faer::{Accum, MatRef, Par};
+use faer::linalg::matmul::dot::inner_prod;
+use faer::{Accum, ColRef, Conj, MatRef, Par, RowRef};
 use rayon::prelude::*;
 
 /// Samples per parallel task of the column passes (fixed: results do not depend on it
@@ -155,7 +156,7 @@ pub(super) fn jvp_cols(
             let zc = &zl[i * n_out..(i + 1) * n_out];
             let dot = match delta {
                 None => zc.iter().sum::<f64>(),
-                Some((d, ld)) => zc.iter().zip(&d[i * ld..]).map(|(z, d)| z * d).sum(),
+                Some((d, ld)) => column_dot(&d[i * ld..i * ld + n_out], zc),
             };
             o[0] = if l == 0 { dot } else { o[0] + dot };
         });
@@ -164,6 +165,13 @@ pub(super) fn jvp_cols(
 
 /// `out (=|+=) J_cᵀ s` on the samples `j0 … j0+c` (`s` has `c` entries, `out` `p`);
 /// `e` is scratch of `max n_l · c` floats.
+///
+/// The layers are independent here, so they run from the top down: in a fused chunk the
+/// top layers' `[a_l; 1]` and `δ_l`, which the chunk's jvp read last, are still in cache.
+/// On a chunk (`c < m`) the right factor is that cached block `[a_l; 1]` itself, as a
+/// transposed (strided) view, instead of the sample-major copy `[a_l; 1]ᵀ`, which would
+/// be a second read from memory; on the whole batch (`c = m`, nothing in cache) the copy
+/// is faster (`MlpLinearization`).
 pub(super) fn vjp_cols(
     cache: &Cached<'_>,
     s: &[f64],
@@ -173,7 +181,8 @@ pub(super) fn vjp_cols(
     (accum, par): (Accum, Par),
 ) {
     let model = cache.model;
-    for l in 0..model.n_layers() {
+    let chunked = c < model.n_samples();
+    for l in (0..model.n_layers()).rev() {
         let (n_in, n_out) = (model.widths[l], model.widths[l + 1]);
         let lhs = match cache.delta(l, j0) {
             None => view(s, 1, c),
@@ -183,7 +192,11 @@ pub(super) fn vjp_cols(
             }
         };
         let g = view_mut(&mut out[model.layer_range(l)], n_out, n_in + 1);
-        gemm(g, accum, lhs, cache.input_t(l, j0, c), par);
+        let rhs = match chunked {
+            true => cache.input(l, j0, c).transpose(),
+            false => cache.input_t(l, j0, c),
+        };
+        gemm(g, accum, lhs, rhs, par);
     }
 }
 
@@ -218,6 +231,19 @@ pub(super) fn gram_diagonal_cols(
         let g = view_mut(&mut out[model.layer_range(l)], n_out, n_in + 1);
         gemm(g, accum, view(e, n_out, c), view(sq, c, n_in + 1), par);
     }
+}
+
+/// `δ_l[:, i] · ż[:, i]` by faer's SIMD inner product (several accumulators, a summation
+/// order fixed by the vector width alone). A plain `zip().sum()` is one dependent chain
+/// of additions: at L it took 2.3 ms of a 55 ms one-thread Gram product per layer
+/// (docs/performance.md, "Where a product's time goes").
+fn column_dot(d: &[f64], z: &[f64]) -> f64 {
+    inner_prod(
+        RowRef::from_slice(d),
+        Conj::No,
+        ColRef::from_slice(z),
+        Conj::No,
+    )
 }
 
 /// `e[:, i] = s_i · d[:, i]` for the `rows × c` block `e` (contiguous) and `d` (column
