@@ -8,10 +8,12 @@
 mod common;
 
 use common::{rel_diff, rng, spd, vec};
+use natgrad::loss::FnLoss;
 use natgrad::metric::OutputPoint;
 use natgrad::problems::toys::{self, WarpedSquaredError};
 use natgrad::{
-    CrossEntropy, DenseMetric, Euclidean, Loss, LossHessian, Metric, SquaredError, WeightedL2,
+    CrossEntropy, DenseMetric, Error, Euclidean, Loss, LossHessian, Metric, SquaredError,
+    WeightedL2,
 };
 use rand::Rng;
 
@@ -120,6 +122,12 @@ fn squared_error_value_gradient_and_hessian_in_every_metric() {
     let k = spd(&mut r, n, 0.5);
 
     let weighted = SquaredError::new(u.clone(), WeightedL2::new(w.clone()).unwrap()).unwrap();
+    assert_eq!(weighted.target(), &u[..], "the target u it was given");
+    assert_eq!(
+        weighted.metric().weights(),
+        &w[..],
+        "the metric K it was given"
+    );
     let by_hand: f64 = 0.5 * res.iter().zip(&w).map(|(r, w)| w * r * r).sum::<f64>();
     assert!((weighted.value(&y) - by_hand).abs() <= 1e-14 * by_hand);
     check_derivatives("SquaredError<WeightedL2>", &weighted, &y, 1e-3, 1e-9);
@@ -141,6 +149,9 @@ fn squared_error_value_gradient_and_hessian_in_every_metric() {
     assert!((dense.value(&y) - by_hand).abs() <= 1e-14 * by_hand);
     check_derivatives("SquaredError<DenseMetric>", &dense, &y, 1e-3, 1e-9);
     assert!(!dense.hessian_diagonal(&y, &mut diag), "K is not diagonal");
+    // Its Hessian K exists, so it can define the loss-Hessian (GGN) metric.
+    assert!(dense.has_hessian());
+    assert!(LossHessian.validate(n, &dense).is_ok());
 
     let euclid = SquaredError::new(u.clone(), Euclidean).unwrap();
     let by_hand = 0.5 * res.iter().map(|r| r * r).sum::<f64>();
@@ -275,4 +286,42 @@ fn mini_batch_losses_and_metrics_are_rescaled_by_m_over_b() {
 
     assert!(sq.select_samples(&[6], q, m).is_err(), "index out of range");
     assert!(ce.select_samples(&[6], q, m).is_err(), "index out of range");
+}
+
+/// A loss made of closures is its closures and nothing more (docs/math.md §1 needs only
+/// `ℓ` and `∇ℓ`): its size, value and gradient (`ℓ(y) = ¼Σy⁴`, `∇ℓ = y³`), every output
+/// in its domain, and no Hessian — it says so (`has_hessian`, `hessian_diagonal`,
+/// `hessian_apply`) instead of claiming one it leaves unwritten, and refuses mini-batches.
+#[test]
+fn a_closure_loss_is_its_closures_and_has_no_hessian() {
+    let loss = FnLoss::new(
+        Some(3),
+        |y: &[f64]| y.iter().map(|v| v.powi(4)).sum::<f64>() / 4.0,
+        |y: &[f64], g: &mut [f64]| g.iter_mut().zip(y).for_each(|(g, y)| *g = y.powi(3)),
+    )
+    .unwrap();
+    let y = [1.0, -2.0, 0.5];
+    assert_eq!(loss.dim(), Some(3));
+    assert_eq!(loss.value(&y), (1.0 + 16.0 + 0.0625) / 4.0);
+    let mut g = vec![0.0; 3];
+    loss.gradient(&y, &mut g);
+    assert_eq!(g, [1.0, -8.0, 0.125]);
+    assert!(loss.check_outputs(&[1e300, -1e300, 0.0]).is_ok());
+    assert!(!loss.has_hessian());
+    let mut out = vec![0.0; 3];
+    assert!(
+        !loss.hessian_diagonal(&y, &mut out),
+        "no Hessian, so no diagonal"
+    );
+    match loss.hessian_apply(&y, &[1.0; 3], &mut out) {
+        Err(Error::Unsupported(msg)) => assert!(msg.contains("no Hessian"), "{msg}"),
+        other => panic!("expected Unsupported, got {other:?}"),
+    }
+    assert!(matches!(
+        Loss::select_samples(&loss, &[0], 1, 3),
+        Err(Error::Unsupported(_))
+    ));
+    assert_eq!(format!("{loss:?}"), "FnLoss { dim: Some(3) }");
+    let any_size = FnLoss::new(None, |_: &[f64]| 0.0, |_: &[f64], _: &mut [f64]| {}).unwrap();
+    assert_eq!(any_size.dim(), None);
 }
