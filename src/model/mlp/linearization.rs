@@ -41,10 +41,12 @@ pub struct MlpLinearization<'a> {
     /// θ, the cached forward pass, scratch and (when small) `J`: see [`Workspace`]. The
     /// hidden activations are stored `(2 n_l + 1) × m` with rows `[a_l; 1; ȧ_l]` (the
     /// cached activation, its row of ones, and the jvp tangent), so a jvp layer is the
-    /// single GEMM `[Ẇ_l | ḃ_l | W_l] · [a_l; 1; ȧ_l]`; the sample-major copies `[a_l; 1]ᵀ`
-    /// are the right factor of the vjp's weight gradient `z̄_{l+1} [a_l; 1]ᵀ`, in the layout
-    /// that GEMM (inner dimension `m`) runs fastest with — ≈ 1.4× the strided transpose.
-    /// Returned to the model's pool on drop.
+    /// single GEMM `[Ẇ_l | ḃ_l | W_l] · [a_l; 1; ȧ_l]`; for an output width `q > 1` the
+    /// sample-major copies `[a_l; 1]ᵀ` are the right factor of the vjp's weight gradient
+    /// `z̄_{l+1} [a_l; 1]ᵀ` (≈ 1.4× the strided transpose on the Xeon host where that was
+    /// measured). A scalar output makes no copies: its `δ` products take the strided
+    /// transpose, which runs at the copy's rate on this host (`mlp/sensitivity.rs`), and
+    /// the copies were 40 % of an L linearisation. Returned to the model's pool on drop.
     ws: Workspace,
 }
 

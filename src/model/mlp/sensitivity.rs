@@ -168,10 +168,11 @@ pub(super) fn jvp_cols(
 ///
 /// The layers are independent here, so they run from the top down: in a fused chunk the
 /// top layers' `[a_l; 1]` and `δ_l`, which the chunk's jvp read last, are still in cache.
-/// On a chunk (`c < m`) the right factor is that cached block `[a_l; 1]` itself, as a
-/// transposed (strided) view, instead of the sample-major copy `[a_l; 1]ᵀ`, which would
-/// be a second read from memory; on the whole batch (`c = m`, nothing in cache) the copy
-/// is faster (`MlpLinearization`).
+/// The right factor is the cached block `[a_l; 1]` itself as a transposed (strided) view:
+/// no sample-major copy to make at each linearisation, and on a chunk no second read from
+/// memory. On this host faer runs the two layouts at the same rate (one thread, 256 × 64
+/// × 257 on hot data 54 GFLOP/s each; the whole-batch vjp at L 29–35 ms either way, at XL
+/// 180–186 ms; docs/performance.md).
 pub(super) fn vjp_cols(
     cache: &Cached<'_>,
     s: &[f64],
@@ -181,7 +182,6 @@ pub(super) fn vjp_cols(
     (accum, par): (Accum, Par),
 ) {
     let model = cache.model;
-    let chunked = c < model.n_samples();
     for l in (0..model.n_layers()).rev() {
         let (n_in, n_out) = (model.widths[l], model.widths[l + 1]);
         let lhs = match cache.delta(l, j0) {
@@ -192,16 +192,13 @@ pub(super) fn vjp_cols(
             }
         };
         let g = view_mut(&mut out[model.layer_range(l)], n_out, n_in + 1);
-        let rhs = match chunked {
-            true => cache.input(l, j0, c).transpose(),
-            false => cache.input_t(l, j0, c),
-        };
-        gemm(g, accum, lhs, rhs, par);
+        gemm(g, accum, lhs, cache.input(l, j0, c).transpose(), par);
     }
 }
 
 /// `out (=|+=) diag(J_cᵀ diag(w_c) J_c)` on the samples `j0 … j0+c` (`w` has `c`
-/// entries, `out` `p`); `e` holds `max n_l · c` and `sq` `c · max(n_l + 1)` floats.
+/// entries, `out` `p`); `e` holds `max n_l · c` and `sq` `max(n_l + 1) · c` floats (the
+/// squares `[a_l; 1]²`, right factor as a transposed view like [`vjp_cols`]).
 pub(super) fn gram_diagonal_cols(
     cache: &Cached<'_>,
     w: &[f64],
@@ -221,15 +218,16 @@ pub(super) fn gram_diagonal_cols(
                 ei.iter_mut().zip(di).for_each(|(e, d)| *e = w[i] * d * d);
             }),
         }
-        let input_t = cache.input_t(l, j0, c);
-        let sq = &mut sq[..c * (n_in + 1)];
-        for (k, col) in sq.chunks_mut(c).enumerate() {
+        let input = cache.input(l, j0, c);
+        let sq = &mut sq[..(n_in + 1) * c];
+        for (i, col) in sq.chunks_mut(n_in + 1).enumerate() {
             col.iter_mut()
-                .zip(input_t.col(k).iter())
+                .zip(input.col(i).iter())
                 .for_each(|(s, a)| *s = a * a);
         }
         let g = view_mut(&mut out[model.layer_range(l)], n_out, n_in + 1);
-        gemm(g, accum, view(e, n_out, c), view(sq, c, n_in + 1), par);
+        let sq_t = view(sq, n_in + 1, c).transpose();
+        gemm(g, accum, view(e, n_out, c), sq_t, par);
     }
 }
 

@@ -24,7 +24,9 @@ pub(super) struct Workspace {
     pub acts: Vec<Vec<f64>>,
     /// Whether the sensitivities `δ` of this linearisation are in `acts` (scalar output).
     pub deltas_ready: bool,
-    /// `[a_l; 1]ᵀ` for `l = 0 … L-1`, each `m × (n_l + 1)` (empty on the dense path).
+    /// `[a_l; 1]ᵀ` for `l = 0 … L-1`, each `m × (n_l + 1)`, for the tangent passes of an
+    /// output width `q > 1` only (empty on the dense path and for a scalar output, whose
+    /// weight gradients take `[a_l; 1]` as a transposed view).
     pub acts_t: Vec<Vec<f64>>,
     /// `σ'_l(z_{l+1})`, each `n_{l+1} × m` (empty for the identity).
     pub derivs: Vec<Vec<f64>>,
@@ -32,7 +34,7 @@ pub(super) struct Workspace {
     pub outputs: Vec<f64>,
     /// Two `max n_l × m` scratch blocks.
     pub bufs: [Vec<f64>; 2],
-    /// `[Ẇ_l | ḃ_l | W_l]` of the widest layer.
+    /// `[Ẇ_l | ḃ_l | W_l]` of the widest layer (`q > 1` only, like `acts_t`).
     pub lhs: Vec<f64>,
     /// `J` (`n × p`) when `n·p` is within the model's dense limit: a faer matrix, whose
     /// columns are 64-byte aligned (a 16-byte-aligned `Vec` made the S jvp 5 µs instead of
@@ -63,20 +65,23 @@ impl Workspace {
             })
             .collect();
         let nmax = w[1..].iter().copied().max().unwrap_or(1);
-        let lhs_len = (1..nl).map(|l| w[l + 1] * (2 * w[l] + 1)).max();
         let dense = model.forms_jacobian();
+        // Only the tangent passes of an output width q > 1 read [a_l; 1]ᵀ and the jvp's
+        // left factor; a scalar output's products go through δ (`mlp/sensitivity.rs`).
+        let tangents = !dense && w[nl] > 1;
+        let lhs_len = (1..nl).map(|l| w[l + 1] * (2 * w[l] + 1)).max();
         Self {
             theta: vec![0.0; model.n_params()],
             acts,
             deltas_ready: false,
-            acts_t: match dense {
-                true => Vec::new(),
-                false => (0..nl).map(|l| vec![0.0; m * (w[l] + 1)]).collect(),
+            acts_t: match tangents {
+                false => Vec::new(),
+                true => (0..nl).map(|l| vec![0.0; m * (w[l] + 1)]).collect(),
             },
             derivs,
             outputs: vec![0.0; model.n_outputs()],
             bufs: [vec![0.0; nmax * m], vec![0.0; nmax * m]],
-            lhs: vec![0.0; lhs_len.unwrap_or(0)],
+            lhs: vec![0.0; lhs_len.filter(|_| tangents).unwrap_or(0)],
             dense: dense.then(|| Mat::zeros(model.n_outputs(), model.n_params())),
             fused: Default::default(),
         }
