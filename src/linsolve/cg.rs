@@ -144,7 +144,8 @@ pub(super) fn solve_cg<Mo: Model, Lo: Loss, Me: Metric>(
             identity(dim)
         }
     };
-    let (iters, rel_residual, truncated) = run_cg(lin, space, rhs, x, (s, damping), &precond)?;
+    let how = (s, damping, Truncated::Measure);
+    let (iters, rel_residual, truncated) = run_cg(lin, space, rhs, x, how, &precond)?;
     Ok(SolveInfo {
         method: "cg",
         iters,
@@ -172,19 +173,30 @@ pub(super) fn jacobi<Mo: Model, Lo: Loss, Me: Metric>(
         .then(|| CgPrecond::Jacobi(faer::Col::from_fn(d.len(), |i| 1.0 / d[i]).into_diagonal()))
 }
 
-/// One CG solve of `(G + λI) x = rhs` in `space` with `precond` (settings `s`, damping λ
-/// from `sd`); returns the iterations, the relative residual and whether it is truncated.
+/// What a CG solve that stops at `max_iters` reports as its relative residual.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Truncated {
+    /// The true `‖b − A x‖/‖b‖` of the returned `x` (one more product).
+    Measure,
+    /// `NaN`, without the product: for a capped run whose result is discarded when it
+    /// stops at the cap (the race of [`super::precond_choice`]).
+    Skip,
+}
+
+/// One CG solve of `(G + λI) x = rhs` in `space` with `precond` (settings `s`, damping λ,
+/// and whether a truncated solve's residual is measured); returns the iterations, the
+/// relative residual and whether it is truncated.
 pub(super) fn run_cg<Mo: Model, Lo: Loss, Me: Metric>(
     lin: &mut LinearizedProblem<'_, Mo, Lo, Me>,
     space: Space,
     rhs: &[f64],
     x: &mut [f64],
-    (s, damping): (&CgSettings, f64),
+    (s, damping, truncated): (&CgSettings, f64, Truncated),
     precond: &CgPrecond<'_>,
 ) -> Result<(usize, f64, bool), SolveFailure> {
     let lin_metric_name = lin.problem().metric().name();
     let op = lin.gram_in(space, damping);
-    let result = run_faer_cg(&op, precond, rhs, x, damping, s);
+    let result = run_faer_cg(&op, precond, rhs, x, (damping, s), truncated);
     if op.metric_failed() {
         return Err(SolveFailure::Direct(crate::Error::Unsupported(format!(
             "the {} metric cannot apply M⁻¹, which the sample-space operator needs",
@@ -213,8 +225,8 @@ fn run_faer_cg<O: LinOp<f64>>(
     precond: &CgPrecond<'_>,
     rhs: &[f64],
     x: &mut [f64],
-    damping: f64,
-    s: &CgSettings,
+    (damping, s): (f64, &CgSettings),
+    truncated: Truncated,
 ) -> Result<(usize, f64, bool), SolveFailure> {
     // Always `MaybeNonZero`: faer 0.24.4's CG leaves its residual uninitialised when told
     // the guess is `Zero` (it never copies `b` into `r`). A cold start is a zero guess,
@@ -261,7 +273,10 @@ fn run_faer_cg<O: LinOp<f64>>(
     let outcome = match result {
         Ok(info) => Ok((info.iter_count, info.rel_residual, false)),
         Err(CgError::NoConvergence { .. }) => {
-            let rel_residual = true_residual(&op, &b_hat, x);
+            let rel_residual = match truncated {
+                Truncated::Measure => true_residual(&op, &b_hat, x),
+                Truncated::Skip => f64::NAN,
+            };
             if s.accept_truncated {
                 Ok((iters, rel_residual, true))
             } else {

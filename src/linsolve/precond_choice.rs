@@ -10,26 +10,48 @@
 //! loses), so there is no static rule; the iteration count of a solve is the measurement
 //! that does.
 //!
-//! **The trial.** At the first solve, and again once `refresh_every` solves have passed
-//! since the last trial, the system is solved with the current choice (the *incumbent*;
-//! no preconditioner at first). If it needed at most `trial_above` iterations, that is
-//! the result and the choice stands. Otherwise the same system is solved again from the
-//! same initial guess with the other preconditioner (the *challenger*), capped at one
-//! iteration fewer than the incumbent took (the Gram diagonal costs about one product,
-//! below); the challenger wins if it reaches the tolerance within the cap. If the
-//! incumbent itself stopped at `max_iters`, the challenger gets `max_iters` and wins by
-//! reaching the tolerance, or, when neither does, by a smaller true residual. The winner's
-//! solution is the one returned and its preconditioner is kept until the next trial.
-//! Between trials the kept choice is used alone.
+//! **The trial: a race.** At the first solve, and again once `refresh_every` solves have
+//! passed since the last trial, the current choice (the *incumbent*; no preconditioner at
+//! first) solves with its iterations capped at `trial_above`. If it reaches the tolerance
+//! within the cap, that is the result and the choice stands: a capped run that converges
+//! is the uncapped solve, iterate for iterate (faer's CG only bounds its loop by
+//! `max_iters`), so such a solve is bitwise plain CG. Otherwise the other preconditioner
+//! (the *challenger*) solves the same system from the same initial guess, capped at
+//! `2·trial_above`; then the incumbent again from that guess at `4·trial_above`, the
+//! challenger at `8·trial_above`, and so on (caps never above `max_iters`; with
+//! `trial_above = 0` the caps after the first are 2, 4, 8, …). The first run to reach the
+//! tolerance within its cap wins: its solution is returned and its preconditioner kept
+//! until the next trial. A run capped at `max_iters` is its runner's last, and the other
+//! then gets `max_iters` too; if neither reaches the tolerance the smaller true residual
+//! wins (the incumbent on a tie). When `max_iters ≤ trial_above` the incumbent's solve
+//! is returned as it is, reached or not: there is no race (as before the race, and so a
+//! fixed-iteration solve, `CgSettings::fixed_iterations`, stays the plain one). Between
+//! trials the kept choice is used alone.
 //!
-//! So a run whose choice stays "none" has bitwise the iterates of plain CG (the returned
-//! solve *is* the plain solve; the trial adds products, not rounding), and a trial costs
-//! at most about twice one solve plus one Gram diagonal. The pick depends on iteration
-//! counts only, never on wall time, so it is deterministic.
+//! *Why a race.* Before it, the incumbent ran to completion before the challenger was
+//! tried: on a column-scaled linear design plain CG's 1 393 iterations were paid in full
+//! before Jacobi's 19 (docs/performance-solvers.md). Neither count is known before it is
+//! run, and a run cannot be resumed after its cap without changing its iterates, so the
+//! runs restart from the initial guess with doubling caps. Every run but the winner's
+//! stops at its cap, so a trial whose winner needs `w` iterations costs at most
+//! `T + 2T + … + 2^{k−1}T + w` products for the `k`-th run `T·2^k ≥ w`: when the
+//! incumbent misses `T` and the challenger needs `c ≤ 2T`, exactly `T + c` (cold start;
+//! a warm start adds one product `G x₀` per run). Against the better choice alone, with
+//! count `m`, a trial that races (the incumbent missed `T`) costs at most `T + m` when
+//! the challenger's first run wins, and otherwise less than `5m` (the winner's count
+//! exceeds the cap of its own previous run, `2^{k−2}T`, and the sum of the caps before it
+//! is below `2^k T`; less than `4m` when the loser was the better one); the kept choice
+//! then needs at most twice the other's iterations. A run stopped below `max_iters` skips
+//! the true residual of a truncated CG solve, which is not needed.
+//!
+//! The pick depends on iteration counts only, never on wall time, so it is deterministic
+//! (and the same on every MPI rank, whose CG iterates agree).
 //!
 //! **The diagonal's cost** ([`Linearization::gram_diagonal`](crate::model::Linearization::gram_diagonal)),
-//! paid at a trial with Jacobi as the challenger and at every solve while Jacobi is the
-//! choice: a dense linear or closure model, the weighted squared column norms of `J`
+//! paid at every trial (before the race, even when the incumbent then converges within
+//! `trial_above`: whether a model has a diagonal is known only by asking, and a race
+//! started without a challenger would have to restart the incumbent) and at every solve
+//! while Jacobi is the choice; it is not a Gram product and not counted as one: a dense linear or closure model, the weighted squared column norms of `J`
 //! (`n·p` multiply-adds, about one jvp: half a Gram product); a sparse linear design,
 //! `nnz(J)`; an [`Mlp`](crate::model::Mlp), one backward pass per output component
 //! and one GEMM of squares per layer (as many flops as a vjp's weight-gradient GEMM),
@@ -40,11 +62,12 @@
 //! parameter-space only).
 //!
 //! **Failures.** If the incumbent breaks down (non-positive curvature, a metric that
-//! fails), the failure is returned as it would be without `Auto`, and no trial is made;
-//! a challenger that breaks down loses. A truncated result is an error unless the
+//! fails) in any of its runs, the failure is returned as it would be without `Auto` (its
+//! capped runs repeat the uncapped solve's iterations); a challenger that breaks down
+//! loses, and the incumbent then runs to `max_iters`. A truncated result is an error unless the
 //! settings accept truncated solves, as for any CG solve.
 
-use super::cg::{identity, jacobi, run_cg, CgPrecond};
+use super::cg::{identity, jacobi, run_cg, CgPrecond, Truncated};
 use super::{CgSettings, SolveCtx, SolveFailure, SolveInfo};
 use crate::gram::Space;
 use crate::loss::Loss;
@@ -80,43 +103,46 @@ pub(super) fn solve<Mo: Model, Lo: Loss, Me: Metric>(
     let choice = ctx.cache.precond_choice;
     let due = choice.is_none_or(|c| solves.saturating_sub(c.measured_at) >= refresh_every);
     let wants_jacobi = choice.is_some_and(|c| c.jacobi);
-    // The incumbent: Jacobi when chosen and available, else none.
-    let incumbent = match wants_jacobi {
+    // The diagonal is formed when Jacobi is the choice, and at a trial before the race
+    // starts: whether the model has one is known only by asking, and a race begun without
+    // a challenger would have to run the incumbent again from the start.
+    let jac = match wants_jacobi || due {
         true => jacobi(lin, damping),
         false => None,
-    }
-    .unwrap_or_else(|| identity(rhs.len()));
-    // Accept a truncated incumbent for now: whether it is an error is decided on the
-    // solve that is returned (the same iterate and the same error as without Auto).
+    };
+    let dim = rhs.len();
+    let (incumbent, challenger) = match (wants_jacobi, jac) {
+        (true, Some(j)) => (j, due.then(|| identity(dim))),
+        (false, j) => (identity(dim), j),
+        (true, None) => (identity(dim), None),
+    };
+    // Accept a truncated solve for now: whether it is an error is decided on the solve
+    // that is returned (the same iterate and the same error as without Auto).
     let lenient = CgSettings {
         accept_truncated: true,
         ..s.clone()
     };
-    let x0 = due.then(|| x.to_vec());
-    let mut kept = run_cg(lin, Space::Params, rhs, x, (&lenient, damping), &incumbent)?;
-    let mut kept_name = incumbent.name();
-    if let Some(x0) = x0 {
-        let is_jacobi = matches!(incumbent, CgPrecond::Jacobi(_));
-        let mut jacobi_kept = is_jacobi;
-        if kept.0 > trial_above {
-            let challenger = match is_jacobi {
-                true => Some(identity(rhs.len())),
-                false => jacobi(lin, damping),
-            };
-            if let Some(ch) = challenger {
-                if let Some(won) = challenge(lin, rhs, x, x0, (s, damping), &ch, kept) {
-                    kept = won;
-                    kept_name = ch.name();
-                    jacobi_kept = !is_jacobi;
-                }
-            }
+    let ((iters, rel_residual, truncated), kept) = match &challenger {
+        Some(ch) => race(
+            lin,
+            rhs,
+            x,
+            (&lenient, damping),
+            [&incumbent, ch],
+            trial_above,
+        )?,
+        None => {
+            let how = (&lenient, damping, Truncated::Measure);
+            let out = run_cg(lin, Space::Params, rhs, x, how, &incumbent)?;
+            (out, &incumbent)
         }
+    };
+    if due {
         ctx.cache.precond_choice = Some(PrecondChoice {
-            jacobi: jacobi_kept,
+            jacobi: matches!(kept, CgPrecond::Jacobi(_)),
             measured_at: solves,
         });
     }
-    let (iters, rel_residual, truncated) = kept;
     if truncated && !s.accept_truncated {
         return Err(SolveFailure::NoConvergence {
             iters,
@@ -128,38 +154,100 @@ pub(super) fn solve<Mo: Model, Lo: Loss, Me: Metric>(
         method: "cg",
         iters,
         rel_residual,
-        preconditioner: kept_name,
+        preconditioner: kept.name(),
         sketch_products: 0,
         truncated,
     })
 }
 
-/// Solves again from `x0` with the challenger `ch`, capped below the incumbent's
-/// iterations (at `max_iters` when the incumbent was truncated). When the challenger
-/// wins, writes its solution into `x` and returns its outcome.
-fn challenge<Mo: Model, Lo: Loss, Me: Metric>(
+/// The cap of run `round` of a race: `trial_above` for the first (the incumbent's),
+/// then `2^round · max(trial_above, 1)`, never above `max_iters`.
+fn cap(round: u32, trial_above: usize, max_iters: usize) -> usize {
+    let cap = match round {
+        0 => trial_above,
+        _ => trial_above
+            .max(1)
+            .saturating_mul(2usize.saturating_pow(round)),
+    };
+    cap.min(max_iters)
+}
+
+/// Where a runner of [`race`] stands.
+enum Runner {
+    /// Still racing: its last run stopped at a cap below `max_iters`.
+    Racing,
+    /// Failed (a challenger that broke down).
+    Failed,
+    /// Stopped at `max_iters` without reaching the tolerance: its outcome and solution.
+    Final(Outcome, Vec<f64>),
+}
+
+/// A trial: the incumbent (`runners[0]`) and the challenger (`runners[1]`) solve in turn
+/// from the initial guess in `x`, run `k` capped at [`cap`]`(k)`, until one reaches the
+/// tolerance within its cap; it wins, its solution is written into `x`, and its outcome and
+/// preconditioner are returned. A run capped at `max_iters` is its runner's last (and once
+/// one runner has had its last, the other runs to `max_iters` next); when neither
+/// reached the tolerance, the smaller true residual wins (the incumbent on a tie). The
+/// incumbent's failure is returned as it would be without a trial (each of its runs
+/// repeats the uncapped solve's first iterations exactly); a challenger that fails loses.
+fn race<'p, 'q, Mo: Model, Lo: Loss, Me: Metric>(
     lin: &mut LinearizedProblem<'_, Mo, Lo, Me>,
     rhs: &[f64],
     x: &mut [f64],
-    mut x0: Vec<f64>,
     (s, damping): (&CgSettings, f64),
-    ch: &CgPrecond<'_>,
-    incumbent: Outcome,
-) -> Option<Outcome> {
-    let (iters, residual, truncated) = incumbent;
-    let cap = if truncated { s.max_iters } else { iters - 1 };
-    if cap == 0 {
-        return None;
+    runners: [&'p CgPrecond<'q>; 2],
+    trial_above: usize,
+) -> Result<(Outcome, &'p CgPrecond<'q>), SolveFailure> {
+    let x0 = x.to_vec();
+    let mut state = [Runner::Racing, Runner::Racing];
+    for round in 0u32.. {
+        let who = (round % 2) as usize;
+        if !matches!(state[who], Runner::Racing) {
+            continue;
+        }
+        let max_iters = match state[1 - who] {
+            Runner::Racing => cap(round, trial_above, s.max_iters),
+            _ => s.max_iters,
+        };
+        let last = max_iters == s.max_iters;
+        let capped = CgSettings {
+            max_iters,
+            ..s.clone()
+        };
+        let mode = match last {
+            true => Truncated::Measure,
+            false => Truncated::Skip,
+        };
+        let mut xr = x0.clone();
+        let how = (&capped, damping, mode);
+        match run_cg(lin, Space::Params, rhs, &mut xr, how, runners[who]) {
+            Err(e) if who == 0 => return Err(e),
+            Err(_) => state[who] = Runner::Failed,
+            // Converged; or, at `trial_above ≥ max_iters`, the incumbent's one solve
+            // (it cannot have taken more than `trial_above` iterations: no race).
+            Ok(out) if !out.2 || (round == 0 && last) => {
+                x.copy_from_slice(&xr);
+                return Ok((out, runners[who]));
+            }
+            Ok(out) if last => state[who] = Runner::Final(out, xr),
+            Ok(_) => {}
+        }
+        if let [Runner::Final(a, _), other] = &state {
+            if !matches!(other, Runner::Racing) {
+                // Neither reached the tolerance within `max_iters`.
+                let who = usize::from(matches!(other, Runner::Final(b, _) if b.1 < a.1));
+                if let Runner::Final(out, xr) = std::mem::replace(&mut state[who], Runner::Failed) {
+                    x.copy_from_slice(&xr);
+                    return Ok((out, runners[who]));
+                }
+            }
+        }
     }
-    let capped = CgSettings {
-        max_iters: cap,
-        accept_truncated: true,
-        ..s.clone()
-    };
-    let out = run_cg(lin, Space::Params, rhs, &mut x0, (&capped, damping), ch).ok()?;
-    let wins = !out.2 || (truncated && out.1 < residual);
-    wins.then(|| {
-        x.copy_from_slice(&x0);
-        out
+    // Unreachable: every run brings a runner closer to `max_iters`, and the loop returns
+    // once both have had their last run. Kept as an error, not a panic.
+    Err(SolveFailure::NoConvergence {
+        iters: s.max_iters,
+        rel_residual: f64::NAN,
+        rel_tol: s.rel_tol,
     })
 }
