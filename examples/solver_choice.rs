@@ -38,10 +38,10 @@ use natgrad::linsolve::{
     solve_direction, AutoSettings, CgSettings, LinearSolver, Preconditioner, Rhs, SolveCache,
 };
 use natgrad::loss::Loss;
-use natgrad::metric::{Metric, SparseMetric};
+use natgrad::metric::Metric;
 use natgrad::model::{Activation, ClosureModel, LinearModel, Mlp, Model};
-use natgrad::problems::nist;
 use natgrad::problems::pinn::{advection_diffusion, poisson_2d};
+use natgrad::problems::{grids, nist};
 use natgrad::{FitProblem, NaturalGradient, NgState, SquaredError, Tolerances, WeightedL2};
 use rand::{Rng, SeedableRng};
 use std::sync::{Arc, Mutex};
@@ -366,41 +366,6 @@ fn mlp_problem(widths: &[usize], x: &[f64]) -> FitProblem<Mlp, SquaredError, Wei
     .unwrap()
 }
 
-/// The `k×k` grid of `[0, 1]²` (sample-major) and `u = sin πx · sin πy` on it.
-fn grid(k: usize) -> (Vec<f64>, Vec<f64>) {
-    let h = 1.0 / (k - 1) as f64;
-    let (mut x, mut u) = (Vec::new(), Vec::new());
-    for i in 0..k {
-        for j in 0..k {
-            let (a, b) = (i as f64 * h, j as f64 * h);
-            x.extend([a, b]);
-            u.push((std::f64::consts::PI * a).sin() * (std::f64::consts::PI * b).sin());
-        }
-    }
-    (x, u)
-}
-
-/// Issue 14's H¹-type metric on the `k×k` grid: `h²·I` plus the 5-point Laplacian
-/// (existing neighbours only), sparse, SPD.
-fn h1_metric(k: usize) -> SparseMetric {
-    let h2 = 1.0 / ((k - 1) * (k - 1)) as f64;
-    let mut tri = sprs::TriMat::new((k * k, k * k));
-    for i in 0..k {
-        for j in 0..k {
-            let mut deg = 0.0;
-            for (di, dj) in [(0i64, 1i64), (1, 0), (0, -1), (-1, 0)] {
-                let (ni, nj) = (i as i64 + di, j as i64 + dj);
-                if ni >= 0 && nj >= 0 && (ni as usize) < k && (nj as usize) < k {
-                    tri.add_triplet(i * k + j, ni as usize * k + nj as usize, -1.0);
-                    deg += 1.0;
-                }
-            }
-            tri.add_triplet(i * k + j, i * k + j, deg + h2);
-        }
-    }
-    SparseMetric::new(tri.to_csr()).unwrap()
-}
-
 fn visit_all<V: Visit>(v: &mut V, only: Option<&str>) {
     let want = |s: &str| only.is_none_or(|o| o == s);
     let mut rng = Rng64::seed_from_u64(14);
@@ -484,12 +449,17 @@ fn visit_all<V: Visit>(v: &mut V, only: Option<&str>) {
         v.visit("mlp-l", &|| mlp_problem(&widths, &x), &theta);
     }
     if want("h1") {
-        let (x, u) = grid(20);
+        let (x, u) = grids::unit_square_sine(20).unwrap();
         let make = || {
             let model = Mlp::with_hidden(&[2, 20, 20, 1], Activation::Tanh, &x)
                 .unwrap()
                 .with_parallelism(Par::Seq);
-            FitProblem::new(model, SquaredError::l2(u.clone()).unwrap(), h1_metric(20)).unwrap()
+            FitProblem::new(
+                model,
+                SquaredError::l2(u.clone()).unwrap(),
+                grids::h1_metric(20).unwrap(),
+            )
+            .unwrap()
         };
         let theta = make().model().init_params(1);
         v.visit("h1", &make, &theta);

@@ -8,47 +8,10 @@ mod common;
 use common::solve_fresh;
 use faer::Mat;
 use natgrad::linsolve::{CgSettings, LinearSolver, Preconditioner, Rhs, SolveFailure};
-use natgrad::metric::{SparseMetric, WeightedL2};
+use natgrad::metric::WeightedL2;
 use natgrad::model::{Activation, LinearModel, Mlp};
+use natgrad::problems::grids;
 use natgrad::{FitProblem, NaturalGradient, SquaredError};
-
-/// The `k×k` grid of `[0, 1]²` (sample-major) and `u = sin πx · sin πy` on it.
-fn grid(k: usize) -> (Vec<f64>, Vec<f64>) {
-    let h = 1.0 / (k - 1) as f64;
-    let mut x = Vec::new();
-    let mut u = Vec::new();
-    for i in 0..k {
-        for j in 0..k {
-            let (a, b) = (i as f64 * h, j as f64 * h);
-            x.extend([a, b]);
-            u.push((std::f64::consts::PI * a).sin() * (std::f64::consts::PI * b).sin());
-        }
-    }
-    (x, u)
-}
-
-/// The H¹-type metric of the issue: `h²·I` (mass, lumped) plus the 5-point Laplacian
-/// stencil on the `k×k` grid (Neumann-like: only existing neighbours), SPD.
-fn h1_metric(k: usize) -> SparseMetric {
-    let h2 = 1.0 / ((k - 1) * (k - 1)) as f64;
-    let n = k * k;
-    let mut tri = sprs::TriMat::new((n, n));
-    for i in 0..k {
-        for j in 0..k {
-            let a = i * k + j;
-            let mut deg = 0.0;
-            for (di, dj) in [(0i64, 1i64), (1, 0), (0, -1), (-1, 0)] {
-                let (ni, nj) = (i as i64 + di, j as i64 + dj);
-                if ni >= 0 && nj >= 0 && (ni as usize) < k && (nj as usize) < k {
-                    tri.add_triplet(a, ni as usize * k + nj as usize, -1.0);
-                    deg += 1.0;
-                }
-            }
-            tri.add_triplet(a, a, deg + h2);
-        }
-    }
-    SparseMetric::new(tri.to_csr()).unwrap()
-}
 
 fn mlp(widths: &[usize], x: &[f64]) -> Mlp {
     Mlp::with_hidden(widths, Activation::Tanh, x)
@@ -78,7 +41,7 @@ fn cg_iters<Me: natgrad::Metric>(
 /// Jacobi applies) and in the sparse H¹ metric (mass + 5-point Laplacian).
 #[test]
 fn default_cg_is_fast_on_a_network() {
-    let (x, u) = grid(20);
+    let (x, u) = grids::unit_square_sine(20).unwrap();
     let n = u.len();
     let l2 = FitProblem::new(
         mlp(&[2, 20, 20, 1], &x),
@@ -89,7 +52,7 @@ fn default_cg_is_fast_on_a_network() {
     let h1 = FitProblem::new(
         mlp(&[2, 20, 20, 1], &x),
         SquaredError::l2(u).unwrap(),
-        h1_metric(20),
+        grids::h1_metric(20).unwrap(),
     )
     .unwrap();
     for lambda in [1e-4, 1e-7] {

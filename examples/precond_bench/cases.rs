@@ -3,6 +3,7 @@
 use super::{bench, Opts};
 use faer::Par;
 use natgrad::model::{Activation, Mlp};
+use natgrad::problems::grids;
 use natgrad::problems::pinn::{advection_diffusion, poisson_2d};
 use natgrad::{FitProblem, SquaredError, WeightedL2};
 use rand::{Rng, SeedableRng};
@@ -30,20 +31,13 @@ pub(crate) fn run_case(case: &str, o: &Opts) -> Result<(), String> {
             // Issue 14: a 2-20-20-1 tanh network (p = 501) over the 20×20 grid of [0,1]²,
             // u = sin πx sin πy, in the sparse H¹ metric (mass h²I + 5-point Laplacian).
             let k = 20;
-            let (mut x, mut u) = (Vec::new(), Vec::new());
-            for i in 0..k {
-                for j in 0..k {
-                    let (a, b) = (i as f64 / (k - 1) as f64, j as f64 / (k - 1) as f64);
-                    x.extend([a, b]);
-                    u.push((std::f64::consts::PI * a).sin() * (std::f64::consts::PI * b).sin());
-                }
-            }
+            let (x, u) = grids::unit_square_sine(k).map_err(|e| e.to_string())?;
             let model = Mlp::with_hidden(&[2, 20, 20, 1], Activation::Tanh, &x)
                 .map_err(|e| e.to_string())?
                 .with_parallelism(Par::rayon(0));
             let theta = model.init_params(1);
             let loss = SquaredError::l2(u).map_err(|e| e.to_string())?;
-            let pb = FitProblem::new(model, loss, h1_metric(k)).map_err(|e| e.to_string())?;
+            let pb = FitProblem::new(model, loss, h1_metric(k)?).map_err(|e| e.to_string())?;
             bench(case, &pb, &theta, 1e-4, o);
             Ok(())
         }
@@ -77,24 +71,14 @@ fn regression(case: &str, hidden: &[usize], m: usize, o: &Opts) -> Result<(), St
     Ok(())
 }
 
-/// The H¹-type metric of issue 14 on the `k×k` grid: `h²·I` plus the 5-point Laplacian
-/// stencil (existing neighbours only), SPD — stored dense (`bench` needs a `Clone`
-/// problem, which `SparseMetric` is not; Auto's cost model treats both alike).
-fn h1_metric(k: usize) -> natgrad::metric::DenseMetric {
-    let h2 = 1.0 / ((k - 1) * (k - 1)) as f64;
-    let mut tri = faer::Mat::<f64>::zeros(k * k, k * k);
-    for i in 0..k {
-        for j in 0..k {
-            let mut deg = 0.0;
-            for (di, dj) in [(0i64, 1i64), (1, 0), (0, -1), (-1, 0)] {
-                let (ni, nj) = (i as i64 + di, j as i64 + dj);
-                if ni >= 0 && nj >= 0 && (ni as usize) < k && (nj as usize) < k {
-                    tri[(i * k + j, ni as usize * k + nj as usize)] = -1.0;
-                    deg += 1.0;
-                }
-            }
-            tri[(i * k + j, i * k + j)] = deg + h2;
-        }
+/// The H¹-type metric of issue 14 on the `k×k` grid ([`grids::h1_matrix`]), stored
+/// dense (`bench` needs a `Clone` problem, which `SparseMetric` was not when this bench
+/// was measured; Auto's cost model treats both alike).
+fn h1_metric(k: usize) -> Result<natgrad::metric::DenseMetric, String> {
+    let sparse = grids::h1_matrix(k).map_err(|e| e.to_string())?;
+    let mut dense = faer::Mat::<f64>::zeros(k * k, k * k);
+    for (&v, (i, j)) in sparse.iter() {
+        dense[(i, j)] = v;
     }
-    natgrad::metric::DenseMetric::new(tri).expect("the H¹ stencil is SPD")
+    natgrad::metric::DenseMetric::new(dense).map_err(|e| e.to_string())
 }

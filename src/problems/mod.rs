@@ -1,5 +1,6 @@
 //! The seed talk's reference problems (docs/math.md §4), ready to run.
 
+pub mod grids;
 pub mod mackey_glass;
 pub mod nist;
 pub mod pinn;
