@@ -105,6 +105,33 @@ fn fused_product_equals_jvp_metric_vjp_at_every_chunk_size() {
     }
 }
 
+/// A network with more than `4 · 4096` parameters, so that the group sums are added to the
+/// output block by block in parallel (`mlp/fused.rs`, `add_group_sums`): 96 samples in
+/// chunks of 8 are 12 chunks in 6 groups. Equal to jvp → W → vjp, at 1 and 2 threads.
+#[test]
+fn a_wide_network_adds_its_group_sums_exactly() {
+    for threads in [1, 2] {
+        common::in_pool(threads, || {
+            let mut r = rng(21);
+            let x: Vec<f64> = (0..2 * 96).map(|_| r.random_range(0.0..1.0)).collect();
+            let model = Mlp::with_hidden(&[2, 128, 128, 1], Activation::Tanh, &x)
+                .unwrap()
+                .with_parallelism(Par::rayon(threads))
+                .with_gram_chunk(8);
+            assert!(model.n_params() > 4 * 4096);
+            let (n, p) = (model.n_outputs(), model.n_params());
+            let theta = model.init_params(3);
+            let mut lin = model.linearize(&theta).unwrap();
+            let w: Vec<f64> = (0..n).map(|_| r.random_range(0.1..2.0)).collect();
+            let t = vec(&mut r, p);
+            let mut fused = vec![0.0; p];
+            lin.gram_product(&w, &t, &mut vec![0.0; n], &mut fused);
+            let e = rel_diff(&fused, &unfused(&mut lin, &w, &t, n));
+            assert!(e <= TOL, "{threads} threads: {e:e} from jvp→W→vjp");
+        });
+    }
+}
+
 /// `J` column by column from the complex step of the reference forward pass (shares no
 /// code with the products under test).
 fn jacobian_complex_step(model: &Mlp, theta: &[f64]) -> Mat<f64> {
