@@ -618,7 +618,7 @@ impl<Mo: Model, Lo: Loss, Me: Metric, S: StepSearch> Solver<FitProblem<Mo, Lo, M
         record_counts(problem, p.evaluations() - before)?;
         let state = match gradient {
             Ok(g) => state.gradient(g),
-            Err(step::Failure::Numerical(e)) => {
+            Err(step::Failure::Numerical(e) | step::Failure::Solve(e)) => {
                 state.terminate_with(exit(format!("at the initial θ: {e}")))
             }
             Err(step::Failure::Input(e)) => return Err(e.into_argmin(NAME)),

@@ -247,7 +247,11 @@ pub enum DampingRule {
 /// `momentum_restart`), so that the next step is plain natural gradient from `θ_k` rather
 /// than the same momentum term again. When the model predicts no decrease (a momentum
 /// step need not be a descent step), ρ carries no information and λ changes only if the
-/// loss increased.
+/// loss increased. A direction solve that fails in a way more damping cures (a refused
+/// Cholesky factor, a CG breakdown, CG not converging) is a rejected step too, with λ
+/// raised as for a loss that went up ([`LevenbergMarquardt::after_failed_solve`], KV
+/// `lm_failed_solve`); at the maximum damping it ends the run with a reason that says so.
+/// Without Levenberg–Marquardt such a failure ends the run.
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct LevenbergMarquardt {
@@ -336,6 +340,48 @@ impl LevenbergMarquardt {
             accepted: !rejected,
         }
     }
+}
+
+impl LevenbergMarquardt {
+    /// The damping after the direction solve failed at λ = `damping` in a way more
+    /// damping cures (a Cholesky factor with a non-positive or cancelled pivot,
+    /// [`Error::GramNotPositiveDefinite`](crate::Error::GramNotPositiveDefinite); a CG
+    /// breakdown or CG not converging,
+    /// [`OperatorNotPositiveDefinite`](crate::linsolve::SolveFailure::OperatorNotPositiveDefinite)
+    /// and [`NoConvergence`](crate::linsolve::SolveFailure::NoConvergence)): the step is rejected as one
+    /// whose loss went up — `θ_{k+1} = θ_k`, Nielsen's `λ ← λν`, `ν ← 2ν` (the threshold
+    /// rule: `λ ← 3/2·λ`), clipped to `max` — instead of ending the run. `G + λI` is
+    /// positive definite for every λ > 0 in exact arithmetic; what fails is its rounding
+    /// (λ below `ε·‖G‖`) or CG's iteration budget, and both recover as λ grows. Seen on
+    /// PINNs under Nesterov (issue 16): at λ = 1e-8 the Gram's largest eigenvalue 2.3e8
+    /// made the Cholesky fail at the extrapolated point.
+    pub fn after_failed_solve(&self, damping: f64, nu: f64) -> DampingUpdate {
+        self.update(damping, nu, f64::NAN, f64::NAN)
+    }
+}
+
+/// Whether more damping cures this failure of a direction solve: a Cholesky refusal
+/// (non-positive or cancelled pivot), a CG breakdown on the operator, or CG stopping at
+/// `max_iters`. Not a non-finite value, a metric that cannot be used, a preconditioner
+/// or a sketch that failed.
+pub(crate) fn damping_cures(failure: &crate::linsolve::SolveFailure) -> bool {
+    use crate::linsolve::SolveFailure as F;
+    matches!(
+        failure,
+        F::OperatorNotPositiveDefinite { .. }
+            | F::NoConvergence { .. }
+            | F::Direct(crate::Error::GramNotPositiveDefinite { .. })
+    )
+}
+
+/// The reason a Levenberg–Marquardt run ends when the direction solve fails
+/// ([`damping_cures`]) at the maximum damping `max`.
+pub(crate) fn failed_at_max_reason(max: f64, failure: &str) -> String {
+    format!(
+        "Levenberg–Marquardt is at its maximum damping λ = {max:e} and the direction solve \
+         still fails ({failure}); θ is unchanged. Raise the upper bound of \
+         `with_adaptive_damping`, or use `LinearSolver::LeastSquares`"
+    )
 }
 
 /// Nielsen's factor `max(1/3, 1 − (2ρ − 1)³)` for an accepted step with gain ratio `ρ`

@@ -207,6 +207,8 @@ impl<S: StepSearch> NaturalGradient<S> {
                      the parameters",
                     self.lambda()
                 )),
+                // More damping cures it: under Levenberg–Marquardt a rejected step.
+                f if crate::step_control::damping_cures(&f) => Failure::Solve(f.to_string()),
                 f => Failure::Numerical(f.to_string()),
             }
         })?;

@@ -9,8 +9,8 @@ use crate::metric::Metric;
 use crate::model::Model;
 use crate::problem::{Evaluations, FitProblem, LinearizedProblem};
 use crate::step_control::{
-    cap_step_norm, gram_scale, predicted_decrease, stalled_reason, Accepted, DampingScale,
-    LevenbergMarquardt,
+    cap_step_norm, failed_at_max_reason, gram_scale, predicted_decrease, stalled_reason, Accepted,
+    DampingScale, LevenbergMarquardt,
 };
 use crate::step_rule::{Previous, PreviousOutputs, StepRule};
 use crate::stopping::{column_cosine, zero_gradient_reason, StepRecord, Tolerances};
@@ -40,6 +40,9 @@ pub(super) enum Failure {
     Input(crate::Error),
     /// A numerical failure: the run ends with this reason.
     Numerical(String),
+    /// A direction solve that more damping cures (`step_control::damping_cures`): under
+    /// Levenberg–Marquardt a rejected step with a larger λ, otherwise as `Numerical`.
+    Solve(String),
 }
 
 /// What to try when a value of the run is not finite.
@@ -78,6 +81,7 @@ impl Failure {
     pub(super) fn at(self, point: &str) -> Self {
         match self {
             Failure::Numerical(text) => Failure::Numerical(format!("at {point}: {text}")),
+            Failure::Solve(text) => Failure::Solve(format!("at {point}: {text}")),
             input => input,
         }
     }
@@ -270,6 +274,13 @@ impl<S: StepSearch> NaturalGradient<S> {
             }
         };
         let outcome = match outcome {
+            Err(Failure::Solve(reason)) => match self.adaptive_damping {
+                Some(lm) => Ok(self.failed_solve(lm, reason, &mut kv)),
+                None => Err(Failure::Numerical(reason)),
+            },
+            other => other,
+        };
+        let outcome = match outcome {
             Ok(Step::Rejected(mut kv)) => {
                 // Restart: θ_k stays, so keeping the momentum memory would propose the same
                 // momentum term again with only λ larger — and once λ dominates `G` every
@@ -283,7 +294,8 @@ impl<S: StepSearch> NaturalGradient<S> {
             }
             Ok(step) => Ok(step),
             Err(Failure::Input(e)) => Err(e),
-            Err(Failure::Numerical(reason)) => {
+            // (A failed solve is a `Numerical` one here, unless LM made it a rejection.)
+            Err(Failure::Numerical(reason) | Failure::Solve(reason)) => {
                 let reason = exit(reason);
                 if let TerminationReason::SolverExit(text) = &reason {
                     kv.insert("reason", text.clone().into());
@@ -382,8 +394,10 @@ impl<S: StepSearch> NaturalGradient<S> {
         self.memory.ahead = match outcome {
             Ok(prepared) => Some(Ok(prepared)),
             Err(Failure::Numerical(reason)) => Some(Err(reason)),
-            // An input error ends the run: the next step meets it again.
-            Err(Failure::Input(_)) => None,
+            Err(Failure::Solve(reason)) if self.adaptive_damping.is_none() => Some(Err(reason)),
+            // An input error ends the run, and under Levenberg–Marquardt a failed solve
+            // is a rejection: the next step meets either again.
+            Err(Failure::Input(_) | Failure::Solve(_)) => None,
         }
         .map(|outcome| Ahead {
             theta: theta.to_vec(),
@@ -629,6 +643,22 @@ impl<S: StepSearch> NaturalGradient<S> {
             return Some(Step::Stop(exit(reason), take(kv)));
         }
         Some(Step::Rejected(take(kv)))
+    }
+
+    /// Levenberg–Marquardt after a direction solve that more damping cures failed
+    /// (`reason`): a rejected step with a larger λ
+    /// ([`LevenbergMarquardt::after_failed_solve`]), or the end of the run at the maximum
+    /// damping. KV `lm_failed_solve`.
+    fn failed_solve(&mut self, lm: LevenbergMarquardt, reason: String, kv: &mut KV) -> Step {
+        let at_max = self.damping >= lm.max;
+        let update = lm.after_failed_solve(self.damping, self.memory.damping.nu);
+        self.damping = update.damping;
+        self.memory.damping.nu = update.nu;
+        kv.insert("lm_failed_solve", reason.clone().into());
+        match at_max {
+            true => Step::Stop(exit(failed_at_max_reason(lm.max, &reason)), take(kv)),
+            false => Step::Rejected(take(kv)),
+        }
     }
 
     /// The failure when the loss after the step is not finite: the model may know where
