@@ -199,6 +199,7 @@ impl GradientAt {
 /// | `line_search` | string | what the step control did (`fixed`, `armijo`, `log_grid`, `armijo_skipped_not_descent`, …; an argmin line search's name, e.g. `More-Thuente Line search`) |
 /// | `step_norm` | float | `‖θ_{k+1} − θ_k‖₂ = t‖δ_k‖₂` (units of θ) |
 /// | `lm_rho` | float | Levenberg–Marquardt gain ratio actual/predicted decrease (dimensionless; with adaptive damping) |
+/// | `damping_follows` | float | `t_max/t`, the factor by which λ followed the line search ([`NaturalGradient::with_line_search_damping`]; only when it did) |
 /// | `momentum_restart` | bool | a rejected LM step cleared the momentum memory (rejected steps only) |
 /// | `reason` | string | why the run ends (a failing step only; the same text as the termination reason) |
 #[derive(Debug, Clone, PartialEq)]
@@ -219,6 +220,8 @@ pub struct NaturalGradient<S = StepControl> {
     /// ([`ArgminLineSearch`]).
     step_control: S,
     adaptive_damping: Option<LevenbergMarquardt>,
+    /// `t_max` of [`NaturalGradient::with_line_search_damping`].
+    line_search_damping: Option<f64>,
     max_step_norm: Option<f64>,
     batch: Option<MiniBatch>,
     seed: u64,
@@ -250,6 +253,7 @@ impl NaturalGradient {
             momentum: StepRule::Plain,
             step_control: StepControl::Fixed,
             adaptive_damping: None,
+            line_search_damping: None,
             max_step_norm: None,
             batch: None,
             seed: 0,
@@ -278,6 +282,7 @@ impl<S> NaturalGradient<S> {
             momentum: self.momentum,
             step_control,
             adaptive_damping: self.adaptive_damping,
+            line_search_damping: self.line_search_damping,
             max_step_norm: self.max_step_norm,
             batch: self.batch,
             seed: self.seed,
@@ -409,6 +414,29 @@ impl<S> NaturalGradient<S> {
     pub fn with_levenberg_marquardt(mut self, lm: LevenbergMarquardt) -> ArgminResult<Self> {
         lm.validate().map_err(invalid)?;
         self.adaptive_damping = Some(lm);
+        Ok(self)
+    }
+
+    /// Levenberg–Marquardt damping that follows the line search off plateaus: after an
+    /// accepted step of which the step control kept only `t < t_max` (`0 < t_max ≤ 1`),
+    /// `λ ← max(λ', λ·t_max/t)` with λ the damping of that step and λ' the
+    /// Levenberg–Marquardt update, clipped to its bounds (KV `damping_follows`, the factor
+    /// `t_max/t`). Needs adaptive damping (ignored without it).
+    ///
+    /// Why: the gain ratio ρ is measured on the step `tδ` the line search took. On a
+    /// plateau Armijo may keep `t ≈ 2⁻²⁰` of a Gauss–Newton step that is far too long
+    /// while ρ of the short step stays in ¼…¾, so neither rule raises λ and the run
+    /// creeps (docs/pinn.md, *One recipe for PINNs*). For a λ that dominates the Gram's
+    /// small eigenvalues `‖δ‖ ∝ 1/λ`, so `λ·t_max/t` makes the next full step about as
+    /// long as what the search accepted, times `1/t_max`; the usual update takes over
+    /// once the search keeps at least `t_max`.
+    pub fn with_line_search_damping(mut self, t_max: f64) -> ArgminResult<Self> {
+        if !(t_max > 0.0 && t_max <= 1.0) {
+            return Err(invalid(format!(
+                "line-search damping threshold t_max must be in (0, 1], got {t_max}"
+            )));
+        }
+        self.line_search_damping = Some(t_max);
         Ok(self)
     }
 

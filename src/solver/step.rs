@@ -606,8 +606,14 @@ impl<S: StepSearch> NaturalGradient<S> {
             });
         }
         if let Some(lm) = self.adaptive_damping {
+            let used = self.damping;
             if let Some(ended) = self.levenberg_marquardt(lm, &decrease, kv) {
                 return Ok(ControlFlow::Break(ended));
+            }
+            if let Some(t_max) = self.line_search_damping.filter(|&t_max| t < t_max) {
+                let factor = t_max / t;
+                self.damping = (used * factor).max(self.damping).clamp(lm.min, lm.max);
+                kv.insert("damping_follows", factor.into());
             }
         } else if !accepted.loss.is_finite() {
             return Err(self.non_finite_after_step(at.on, &accepted.theta));
