@@ -17,10 +17,11 @@
 //! `SETTING` is a comma-separated list applied in order to `NaturalGradient::new()`:
 //! `lam=λ` (damping), `lmt=min` / `lmn=min` (Levenberg–Marquardt in `[min, 1e2]` with the
 //! threshold / Nielsen rule), `trace` (`DampingScale::GramTrace`), `armijo`, `grid=j`
-//! (log grid to 2⁻ʲ), `alpha=α`, `cap=c` (step-norm cap), `hb=β`, `nest=β`, `ls=rcond`
+//! (log grid to 2⁻ʲ), `alpha=α`, `cap=c` (step-norm cap), `follow=t_max` (λ follows the
+//! line search below `t_max`, `with_line_search_damping`), `hb=β`, `nest=β`, `ls=rcond`
 //! (least squares). Every `EVERY` steps it prints the relative L² error on the fine grid,
 //! the best so far (step, seconds without the error evaluations), the loss and the KVs
-//! `damping`, `line_search`, `lm_rho`, `step_norm`, `step_scale`.
+//! `damping`, `line_search`, `lm_rho`, `step_norm`, `step_scale`, `damping_follows`.
 //!
 //! Two diagnostics instead of a run: `scale` prints `tr(G₀)/p` and the extreme squared
 //! singular values of the Jacobian at θ₀; `nestdiag=λ` rebuilds Nesterov's extrapolation
@@ -77,7 +78,7 @@ impl Observe<NgState> for Curve {
         }
         println!(
             "it {it} t {now:.1} err {e:.3e} best {:.3e}@{} ({:.1}s) loss {:.3e} lam {} ls {} \
-             rho {} sn {} t {}",
+             rho {} sn {} t {} follows {}",
             self.best,
             self.best_at.0,
             self.best_at.1,
@@ -87,6 +88,7 @@ impl Observe<NgState> for Curve {
             kv_text(kv, "lm_rho"),
             kv_text(kv, "step_norm"),
             kv_text(kv, "step_scale"),
+            kv_text(kv, "damping_follows"),
         );
         Ok(())
     }
@@ -138,6 +140,7 @@ fn apply(s: NaturalGradient, item: &str) -> AnyResult<NaturalGradient> {
         })?,
         "alpha" => s.with_step_size(x()?)?,
         "cap" => s.with_max_step_norm(x()?)?,
+        "follow" => s.with_line_search_damping(x()?)?,
         "hb" => s.with_step_rule(StepRule::HeavyBall { beta: x()? })?,
         "nest" => s.with_step_rule(StepRule::Nesterov { beta: x()? })?,
         "ls" => s.with_linear_solver(LinearSolver::LeastSquares { rcond: x()? })?,

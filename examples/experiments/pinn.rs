@@ -14,7 +14,7 @@ use crate::Budget;
 use indicatif::{ProgressBar, ProgressStyle};
 use natgrad::problems::pinn::{
     advection_diffusion, default_solver, heat_1d, neumann_2d, nonlinear_2d, poisson_2d, PinnCase,
-    RECIPE_BETA, RECIPE_DAMPING, RECIPE_DAMPING_RANGE,
+    RECIPE_BETA, RECIPE_DAMPING, RECIPE_DAMPING_RANGE, RECIPE_FOLLOW_T_MAX,
 };
 use natgrad::StepControl;
 use natgrad::StepRule;
@@ -274,9 +274,10 @@ fn optimisers(cfg: &Config, n: usize, p: usize) -> Vec<(&'static str, String, Op
             "NGD default recipe",
             format!(
                 "pinn::default_solver: heavy ball β = {RECIPE_BETA}, LM damping λ ∈ [{:e}, {:e}] \
-                 from {RECIPE_DAMPING:e}, Armijo, {}",
+                 from {RECIPE_DAMPING:e} following Armijo below t = 2^{}, {}",
                 RECIPE_DAMPING_RANGE.0,
                 RECIPE_DAMPING_RANGE.1,
+                RECIPE_FOLLOW_T_MAX.log2(),
                 if p <= n {
                     "Cholesky"
                 } else {

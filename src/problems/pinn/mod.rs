@@ -7,7 +7,9 @@ mod grids;
 mod recipe;
 
 pub use cases::{heat_1d, heat_exact, neumann_2d, neumann_exact, nonlinear_2d};
-pub use recipe::{default_solver, RECIPE_BETA, RECIPE_DAMPING, RECIPE_DAMPING_RANGE};
+pub use recipe::{
+    default_solver, RECIPE_BETA, RECIPE_DAMPING, RECIPE_DAMPING_RANGE, RECIPE_FOLLOW_T_MAX,
+};
 
 use crate::error::Result;
 use crate::loss::SquaredError;
