@@ -2,6 +2,7 @@
 //! and one quadrature term `Σ_i w_i e(x_i, u, ∇u, …)` of the energy.
 
 use super::residual::{Fields, Point};
+use super::term::{check_data, check_shape};
 use crate::error::{check_finite, check_finite_mat, check_len, Error, Result};
 use crate::model::taylor::ChannelSet;
 use faer::{Mat, MatRef};
@@ -195,19 +196,7 @@ impl EnergyTerm {
     pub(crate) fn validate(&self, d: usize, q: usize) -> Result<()> {
         let what = |s: &str| format!("energy term `{}`: {s}", self.name);
         let m = self.points.ncols();
-        if m == 0 {
-            return Err(Error::InvalidSetting(what("no points (an empty term)")));
-        }
-        check_len(
-            &what("rows of the points (dimension d)"),
-            d,
-            self.points.nrows(),
-        )?;
-        check_len(
-            &what("dimension of the channel set"),
-            d,
-            self.set.input_dim(),
-        )?;
+        check_shape(&what, self.points.as_ref(), &self.set, d)?;
         check_len(&what("quadrature weights vs points"), m, self.weights.len())?;
         check_finite_mat(&what("points"), self.points.as_ref())?;
         check_finite(&what("quadrature weights"), &self.weights)?;
@@ -217,10 +206,7 @@ impl EnergyTerm {
                 self.weights[i]
             ))));
         }
-        if let Some(data) = &self.data {
-            check_len(&what("data columns vs points"), m, data.ncols())?;
-            check_finite_mat(&what("data"), data.as_ref())?;
-        }
+        check_data(&what, self.data.as_ref(), m)?;
         let channels = vec![0.5; q * self.set.len()];
         density_value(&*self.density, &self.point(0), &channels, (q, &self.set)).map_err(
             |missing| {

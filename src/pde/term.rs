@@ -113,29 +113,14 @@ impl Term {
     pub(crate) fn validate(&mut self, d: usize, q: usize) -> Result<()> {
         let what = |s: &str| format!("term `{}`: {s}", self.name);
         let m = self.points.ncols();
-        if m == 0 {
-            return Err(Error::InvalidSetting(what("no points (an empty term)")));
-        }
-        check_len(
-            &what("rows of the points (dimension d)"),
-            d,
-            self.points.nrows(),
-        )?;
-        check_len(
-            &what("dimension of the channel set"),
-            d,
-            self.set.input_dim(),
-        )?;
+        check_shape(&what, self.points.as_ref(), &self.set, d)?;
         check_finite_mat(&what("points"), self.points.as_ref())?;
         if let Some(n) = &self.normals {
             check_len(&what("length of the normals"), d, n.nrows())?;
             check_len(&what("normals vs points"), m, n.ncols())?;
             check_finite_mat(&what("normals"), n.as_ref())?;
         }
-        if let Some(data) = &self.data {
-            check_len(&what("data columns vs points"), m, data.ncols())?;
-            check_finite_mat(&what("data"), data.as_ref())?;
-        }
+        check_data(&what, self.data.as_ref(), m)?;
         if !(self.weight > 0.0 && self.weight.is_finite()) {
             return Err(Error::InvalidSetting(what(&format!(
                 "the weight must be finite and > 0, got {}",
@@ -176,4 +161,33 @@ impl Term {
             ..self.clone()
         }
     }
+}
+
+/// The checks every kind of term (residual or energy) makes first, in this order: at
+/// least one point, points of dimension `d`, a channel set of dimension `d`. `what`
+/// prefixes the message with the term.
+pub(crate) fn check_shape(
+    what: &dyn Fn(&str) -> String,
+    points: MatRef<'_, f64>,
+    set: &ChannelSet,
+    d: usize,
+) -> Result<()> {
+    if points.ncols() == 0 {
+        return Err(Error::InvalidSetting(what("no points (an empty term)")));
+    }
+    check_len(&what("rows of the points (dimension d)"), d, points.nrows())?;
+    check_len(&what("dimension of the channel set"), d, set.input_dim())
+}
+
+/// Data per point, if any: one finite column per point (`m` points).
+pub(crate) fn check_data(
+    what: &dyn Fn(&str) -> String,
+    data: Option<&Mat<f64>>,
+    m: usize,
+) -> Result<()> {
+    if let Some(data) = data {
+        check_len(&what("data columns vs points"), m, data.ncols())?;
+        check_finite_mat(&what("data"), data.as_ref())?;
+    }
+    Ok(())
 }
