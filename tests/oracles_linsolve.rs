@@ -8,7 +8,7 @@ mod common;
 use common::{dense_solve, gram_twin, rel_diff, rng, solve_fresh, vec};
 use faer::Mat;
 use natgrad::linsolve::{solve_direction, CgSettings, Preconditioner, Rhs, SolveCache};
-use natgrad::model::LinearModel;
+use natgrad::model::{LinearModel, Linearization};
 use natgrad::{FitProblem, LinearSolver, Model, SquaredError, WeightedL2};
 
 /// One of two shards that hold the same samples: every sum over samples that a solver
@@ -186,9 +186,9 @@ fn sample_cholesky_reports_the_true_relative_residual() {
 
 /// `LinearSolver::LeastSquares` with a cut-off on a Gram matrix with an exact null vector
 /// drops that direction and reports what it leaves unsolved: `A = [a₁, a₂, a₁ + a₂]`
-/// (integers, so `v = (1, 1, −1)/√3` spans the null space exactly), `b = e₁` in parameter
+/// (integers, so `v = (1, 1, −1)/√3` spans the null space exactly), `b = 2e₁` in parameter
 /// space (the eigen path), `λ = ¼`. The kept eigenpairs are solved exactly, so
-/// `(G + λI)d = b − v vᵀb = e₁ − v/√3` and `‖(G + λI)d − b‖/‖b‖ = 1/√3`, whatever `λ`.
+/// `(G + λI)d = b − v vᵀb = 2(e₁ − v/√3)` and `‖(G + λI)d − b‖/‖b‖ = 1/√3`, whatever `λ`.
 #[test]
 fn least_squares_reports_the_residual_of_the_direction_it_drops() {
     let cols = [[1.0, 0.0, 1.0, 2.0, 0.0], [0.0, 1.0, 1.0, -1.0, 3.0]];
@@ -206,11 +206,11 @@ fn least_squares_reports_the_residual_of_the_direction_it_drops() {
     .unwrap();
     let mut lin = pb.linearize(&[0.0; 3]).unwrap();
     let solver = LinearSolver::LeastSquares { rcond: 1e-6 };
-    let b = [1.0, 0.0, 0.0];
+    let b = [2.0, 0.0, 0.0];
     let (d, info) =
         solve_fresh(&mut lin, Rhs::Params(&b), lambda, &solver).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(info.method, "least-squares");
-    let kept = [1.0 - 1.0 / 3.0, -1.0 / 3.0, 1.0 / 3.0];
+    let kept = [4.0 / 3.0, -2.0 / 3.0, 2.0 / 3.0];
     let e = rel_diff(&common::matvec(&g, &d), &kept);
     assert!(
         e <= 1e-12,
@@ -339,4 +339,202 @@ fn sample_cg_warm_starts_only_from_a_solution_of_the_same_size() {
             assert!(rel_diff(&d, &expected) <= 1e-8);
         }
     }
+}
+
+/// A model with `n = 2¹³` outputs and `p = 2¹³ + 1` parameters, whose linearisation must
+/// never be asked for its dense Jacobian (2²⁶ + 2¹³ entries, over 512 MiB).
+struct TooBigToForm;
+
+struct TooBigLinearization(Vec<f64>);
+
+impl Linearization for TooBigLinearization {
+    fn n_params(&self) -> usize {
+        (1 << 13) + 1
+    }
+    fn outputs(&self) -> &[f64] {
+        &self.0
+    }
+    fn jvp(&mut self, _t: &[f64], out: &mut [f64]) {
+        out.fill(0.0);
+    }
+    fn vjp(&mut self, _s: &[f64], out: &mut [f64]) {
+        out.fill(0.0);
+    }
+    fn dense_jacobian(&mut self) -> Option<Mat<f64>> {
+        panic!(
+            "the dense Jacobian of {} entries was formed",
+            self.0.len() * self.n_params()
+        )
+    }
+}
+
+impl Model for TooBigToForm {
+    type Linearization<'a> = TooBigLinearization;
+    fn n_params(&self) -> usize {
+        (1 << 13) + 1
+    }
+    fn n_outputs(&self) -> usize {
+        1 << 13
+    }
+    fn linearize(&self, _theta: &[f64]) -> natgrad::Result<TooBigLinearization> {
+        Ok(TooBigLinearization(vec![0.0; 1 << 13]))
+    }
+}
+
+/// `LinearSolver::LeastSquares` refuses, before forming anything, a Jacobian of more than
+/// `MAX_JACOBIAN_ENTRIES = 2²⁶` entries, naming the limit and the way out.
+#[test]
+fn least_squares_refuses_a_jacobian_over_its_size_limit_before_forming_it() {
+    let (n, p) = (1 << 13, (1 << 13) + 1);
+    let pb = FitProblem::new(
+        TooBigToForm,
+        SquaredError::new(vec![0.0; n], natgrad::Euclidean).unwrap(),
+        natgrad::Euclidean,
+    )
+    .unwrap();
+    let mut lin = pb.linearize(&vec![0.0; p]).unwrap();
+    let b = vec![1.0; p];
+    let solver = LinearSolver::LeastSquares { rcond: 0.0 };
+    match solve_fresh(&mut lin, Rhs::Params(&b), 1.0, &solver) {
+        Err(e) => assert!(e.to_string().contains("more than 67108864 entries"), "{e}"),
+        Ok((_, info)) => panic!("accepted: {info:?}"),
+    }
+}
+
+/// `LinearSolver::LeastSquares` takes the SVD of `W^{1/2}J` only when every weight of the
+/// diagonal metric is positive: the loss Hessian of a logit cross-entropy at a saturated
+/// logit (`z = 800`, `σ(z)(1 − σ(z)) = 0` in binary64) has a zero weight, and the direction
+/// must still be `(Aᵀ diag(h) A + λI)⁻¹ Aᵀ r` with `h_i = σ(z_i)(1 − σ(z_i))/3` by hand
+/// (the eigen path), not the NaN of `r/√0`.
+#[test]
+fn least_squares_with_a_zero_metric_weight_takes_the_eigen_path() {
+    let a = Mat::from_fn(3, 2, |i, j| [[1.0, 0.0], [0.0, -1.0], [400.0, 400.0]][i][j]);
+    let theta = [1.0, 1.0]; // z = (1, −1, 800)
+    let fisher = |z: f64| {
+        let s = 1.0 / (1.0 + (-z).exp());
+        s * (1.0 - s) / 3.0
+    };
+    let h = [fisher(1.0), fisher(-1.0), 0.0];
+    let lambda = 0.5;
+    let g = gram_twin(
+        &a,
+        &Mat::from_fn(3, 3, |i, j| if i == j { h[i] } else { 0.0 }),
+        lambda,
+    );
+    let cot = [0.5, -1.0, 2.0];
+    let b: Vec<f64> = (0..2)
+        .map(|c| (0..3).map(|i| a[(i, c)] * cot[i]).sum())
+        .collect();
+    let pb = FitProblem::new(
+        LinearModel::dense(a).unwrap(),
+        natgrad::LogitCrossEntropy::new(vec![1.0, 0.0, 1.0]).unwrap(),
+        natgrad::LossHessian,
+    )
+    .unwrap();
+    let mut lin = pb.linearize(&theta).unwrap();
+    let solver = LinearSolver::LeastSquares { rcond: 0.0 };
+    let rhs = Rhs::Cotangent {
+        r: &cot,
+        jt_r: None,
+    };
+    let (d, _) = solve_fresh(&mut lin, rhs, lambda, &solver).unwrap_or_else(|e| panic!("{e}"));
+    let e = rel_diff(&d, &dense_solve(&g, &b));
+    assert!(e <= 1e-12, "d = {d:?}: {e:e}");
+}
+
+/// With a diagonal metric and an output-space right-hand side, `LinearSolver::LeastSquares`
+/// works on `W^{1/2}J` by SVD, which resolves singular values down to `max(n, p)·ε·σ_max`;
+/// forming `G = JᵀWJ` would square them and lose `σ = 10⁻⁹` below `G`'s rounding level
+/// (module docs). `J = diag(1, 10⁻⁹)`, `W = I`, `r = (1, 10⁻⁹)`, `λ = 0`: `d = J⁺r = (1, 1)`;
+/// the eigen path would give `(1, 0)`. The cut-off scales with `σ_max`.
+#[test]
+fn least_squares_keeps_a_singular_value_that_forming_the_gram_matrix_would_lose() {
+    let a = Mat::from_fn(2, 2, |i, j| match (i, j) {
+        (0, 0) => 1.0,
+        (1, 1) => 1e-9,
+        _ => 0.0,
+    });
+    let pb = FitProblem::new(
+        LinearModel::dense(a).unwrap(),
+        SquaredError::new(vec![0.0; 2], natgrad::Euclidean).unwrap(),
+        natgrad::Euclidean,
+    )
+    .unwrap();
+    let mut lin = pb.linearize(&[0.0, 0.0]).unwrap();
+    let cot = [1.0, 1e-9];
+    let rhs = Rhs::Cotangent {
+        r: &cot,
+        jt_r: None,
+    };
+    let solver = LinearSolver::LeastSquares { rcond: 0.0 };
+    let (d, _) = solve_fresh(&mut lin, rhs, 0.0, &solver).unwrap_or_else(|e| panic!("{e}"));
+    let e = rel_diff(&d, &[1.0, 1.0]);
+    assert!(e <= 1e-12, "d = {d:?}, J⁺r = (1, 1): {e:e}");
+
+    // The cut-off is relative to σ_max: a well-conditioned J = 10⁻⁸ diag(1, 10⁻¹) of small
+    // scale is solved in full, d = J⁺r = (1, 1) for r = (10⁻⁸, 10⁻⁹).
+    let a = Mat::from_fn(2, 2, |i, j| match (i, j) {
+        (0, 0) => 1e-8,
+        (1, 1) => 1e-9,
+        _ => 0.0,
+    });
+    let pb = FitProblem::new(
+        LinearModel::dense(a).unwrap(),
+        SquaredError::new(vec![0.0; 2], natgrad::Euclidean).unwrap(),
+        natgrad::Euclidean,
+    )
+    .unwrap();
+    let mut lin = pb.linearize(&[0.0, 0.0]).unwrap();
+    let cot = [1e-8, 1e-9];
+    let rhs = Rhs::Cotangent {
+        r: &cot,
+        jt_r: None,
+    };
+    let (d, _) = solve_fresh(&mut lin, rhs, 0.0, &solver).unwrap_or_else(|e| panic!("{e}"));
+    let e = rel_diff(&d, &[1.0, 1.0]);
+    assert!(e <= 1e-12, "small scale: d = {d:?}: {e:e}");
+}
+
+/// The cut-off keeps `σ > rcond·σ_max` only (module docs; `μ > max(rcond², p·ε)·μ_max` for
+/// the eigenvalues of `G`): `J = diag(2, 1)`, `rcond = ½` puts `σ₂ = 1` exactly on the cut
+/// `½·2`, so it is dropped — `d = (1, 0)` for `r = (2, 1)` (SVD path) and for
+/// `b = Jᵀr = (4, 1)` (eigen path, `μ₂ = 1 = ¼·4`), at `λ = 0`. With `rcond = 0` the eigen
+/// path's floor is `p·ε·μ_max`: `J = diag(2¹⁰, 2⁻²⁰)` has `μ₂ = 2⁻⁴⁰ < 2·2⁻⁵²·2²⁰`, dropped:
+/// `d = (1, 0)` for `b = (2²⁰, 2⁻⁴⁰)`. Every number is exact in binary64.
+#[test]
+fn least_squares_drops_singular_values_at_or_below_the_cut_off() {
+    let diag = |x: f64, y: f64| {
+        FitProblem::new(
+            LinearModel::dense(Mat::from_fn(2, 2, |i, j| match (i, j) {
+                (0, 0) => x,
+                (1, 1) => y,
+                _ => 0.0,
+            }))
+            .unwrap(),
+            SquaredError::new(vec![0.0; 2], natgrad::Euclidean).unwrap(),
+            natgrad::Euclidean,
+        )
+        .unwrap()
+    };
+    let pb = diag(2.0, 1.0);
+    let mut lin = pb.linearize(&[0.0, 0.0]).unwrap();
+    let solver = LinearSolver::LeastSquares { rcond: 0.5 };
+    let cot = [2.0, 1.0];
+    let rhs = Rhs::Cotangent {
+        r: &cot,
+        jt_r: None,
+    };
+    let (d, _) = solve_fresh(&mut lin, rhs, 0.0, &solver).unwrap_or_else(|e| panic!("{e}"));
+    assert!(rel_diff(&d, &[1.0, 0.0]) <= 1e-15, "SVD path: d = {d:?}");
+    let (d, _) = solve_fresh(&mut lin, Rhs::Params(&[4.0, 1.0]), 0.0, &solver)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(rel_diff(&d, &[1.0, 0.0]) <= 1e-15, "eigen path: d = {d:?}");
+
+    let pb = diag(2f64.powi(10), 2f64.powi(-20));
+    let mut lin = pb.linearize(&[0.0, 0.0]).unwrap();
+    let solver = LinearSolver::LeastSquares { rcond: 0.0 };
+    let b = [2f64.powi(20), 2f64.powi(-40)];
+    let (d, _) =
+        solve_fresh(&mut lin, Rhs::Params(&b), 0.0, &solver).unwrap_or_else(|e| panic!("{e}"));
+    assert!(rel_diff(&d, &[1.0, 0.0]) <= 1e-15, "noise floor: d = {d:?}");
 }
