@@ -529,6 +529,15 @@ fn least_squares_drops_singular_values_at_or_below_the_cut_off() {
     let (d, _) = solve_fresh(&mut lin, Rhs::Params(&[4.0, 1.0]), 0.0, &solver)
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(rel_diff(&d, &[1.0, 0.0]) <= 1e-15, "eigen path: d = {d:?}");
+    // Just above the cut, kept: J = diag(2, 9/8), μ₂ = 81/64 > ¼·4.
+    let pb = diag(2.0, 1.125);
+    let mut lin = pb.linearize(&[0.0, 0.0]).unwrap();
+    let (d, _) = solve_fresh(&mut lin, Rhs::Params(&[4.0, 1.265625]), 0.0, &solver)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        rel_diff(&d, &[1.0, 1.0]) <= 1e-14,
+        "eigen path, kept: d = {d:?}"
+    );
 
     let pb = diag(2f64.powi(10), 2f64.powi(-20));
     let mut lin = pb.linearize(&[0.0, 0.0]).unwrap();
