@@ -38,6 +38,26 @@ impl Model for TwoEqualShards {
     }
 }
 
+/// `y = Aθ` with the squared error to `u` in `W = diag(w)` and the metric `W`.
+fn weighted_linear(
+    a: Mat<f64>,
+    w: &[f64],
+    u: Vec<f64>,
+) -> FitProblem<LinearModel, SquaredError, WeightedL2> {
+    let metric = WeightedL2::new(w.to_vec()).unwrap();
+    FitProblem::new(
+        LinearModel::dense(a).unwrap(),
+        SquaredError::new(u, metric.clone()).unwrap(),
+        metric,
+    )
+    .unwrap()
+}
+
+/// `diag(w)` as a dense matrix.
+fn diagonal(w: &[f64]) -> Mat<f64> {
+    Mat::from_fn(w.len(), w.len(), |i, j| if i == j { w[i] } else { 0.0 })
+}
+
 /// `LinearSolver::Cholesky` on a sharded model factors `Σ_r J_rᵀ M_r J_r + λI` — the Gram
 /// matrix summed over the shards entry by entry, the damping added once — so with two
 /// equal shards the direction is `(2AᵀWA + λI)⁻¹ b` (docs/math.md §2; the dense twin by
@@ -48,7 +68,7 @@ fn cholesky_sums_the_gram_matrix_over_shards_and_damps_once() {
     let mut r = rng(7);
     let a = common::mat(&mut r, n, p);
     let w = vec![0.5, 1.0, 2.0, 0.25, 1.5, 0.75];
-    let wm = Mat::from_fn(n, n, |i, j| if i == j { w[i] } else { 0.0 });
+    let wm = diagonal(&w);
     let b = vec(&mut r, p);
     let theta = vec(&mut r, p);
     let u = vec(&mut r, n);
@@ -74,12 +94,7 @@ fn cholesky_sums_the_gram_matrix_over_shards_and_damps_once() {
     assert!(e <= 1e-12, "sharded: {d:?} vs (2AᵀWA + λI)⁻¹b: {e:e}");
     assert_eq!(info.method, "cholesky");
 
-    let plain = FitProblem::new(
-        LinearModel::dense(a).unwrap(),
-        SquaredError::new(u, WeightedL2::new(w.clone()).unwrap()).unwrap(),
-        WeightedL2::new(w).unwrap(),
-    )
-    .unwrap();
+    let plain = weighted_linear(a, &w, u);
     let mut lin = plain.linearize(&theta).unwrap();
     let (d, _) = solve_fresh(&mut lin, Rhs::Params(&b), lambda, &LinearSolver::Cholesky)
         .unwrap_or_else(|e| panic!("{e}"));
@@ -98,15 +113,10 @@ fn cholesky_reports_the_true_relative_residual() {
     let mut r = rng(11);
     let a = common::mat(&mut r, n, p);
     let w = vec![0.5, 1.0, 2.0, 0.25, 1.5, 0.75];
-    let wm = Mat::from_fn(n, n, |i, j| if i == j { w[i] } else { 0.0 });
+    let wm = diagonal(&w);
     let g = gram_twin(&a, &wm, lambda);
     let b: Vec<f64> = vec(&mut r, p).iter().map(|v| 1e6 * v).collect();
-    let pb = FitProblem::new(
-        LinearModel::dense(a).unwrap(),
-        SquaredError::new(vec(&mut r, n), WeightedL2::new(w.clone()).unwrap()).unwrap(),
-        WeightedL2::new(w).unwrap(),
-    )
-    .unwrap();
+    let pb = weighted_linear(a, &w, vec(&mut r, n));
     let mut lin = pb.linearize(&vec(&mut r, p)).unwrap();
     let (d, info) = solve_fresh(&mut lin, Rhs::Params(&b), lambda, &LinearSolver::Cholesky)
         .unwrap_or_else(|e| panic!("{e}"));
@@ -158,12 +168,7 @@ fn sample_cholesky_reports_the_true_relative_residual() {
     let expected: Vec<f64> = (0..p)
         .map(|c| (0..n).map(|i| a[(i, c)] * s[i]).sum())
         .collect();
-    let pb = FitProblem::new(
-        LinearModel::dense(a).unwrap(),
-        SquaredError::new(vec(&mut r, n), WeightedL2::new(w.clone()).unwrap()).unwrap(),
-        WeightedL2::new(w).unwrap(),
-    )
-    .unwrap();
+    let pb = weighted_linear(a, &w, vec(&mut r, n));
     let mut lin = pb.linearize(&vec(&mut r, p)).unwrap();
     let solver = LinearSolver::SampleCholesky;
     let rhs_of = |r| Rhs::Cotangent { r, jt_r: None };
@@ -442,6 +447,24 @@ fn least_squares_with_a_zero_metric_weight_takes_the_eigen_path() {
     assert!(e <= 1e-12, "d = {d:?}: {e:e}");
 }
 
+/// `y = Jθ` with `J = diag(x, y)`, a squared error and the Euclidean metric.
+fn diagonal_problem(
+    x: f64,
+    y: f64,
+) -> FitProblem<LinearModel, SquaredError<natgrad::Euclidean>, natgrad::Euclidean> {
+    let j = Mat::from_fn(2, 2, |i, k| match (i, k) {
+        (0, 0) => x,
+        (1, 1) => y,
+        _ => 0.0,
+    });
+    FitProblem::new(
+        LinearModel::dense(j).unwrap(),
+        SquaredError::new(vec![0.0; 2], natgrad::Euclidean).unwrap(),
+        natgrad::Euclidean,
+    )
+    .unwrap()
+}
+
 /// With a diagonal metric and an output-space right-hand side, `LinearSolver::LeastSquares`
 /// works on `W^{1/2}J` by SVD, which resolves singular values down to `max(n, p)·ε·σ_max`;
 /// forming `G = JᵀWJ` would square them and lose `σ = 10⁻⁹` below `G`'s rounding level
@@ -449,50 +472,24 @@ fn least_squares_with_a_zero_metric_weight_takes_the_eigen_path() {
 /// the eigen path would give `(1, 0)`. The cut-off scales with `σ_max`.
 #[test]
 fn least_squares_keeps_a_singular_value_that_forming_the_gram_matrix_would_lose() {
-    let a = Mat::from_fn(2, 2, |i, j| match (i, j) {
-        (0, 0) => 1.0,
-        (1, 1) => 1e-9,
-        _ => 0.0,
-    });
-    let pb = FitProblem::new(
-        LinearModel::dense(a).unwrap(),
-        SquaredError::new(vec![0.0; 2], natgrad::Euclidean).unwrap(),
-        natgrad::Euclidean,
-    )
-    .unwrap();
-    let mut lin = pb.linearize(&[0.0, 0.0]).unwrap();
-    let cot = [1.0, 1e-9];
-    let rhs = Rhs::Cotangent {
-        r: &cot,
-        jt_r: None,
-    };
     let solver = LinearSolver::LeastSquares { rcond: 0.0 };
-    let (d, _) = solve_fresh(&mut lin, rhs, 0.0, &solver).unwrap_or_else(|e| panic!("{e}"));
-    let e = rel_diff(&d, &[1.0, 1.0]);
-    assert!(e <= 1e-12, "d = {d:?}, J⁺r = (1, 1): {e:e}");
-
-    // The cut-off is relative to σ_max: a well-conditioned J = 10⁻⁸ diag(1, 10⁻¹) of small
-    // scale is solved in full, d = J⁺r = (1, 1) for r = (10⁻⁸, 10⁻⁹).
-    let a = Mat::from_fn(2, 2, |i, j| match (i, j) {
-        (0, 0) => 1e-8,
-        (1, 1) => 1e-9,
-        _ => 0.0,
-    });
-    let pb = FitProblem::new(
-        LinearModel::dense(a).unwrap(),
-        SquaredError::new(vec![0.0; 2], natgrad::Euclidean).unwrap(),
-        natgrad::Euclidean,
-    )
-    .unwrap();
-    let mut lin = pb.linearize(&[0.0, 0.0]).unwrap();
-    let cot = [1e-8, 1e-9];
-    let rhs = Rhs::Cotangent {
-        r: &cot,
-        jt_r: None,
-    };
-    let (d, _) = solve_fresh(&mut lin, rhs, 0.0, &solver).unwrap_or_else(|e| panic!("{e}"));
-    let e = rel_diff(&d, &[1.0, 1.0]);
-    assert!(e <= 1e-12, "small scale: d = {d:?}: {e:e}");
+    for (x, y) in [(1.0, 1e-9), (1e-8, 1e-9)] {
+        // J = diag(x, y), r = (x, y): d = J⁺r = (1, 1). The second is a well-conditioned
+        // J = 10⁻⁸ diag(1, 10⁻¹) of small scale (the cut-off is relative to σ_max).
+        let pb = diagonal_problem(x, y);
+        let mut lin = pb.linearize(&[0.0, 0.0]).unwrap();
+        let cot = [x, y];
+        let rhs = Rhs::Cotangent {
+            r: &cot,
+            jt_r: None,
+        };
+        let (d, _) = solve_fresh(&mut lin, rhs, 0.0, &solver).unwrap_or_else(|e| panic!("{e}"));
+        let e = rel_diff(&d, &[1.0, 1.0]);
+        assert!(
+            e <= 1e-12,
+            "J = diag({x:e}, {y:e}): d = {d:?}, J⁺r = (1, 1): {e:e}"
+        );
+    }
 }
 
 /// The cut-off keeps `σ > rcond·σ_max` only (module docs; `μ > max(rcond², p·ε)·μ_max` for
@@ -503,20 +500,7 @@ fn least_squares_keeps_a_singular_value_that_forming_the_gram_matrix_would_lose(
 /// `d = (1, 0)` for `b = (2²⁰, 2⁻⁴⁰)`. Every number is exact in binary64.
 #[test]
 fn least_squares_drops_singular_values_at_or_below_the_cut_off() {
-    let diag = |x: f64, y: f64| {
-        FitProblem::new(
-            LinearModel::dense(Mat::from_fn(2, 2, |i, j| match (i, j) {
-                (0, 0) => x,
-                (1, 1) => y,
-                _ => 0.0,
-            }))
-            .unwrap(),
-            SquaredError::new(vec![0.0; 2], natgrad::Euclidean).unwrap(),
-            natgrad::Euclidean,
-        )
-        .unwrap()
-    };
-    let pb = diag(2.0, 1.0);
+    let pb = diagonal_problem(2.0, 1.0);
     let mut lin = pb.linearize(&[0.0, 0.0]).unwrap();
     let solver = LinearSolver::LeastSquares { rcond: 0.5 };
     let cot = [2.0, 1.0];
@@ -530,7 +514,7 @@ fn least_squares_drops_singular_values_at_or_below_the_cut_off() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(rel_diff(&d, &[1.0, 0.0]) <= 1e-15, "eigen path: d = {d:?}");
     // Just above the cut, kept: J = diag(2, 9/8), μ₂ = 81/64 > ¼·4.
-    let pb = diag(2.0, 1.125);
+    let pb = diagonal_problem(2.0, 1.125);
     let mut lin = pb.linearize(&[0.0, 0.0]).unwrap();
     let (d, _) = solve_fresh(&mut lin, Rhs::Params(&[4.0, 1.265625]), 0.0, &solver)
         .unwrap_or_else(|e| panic!("{e}"));
@@ -539,7 +523,7 @@ fn least_squares_drops_singular_values_at_or_below_the_cut_off() {
         "eigen path, kept: d = {d:?}"
     );
 
-    let pb = diag(2f64.powi(10), 2f64.powi(-20));
+    let pb = diagonal_problem(2f64.powi(10), 2f64.powi(-20));
     let mut lin = pb.linearize(&[0.0, 0.0]).unwrap();
     let solver = LinearSolver::LeastSquares { rcond: 0.0 };
     let b = [2f64.powi(20), 2f64.powi(-40)];
