@@ -147,7 +147,8 @@ fn run(
         let info = solve_direction(&mut lin, rhs, &mut d, lambda, solver, &mut cache, par)
             .unwrap_or_else(|e| panic!("{solver:?}: {e}"));
         seconds += t0.elapsed().as_secs_f64();
-        iters.push(info.iters);
+        // CG iterations of the CG methods; none for K-FAC as the solver.
+        iters.extend(info.cg_iters());
         max_res = max_res.max(info.rel_residual);
         theta.iter_mut().zip(&d).for_each(|(t, d)| *t -= d);
     }

@@ -97,7 +97,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .map(|v| (f64::from_bits(v[0]), f64::from_bits(v[1])))
             .fold((0.0_f64, 0.0_f64), |a, v| (a.0.max(v.0), a.1.max(v.1)));
         if t < best.0 {
-            best = (t, c, info.iters);
+            best = (t, c, info.cg_iters().unwrap_or_default());
         }
     }
     if shards.is_root() {

@@ -165,7 +165,7 @@ fn one_direction<Mo: Model, Lo: Loss, Me: Metric>(
     theta: &[f64],
     pre: Preconditioner,
     lambda: f64,
-) -> (Option<usize>, u64, f64, &'static str) {
+) -> (Option<usize>, u64, f64, String) {
     let mut lin = pb.linearize(theta).unwrap();
     let r = lin.output_gradient().to_vec();
     let mut b = vec![0.0; pb.n_params()];
@@ -186,12 +186,13 @@ fn one_direction<Mo: Model, Lo: Loss, Me: Metric>(
     let products = pb.evaluations().jvp - before;
     match res {
         Ok(info) => (
-            (!info.truncated).then_some(info.iters),
+            info.cg.filter(|c| !c.truncated).map(|c| c.iters),
             products,
             ms,
-            info.preconditioner,
+            info.cg
+                .map_or("none".to_string(), |c| c.preconditioner.to_string()),
         ),
-        Err(_) => (None, products, ms, "failed"),
+        Err(_) => (None, products, ms, "failed".to_string()),
     }
 }
 
@@ -211,7 +212,7 @@ impl Visit for Precond {
         };
         for lambda in lambdas {
             let mut cells = Vec::new();
-            let mut picked = "";
+            let mut picked = String::new();
             for pre in [
                 Preconditioner::None,
                 Preconditioner::Jacobi,

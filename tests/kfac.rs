@@ -9,7 +9,8 @@ use common::{rel_diff, rng, vec};
 use faer::linalg::solvers::SolveCore;
 use faer::{Conj, Mat, Par, Side};
 use natgrad::linsolve::{
-    kfac, solve_direction, CgSettings, LinearSolver, Preconditioner, Rhs, SolveCache, SolveFailure,
+    kfac, solve_direction, CgSettings, LinearSolver, Preconditioner, PreconditionerKind, Rhs,
+    SolveCache, SolveFailure, SolveMethod,
 };
 use natgrad::metric::{DenseMetric, WeightedL2};
 use natgrad::model::{Activation, KfacFactors, Mlp, Model};
@@ -185,7 +186,8 @@ fn kronecker_inverse_equals_a_dense_solve_with_the_damped_factors() {
         let b = vec(&mut rng(12), p);
         let mut cache = SolveCache::default();
         let (x, info) = kfac_solve(&pb, &theta, &b, damping, 0.0, &mut cache);
-        assert_eq!(info.method, "kfac");
+        assert_eq!(info.method, SolveMethod::Kfac);
+        assert_eq!(info.cg, None, "K-FAC as a solver runs no CG");
         let f = cache.kfac().unwrap().factors();
         let dense = assembled_damped(&f, p, damping);
         let mut want = Mat::from_fn(p, 1, |i, _| b[i]);
@@ -265,12 +267,12 @@ fn pcg_with_kfac_reaches_the_cholesky_direction() {
             ..CgSettings::default()
         };
         let (got, info) = run(&LinearSolver::Cg(cg));
-        assert_eq!(info.preconditioner, "kfac");
+        assert_eq!(info.cg.unwrap().preconditioner, PreconditionerKind::Kfac);
         let err = rel_diff(&got, &want);
         assert!(
             err <= 1e-8,
             "λ = {damping:e}: {err:e} after {} iterations",
-            info.iters
+            info.cg_iters().unwrap()
         );
     }
 }

@@ -9,7 +9,8 @@ use faer::{Mat, Par};
 use natgrad::check::{jacobian_by_jvps, max_rel_diff, metric_matrix};
 use natgrad::gram::Space;
 use natgrad::linsolve::{
-    solve_direction, CgSettings, LinearSolver, NystromSketch, Preconditioner, Rhs, SolveCache,
+    solve_direction, CgSettings, LinearSolver, NystromSketch, Preconditioner, PreconditionerKind,
+    Rhs, SolveCache,
 };
 use natgrad::metric::{DenseMetric, Euclidean, WeightedL2};
 use natgrad::model::{LinearModel, Model};
@@ -159,8 +160,9 @@ fn nystrom_pcg_converges_to_the_cholesky_direction_in_both_spaces() {
         ] {
             let mut d = vec![0.0; p];
             let info = solve(&mut lin, &solver, &mut d);
-            assert_eq!(info.preconditioner, "nystrom");
-            assert_eq!(info.sketch_products, 10);
+            let cg = info.cg.unwrap();
+            assert_eq!(cg.preconditioner, PreconditionerKind::Nystrom);
+            assert_eq!(cg.sketch_products, 10);
             let e = rel_diff(&d, &want);
             assert!(e <= 1e-8, "{} n={n} p={p}: {e:e}", info.method);
         }
@@ -190,7 +192,7 @@ fn nystrom_takes_fewer_iterations_than_plain_cg_on_a_decaying_spectrum() {
             Par::Seq,
         )
         .unwrap();
-        iters.push(info.iters);
+        iters.push(info.cg_iters().unwrap());
     }
     // The 20 largest eigenvalues are deflated: the rest spans a smaller range.
     assert!(
@@ -221,7 +223,7 @@ fn sketch_is_kept_and_refreshed_every_k_solves() {
             Par::Seq,
         )
         .unwrap();
-        products.push(info.sketch_products);
+        products.push(info.cg.unwrap().sketch_products);
     }
     assert_eq!(products, [5, 0, 0, 5, 0, 0, 5]);
     assert_eq!(cache.nystrom().map(|s| s.space()), Some(Space::Params));

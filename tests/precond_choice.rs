@@ -9,8 +9,8 @@ mod common;
 
 use faer::Mat;
 use natgrad::linsolve::{
-    solve_direction, CgSettings, LinearSolver, PrecondChoice, Preconditioner, Rhs, SolveCache,
-    SolveInfo,
+    solve_direction, CgSettings, LinearSolver, PrecondChoice, Preconditioner, PreconditionerKind,
+    Rhs, SolveCache, SolveInfo,
 };
 use natgrad::metric::{Metric, WeightedL2};
 use natgrad::model::{Activation, LinearModel, Mlp, Model};
@@ -160,16 +160,28 @@ fn auto_picks_jacobi_on_a_column_scaled_design() {
     let lambda = 1e-8;
     let none = fixed(&pb, &theta, lambda, Preconditioner::None);
     let jac = fixed(&pb, &theta, lambda, Preconditioner::Jacobi);
-    eprintln!("plain {} iterations, Jacobi {}", none.1.iters, jac.1.iters);
+    eprintln!(
+        "plain {} iterations, Jacobi {}",
+        none.1.cg_iters().unwrap(),
+        jac.1.cg_iters().unwrap()
+    );
     assert!(
-        none.1.iters > 100 && jac.1.iters <= 100 && jac.1.iters * 3 < none.1.iters,
+        none.1.cg_iters().unwrap() > 100
+            && jac.1.cg_iters().unwrap() <= 100
+            && jac.1.cg_iters().unwrap() * 3 < none.1.cg_iters().unwrap(),
         "the design must favour Jacobi"
     );
-    assert_eq!((none.2, jac.2), (none.1.iters as u64, jac.1.iters as u64));
+    assert_eq!(
+        (none.2, jac.2),
+        (
+            none.1.cg_iters().unwrap() as u64,
+            jac.1.cg_iters().unwrap() as u64
+        )
+    );
     let mut cache = SolveCache::default();
     let (d, info, products) = direction(&pb, &theta, lambda, &auto(50, 10), &mut cache);
-    assert_eq!(info.preconditioner, "jacobi");
-    assert_eq!(info.iters, jac.1.iters);
+    assert_eq!(info.cg.unwrap().preconditioner, PreconditionerKind::Jacobi);
+    assert_eq!(info.cg_iters(), jac.1.cg_iters());
     assert_eq!(d, jac.0, "Auto returns the Jacobi solve itself");
     assert_eq!(
         products,
@@ -193,7 +205,10 @@ fn auto_picks_jacobi_on_a_column_scaled_design() {
     assert!(twin_residual(&a, lambda, &b, &d) < 1e-8);
     // Between trials: Jacobi alone.
     let (d2, info2, products2) = direction(&pb, &theta, lambda, &auto(50, 10), &mut cache);
-    assert_eq!((info2.preconditioner, products2), ("jacobi", jac.2));
+    assert_eq!(
+        (info2.cg.unwrap().preconditioner, products2),
+        (PreconditionerKind::Jacobi, jac.2)
+    );
     assert_eq!(d2, jac.0);
 }
 
@@ -223,14 +238,17 @@ fn auto_race_runs_each_preconditioner_from_the_same_start() {
         from_x0(Preconditioner::None),
         from_x0(Preconditioner::Jacobi),
     );
-    assert!(none.1.iters > 100 && jac.1.iters <= 100);
+    assert!(none.1.cg_iters().unwrap() > 100 && jac.1.cg_iters().unwrap() <= 100);
     assert_eq!(
         jac.2,
-        jac.1.iters as u64 + 1,
+        jac.1.cg_iters().unwrap() as u64 + 1,
         "G x₀, then one per iteration"
     );
     let auto = from_x0(Preconditioner::auto());
-    assert_eq!(auto.1.preconditioner, "jacobi");
+    assert_eq!(
+        auto.1.cg.unwrap().preconditioner,
+        PreconditionerKind::Jacobi
+    );
     assert_eq!(auto.0, jac.0, "Jacobi's solve from x₀, bitwise");
     assert_eq!(auto.2, 51 + jac.2);
 }
@@ -259,7 +277,7 @@ fn auto_measures_again_at_the_refresh() {
         "solve 2 is within the refresh period: Jacobi alone"
     );
     let (d, info, products) = direction(&pb, &theta, lambda, &solver, &mut cache);
-    assert_eq!(info.preconditioner, "jacobi");
+    assert_eq!(info.cg.unwrap().preconditioner, PreconditionerKind::Jacobi);
     assert_eq!(d, jac.0);
     assert_eq!((products, Some(0)), race_cost([jac.2, none.2], 5, 5000));
     assert!(products > jac.2, "the refresh raced");
@@ -315,7 +333,10 @@ fn auto_race_ends_at_max_iters() {
     assert!(none.2 > 20 && jac.2 <= 20 && jac.2 > 10);
     let (d, info, products) = auto_at(5, 20, false);
     assert_eq!((products, Some(1)), race_cost([none.2, jac.2], 5, 20));
-    assert_eq!((info.preconditioner, d), ("jacobi", jac.0));
+    assert_eq!(
+        (info.cg.unwrap().preconditioner, d),
+        (PreconditionerKind::Jacobi, jac.0)
+    );
     // Neither within 12: both truncated, the smaller true residual wins.
     let (d, info, products) = auto_at(2, 12, true);
     assert_eq!((products, None), race_cost([none.2, jac.2], 2, 12));
@@ -328,11 +349,17 @@ fn auto_race_ends_at_max_iters() {
         false => plain12.clone(),
     };
     assert!(info.truncated);
-    assert_eq!((info.preconditioner, d), (best.1.preconditioner, best.0));
+    assert_eq!(
+        (info.cg.unwrap().preconditioner, d),
+        (best.1.cg.unwrap().preconditioner, best.0)
+    );
     // max_iters ≤ trial_above: plain CG's truncated solve, no race.
     let (d, info, products) = auto_at(50, 12, true);
     assert_eq!((products, Some(0)), race_cost([none.2, jac.2], 50, 12));
-    assert_eq!((info.preconditioner, products, d), ("none", 13, plain12.0));
+    assert_eq!(
+        (info.cg.unwrap().preconditioner, products, d),
+        (PreconditionerKind::None, 13, plain12.0)
+    );
 }
 
 /// A 2-20-20-1 tanh network (p = 501) fitted to `sin(x₁ + x₂)` at `m` points uniform in
@@ -360,15 +387,19 @@ fn auto_keeps_no_preconditioner_on_a_network() {
     let lambda = 1e-3;
     let none = fixed(&pb, &theta, lambda, Preconditioner::None);
     let jac = fixed(&pb, &theta, lambda, Preconditioner::Jacobi);
-    eprintln!("plain {} iterations, Jacobi {}", none.1.iters, jac.1.iters);
+    eprintln!(
+        "plain {} iterations, Jacobi {}",
+        none.1.cg_iters().unwrap(),
+        jac.1.cg_iters().unwrap()
+    );
     assert!(
-        jac.1.iters > 2 * none.1.iters,
+        jac.1.cg_iters().unwrap() > 2 * none.1.cg_iters().unwrap(),
         "the network must favour no preconditioner"
     );
     let mut cache = SolveCache::default();
     let (d, info, products) = direction(&pb, &theta, lambda, &auto(0, 10), &mut cache);
-    assert_eq!(info.preconditioner, "none");
-    assert_eq!(info.iters, none.1.iters);
+    assert_eq!(info.cg.unwrap().preconditioner, PreconditionerKind::None);
+    assert_eq!(info.cg_iters(), none.1.cg_iters());
     assert_eq!(d, none.0, "Auto returns the plain solve itself");
     assert_eq!((products, Some(0)), race_cost([none.2, jac.2], 0, 5000));
     assert_eq!(cache.precond_choice.map(|c| c.jacobi), Some(false));
@@ -379,5 +410,8 @@ fn auto_keeps_no_preconditioner_on_a_network() {
         &auto(50, 10),
         &mut SolveCache::default(),
     );
-    assert_eq!((d, info.preconditioner, products), (none.0, "none", none.2));
+    assert_eq!(
+        (d, info.cg.unwrap().preconditioner, products),
+        (none.0, PreconditionerKind::None, none.2)
+    );
 }

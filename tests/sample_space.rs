@@ -9,7 +9,7 @@ use faer::{Mat, Par};
 use natgrad::check::{jacobian_by_jvps, metric_matrix};
 use natgrad::linsolve::{
     solve_direction, AutoSettings, CgSettings, CostModel, LinearSolver, Path, Preconditioner, Rhs,
-    SolveCache, SolveFailure,
+    SolveCache, SolveFailure, SolveMethod,
 };
 use natgrad::loss::{CrossEntropy, Loss};
 use natgrad::metric::{DenseMetric, Euclidean, LossHessian, Metric, SparseMetric, WeightedL2};
@@ -213,7 +213,14 @@ fn sample_space_needs_an_output_space_rhs_and_an_inverse_metric() {
         Par::Seq,
     )
     .unwrap();
-    assert!(info.method.starts_with("auto:param-"), "{}", info.method);
+    assert!(
+        matches!(
+            info.method,
+            SolveMethod::Auto(Path::ParamCg | Path::ParamCholesky)
+        ),
+        "{}",
+        info.method
+    );
 }
 
 #[test]
@@ -275,7 +282,7 @@ fn auto_solve(
     a: &Mat<f64>,
     lambda: f64,
     cache: &mut SolveCache,
-) -> (&'static str, u64) {
+) -> (SolveMethod, u64) {
     let (n, p) = (pb.n_outputs(), pb.n_params());
     let mut lin = pb.linearize(&vec(&mut rng(9), p)).unwrap();
     let rr = vec(&mut rng(10), n);
@@ -317,23 +324,23 @@ fn auto_tries_cg_within_its_budget_then_goes_direct() {
         )
         .unwrap() as u64;
     let (method, jvps) = auto_solve(&pb, &a, 10.0, &mut cache);
-    assert_eq!(method, "auto:sample-cg");
+    assert_eq!(method, SolveMethod::Auto(Path::SampleCg));
     assert!(jvps <= budget, "{jvps} products");
     assert_eq!(cache.auto_cg_iters(), Some(jvps));
     // Ill conditioned: CG misses its budget, Auto solves directly and remembers.
     let mut cache = SolveCache::default();
     let (method, jvps) = auto_solve(&pb, &a, 1e-6, &mut cache);
-    assert_eq!(method, "auto:sample-cholesky");
+    assert_eq!(method, SolveMethod::Auto(Path::SampleCholesky));
     // The failed attempt costs its budget, plus one product for the true residual of the
     // iterate it stopped at (issue 14.5).
     assert_eq!(jvps, budget + 1, "the failed CG attempt costs its budget");
     assert_eq!(cache.auto_cg_iters(), Some(budget + 1));
     let (method, jvps) = auto_solve(&pb, &a, 1e-6, &mut cache);
-    assert_eq!((method, jvps), ("auto:sample-cholesky", 0));
+    assert_eq!((method, jvps), (SolveMethod::Auto(Path::SampleCholesky), 0));
     // p < n: parameter space.
     let (a, pb) = graded(60, 24, 54);
     let (method, _) = auto_solve(&pb, &a, 1e-6, &mut SolveCache::default());
-    assert_eq!(method, "auto:param-cholesky");
+    assert_eq!(method, SolveMethod::Auto(Path::ParamCholesky));
 }
 
 #[test]

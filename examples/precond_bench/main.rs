@@ -218,7 +218,8 @@ pub(crate) fn bench<Mo: Model, Lo: Loss, Me: Metric>(
         };
         // With a sketch: solve again on the cached sketch (as the 9 steps out of 10 that do
         // not refresh it) to time the solve alone; the difference is the sketch's time.
-        let (solve_s, used) = if info.sketch_products > 0 {
+        let sketch_products = info.cg.map_or(0, |c| c.sketch_products);
+        let (solve_s, used) = if sketch_products > 0 {
             let (_, s, used) = solve(&mut lin, &mut d, &mut cache);
             (s, used)
         } else {
@@ -226,10 +227,13 @@ pub(crate) fn bench<Mo: Model, Lo: Loss, Me: Metric>(
         };
         let sketch_s = (total_s - solve_s).max(0.0);
         let gram = used.jvp;
-        let amortised = gram as f64 + info.sketch_products as f64 / o.refresh as f64;
-        let precond = info.preconditioner;
+        let amortised = gram as f64 + sketch_products as f64 / o.refresh as f64;
+        // Direct methods run no CG: no preconditioner, no iterations (`null`).
+        let precond = info
+            .cg
+            .map_or("none".to_string(), |c| c.preconditioner.to_string());
         let key = space.clone();
-        if precond == "none" && info.method.ends_with("cg") && space != "auto" {
+        if precond == "none" && info.method.runs_cg() && space != "auto" {
             plain.insert(key.clone(), amortised);
         }
         let factor = plain.get(&key).map(|pl| pl / amortised).unwrap_or(f64::NAN);
@@ -255,11 +259,11 @@ pub(crate) fn bench<Mo: Model, Lo: Loss, Me: Metric>(
             if o.random_rhs { "random" } else { "gradient" },
             o.train_steps,
             info.method,
-            info.iters,
-            info.truncated,
+            info.cg_iters().map_or("null".to_string(), |i| i.to_string()),
+            info.cg.is_some_and(|c| c.truncated),
             info.rel_residual,
             (num / den).sqrt(),
-            info.sketch_products,
+            sketch_products,
             if factor.is_finite() {
                 format!("{factor:.3}")
             } else {

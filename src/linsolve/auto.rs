@@ -44,7 +44,7 @@
 //!
 //! [`SolveCache`]: super::SolveCache
 
-use super::{run_path, CgSettings, Rhs, SolveCtx, SolveFailure, SolveInfo};
+use super::{run_path, CgSettings, Rhs, SolveCtx, SolveFailure, SolveInfo, SolveMethod};
 use crate::loss::Loss;
 use crate::metric::Metric;
 use crate::model::Model;
@@ -75,16 +75,6 @@ impl Path {
     /// `true` for the Cholesky paths.
     pub fn is_direct(self) -> bool {
         matches!(self, Path::ParamCholesky | Path::SampleCholesky)
-    }
-
-    /// The name reported by an automatic choice, `"auto:<space>-<method>"`.
-    pub fn auto_name(self) -> &'static str {
-        match self {
-            Path::ParamCg => "auto:param-cg",
-            Path::ParamCholesky => "auto:param-cholesky",
-            Path::SampleCg => "auto:sample-cg",
-            Path::SampleCholesky => "auto:sample-cholesky",
-        }
     }
 }
 
@@ -251,15 +241,15 @@ pub(super) fn solve<Mo: Model, Lo: Loss, Me: Metric>(
                     ctx.cache.auto_cg_iters = Some(budget as u64 + 1);
                     let direct = a.plan(&costs, sample_ok, usize::MAX).0;
                     let mut info = run_path(lin, direct, rhs, x, &a.cg, ctx)?;
-                    info.method = direct.auto_name();
+                    info.method = SolveMethod::Auto(direct);
                     return Ok(info);
                 }
             }
         }
     };
     if !path.is_direct() {
-        ctx.cache.auto_cg_iters = Some(info.iters as u64);
+        ctx.cache.auto_cg_iters = info.cg_iters().map(|i| i as u64);
     }
-    info.method = path.auto_name();
+    info.method = SolveMethod::Auto(path);
     Ok(info)
 }

@@ -2,7 +2,10 @@
 
 use super::kfac::KfacPrecond;
 use super::nystrom::{NystromPrecond, NystromSketch};
-use super::{CgSettings, Preconditioner, SolveCache, SolveCtx, SolveFailure, SolveInfo};
+use super::{
+    CgReport, CgSettings, Path, Preconditioner, PreconditionerKind, SolveCache, SolveCtx,
+    SolveFailure, SolveInfo, SolveMethod,
+};
 use crate::gram::Space;
 use crate::loss::Loss;
 use crate::metric::Metric;
@@ -28,13 +31,13 @@ pub(super) enum CgPrecond<'a> {
 }
 
 impl CgPrecond<'_> {
-    /// The name reported in [`SolveInfo::preconditioner`].
-    pub(super) fn name(&self) -> &'static str {
+    /// The kind reported in [`CgReport::preconditioner`].
+    pub(super) fn kind(&self) -> PreconditionerKind {
         match self {
-            CgPrecond::Identity(_) => "none",
-            CgPrecond::Jacobi(_) => "jacobi",
-            CgPrecond::Nystrom(_) => "nystrom",
-            CgPrecond::Kfac(_) => "kfac",
+            CgPrecond::Identity(_) => PreconditionerKind::None,
+            CgPrecond::Jacobi(_) => PreconditionerKind::Jacobi,
+            CgPrecond::Nystrom(_) => PreconditionerKind::Nystrom,
+            CgPrecond::Kfac(_) => PreconditionerKind::Kfac,
         }
     }
 }
@@ -146,14 +149,29 @@ pub(super) fn solve_cg<Mo: Model, Lo: Loss, Me: Metric>(
     };
     let how = (s, damping, Truncated::Measure);
     let (iters, rel_residual, truncated) = run_cg(lin, space, rhs, x, how, &precond)?;
-    Ok(SolveInfo {
-        method: "cg",
-        iters,
+    Ok(cg_info(
+        space,
         rel_residual,
-        preconditioner: precond.name(),
-        sketch_products,
-        truncated,
-    })
+        CgReport {
+            iters,
+            preconditioner: precond.kind(),
+            sketch_products,
+            truncated,
+        },
+    ))
+}
+
+/// The info of a CG solve in `space`.
+pub(super) fn cg_info(space: Space, rel_residual: f64, report: CgReport) -> SolveInfo {
+    let path = match space {
+        Space::Params => Path::ParamCg,
+        Space::Samples => Path::SampleCg,
+    };
+    SolveInfo {
+        method: SolveMethod::Path(path),
+        rel_residual,
+        cg: Some(report),
+    }
 }
 
 /// No preconditioner on a system of size `dim`.

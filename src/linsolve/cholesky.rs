@@ -1,6 +1,6 @@
 //! The dense direct path: form `J`, then `G + λI`, and factor it (faer's `llt`).
 
-use super::{SolveFailure, SolveInfo};
+use super::{Path, SolveFailure, SolveInfo, SolveMethod};
 use crate::error::Error;
 use crate::gram::{dense_gram, dense_jacobian, JacobianSource};
 use crate::loss::Loss;
@@ -37,14 +37,10 @@ pub(super) fn solve_cholesky<Mo: Model, Lo: Loss, Me: Metric>(
         .sum::<f64>()
         .sqrt();
     let bn = crate::linalg::norm(rhs);
-    Ok(SolveInfo {
-        method: "cholesky",
-        iters: 0,
-        rel_residual: if bn > 0.0 { res / bn } else { 0.0 },
-        preconditioner: "none",
-        sketch_products: 0,
-        truncated: false,
-    })
+    Ok(SolveInfo::direct(
+        SolveMethod::Path(Path::ParamCholesky),
+        if bn > 0.0 { res / bn } else { 0.0 },
+    ))
 }
 
 /// Cholesky factor of the SPD matrix `k` (faer's `llt`), refused when `k` is singular to

@@ -29,7 +29,7 @@
 //! (A hand-written loop only where faer has no routine: the π factor, the clipping and
 //! the column scaling of `U`.)
 
-use super::{SolveCache, SolveFailure, SolveInfo};
+use super::{SolveCache, SolveFailure, SolveInfo, SolveMethod};
 use crate::error::Error;
 use crate::loss::Loss;
 use crate::metric::Metric;
@@ -410,14 +410,7 @@ pub(super) fn solve_direction<Mo: Model, Lo: Loss, Me: Metric>(
         reason: "no factors after a refresh".into(),
     })?;
     state.preconditioner(damping, par)?.apply_vec(b, x);
-    Ok(SolveInfo {
-        method: "kfac",
-        iters: 0,
-        rel_residual: f64::NAN,
-        preconditioner: "kfac",
-        sketch_products: 0,
-        truncated: false,
-    })
+    Ok(SolveInfo::direct(SolveMethod::Kfac, f64::NAN))
 }
 
 /// The model's factors at this linearisation, for the diagonal metric of the problem (the

@@ -29,7 +29,7 @@
 //! `λ > p·ε·μ_max` nothing is dropped, so that a right-hand side outside the range of `G`
 //! gives `(G + λI)⁻¹ b` too.
 
-use super::{cholesky, SolveFailure, SolveInfo};
+use super::{cholesky, SolveFailure, SolveInfo, SolveMethod};
 use crate::error::Error;
 use crate::gram::dense_gram;
 use crate::linalg::{gemv, norm};
@@ -187,12 +187,8 @@ fn info(gd: &[f64], d: &[f64], b: &[f64], damping: f64) -> SolveInfo {
         .map(|((g, d), b)| g + damping * d - b)
         .collect();
     let bn = norm(b);
-    SolveInfo {
-        method: "least-squares",
-        iters: 0,
-        rel_residual: if bn > 0.0 { norm(&res) / bn } else { 0.0 },
-        preconditioner: "none",
-        sketch_products: 0,
-        truncated: false,
-    }
+    SolveInfo::direct(
+        SolveMethod::LeastSquares,
+        if bn > 0.0 { norm(&res) / bn } else { 0.0 },
+    )
 }

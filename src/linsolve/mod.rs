@@ -69,7 +69,8 @@ pub enum LinearSolver {
     /// Picks one of the four above by a flop model from `n`, `p`, the metric's kind and
     /// the last CG solve's iterations; see [`auto`] (on a sharded problem: from the
     /// global `n`, in parameter space only).
-    /// The choice is reported in [`SolveInfo::method`] as `"auto:<path>"`.
+    /// The choice is reported in [`SolveInfo::method`] as [`SolveMethod::Auto`]
+    /// (displayed `auto:<space>-<method>`).
     Auto(AutoSettings),
     /// Parameter space, dense: a truncated (optionally damped) pseudo-inverse, the
     /// minimum-norm least-squares direction `d = argmin ‖W^{1/2}(J d) − W^{-1/2} r‖` for a
@@ -324,26 +325,132 @@ impl CgSettings {
     }
 }
 
-/// What a successful solve did.
+/// Which method solved a direction ([`SolveInfo::method`]). Its [`Display`](fmt::Display)
+/// is the name in the KV's `linear_solver` and in messages: `cg`, `cholesky`, `sample-cg`,
+/// `sample-cholesky`, `least-squares`, `kfac`, and `auto:<space>-<method>` (e.g.
+/// `auto:sample-cg`) for a path [`LinearSolver::Auto`] chose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SolveMethod {
+    /// One of the four paths, asked for by name ([`LinearSolver::Cg`], `Cholesky`,
+    /// `SampleCg`, `SampleCholesky`).
+    Path(Path),
+    /// One of the four paths, chosen by [`LinearSolver::Auto`].
+    Auto(Path),
+    /// [`LinearSolver::LeastSquares`].
+    LeastSquares,
+    /// [`LinearSolver::Kfac`] (no CG).
+    Kfac,
+}
+
+impl SolveMethod {
+    /// The path (parameter or sample space, CG or Cholesky), for the four paths.
+    pub fn path(self) -> Option<Path> {
+        match self {
+            SolveMethod::Path(p) | SolveMethod::Auto(p) => Some(p),
+            SolveMethod::LeastSquares | SolveMethod::Kfac => None,
+        }
+    }
+
+    /// `true` when [`LinearSolver::Auto`] chose the path.
+    pub fn chosen_by_auto(self) -> bool {
+        matches!(self, SolveMethod::Auto(_))
+    }
+
+    /// `true` for the CG paths (parameter or sample space).
+    pub fn runs_cg(self) -> bool {
+        self.path().is_some_and(|p| !p.is_direct())
+    }
+}
+
+impl fmt::Display for SolveMethod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match self {
+            SolveMethod::Path(Path::ParamCg) => "cg",
+            SolveMethod::Path(Path::ParamCholesky) => "cholesky",
+            SolveMethod::Path(Path::SampleCg) => "sample-cg",
+            SolveMethod::Path(Path::SampleCholesky) => "sample-cholesky",
+            SolveMethod::Auto(Path::ParamCg) => "auto:param-cg",
+            SolveMethod::Auto(Path::ParamCholesky) => "auto:param-cholesky",
+            SolveMethod::Auto(Path::SampleCg) => "auto:sample-cg",
+            SolveMethod::Auto(Path::SampleCholesky) => "auto:sample-cholesky",
+            SolveMethod::LeastSquares => "least-squares",
+            SolveMethod::Kfac => "kfac",
+        };
+        f.write_str(name)
+    }
+}
+
+/// The preconditioner a CG solve actually ran with ([`CgReport::preconditioner`]): the
+/// one asked for, or none where it is not available (see [`Preconditioner`]), or the
+/// choice of [`Preconditioner::Auto`]. [`Display`](fmt::Display): `none`, `jacobi`,
+/// `nystrom`, `kfac` (the KV's `preconditioner`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PreconditionerKind {
+    /// No preconditioner.
+    None,
+    /// Jacobi, `(diag(G) + λ)⁻¹`.
+    Jacobi,
+    /// Randomized Nyström ([`nystrom`]).
+    Nystrom,
+    /// K-FAC ([`kfac`]).
+    Kfac,
+}
+
+impl fmt::Display for PreconditionerKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PreconditionerKind::None => "none",
+            PreconditionerKind::Jacobi => "jacobi",
+            PreconditionerKind::Nystrom => "nystrom",
+            PreconditionerKind::Kfac => "kfac",
+        })
+    }
+}
+
+/// What the CG iteration of a CG solve did ([`SolveInfo::cg`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct SolveInfo {
-    /// `"cg"`, `"cholesky"`, `"sample-cg"`, `"sample-cholesky"`, `"least-squares"` or `"kfac"`; prefixed `"auto:"` when
-    /// [`LinearSolver::Auto`] chose it (e.g. `"auto:sample-cg"`).
-    pub method: &'static str,
-    /// CG iterations (0 for Cholesky).
+pub struct CgReport {
+    /// CG iterations of the solve that was returned.
     pub iters: usize,
-    /// Final relative residual `‖b − A x‖ / ‖b‖`: CG's recursive residual when CG met its
-    /// tolerance, the true one (one extra product) when it stopped early (`truncated`);
-    /// exact for the direct paths.
-    pub rel_residual: f64,
-    /// `"none"`, `"jacobi"`, `"nystrom"` or `"kfac"`.
-    pub preconditioner: &'static str,
+    /// The preconditioner it ran with.
+    pub preconditioner: PreconditionerKind,
     /// Gram products spent in this solve on (re)building the Nyström sketch (0 when the
-    /// cached sketch was reused).
+    /// cached sketch was reused or there is none).
     pub sketch_products: u64,
     /// CG stopped at `max_iters` without reaching the tolerance (only with
     /// `accept_truncated`).
     pub truncated: bool,
+}
+
+/// What a successful solve did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SolveInfo {
+    /// The method that solved it.
+    pub method: SolveMethod,
+    /// Final relative residual `‖b − A x‖ / ‖b‖`: CG's recursive residual when CG met its
+    /// tolerance, the true one (one extra product) when it stopped early (`truncated`);
+    /// exact for the direct paths; NaN for [`LinearSolver::Kfac`], which does not compute
+    /// it.
+    pub rel_residual: f64,
+    /// The CG iteration's report when the method ran CG ([`SolveMethod::runs_cg`]); `None`
+    /// for the direct methods, which run no CG iteration.
+    pub cg: Option<CgReport>,
+}
+
+impl SolveInfo {
+    /// A direct solve's info (no CG).
+    pub(crate) fn direct(method: SolveMethod, rel_residual: f64) -> Self {
+        Self {
+            method,
+            rel_residual,
+            cg: None,
+        }
+    }
+
+    /// The CG iterations, `None` when no CG ran.
+    pub fn cg_iters(&self) -> Option<usize> {
+        self.cg.map(|c| c.iters)
+    }
 }
 
 /// Why a direction solve failed.

@@ -68,7 +68,7 @@
 //! settings accept truncated solves, as for any CG solve.
 
 use super::cg::{identity, jacobi, run_cg, CgPrecond, Truncated};
-use super::{CgSettings, SolveCtx, SolveFailure, SolveInfo};
+use super::{CgReport, CgSettings, SolveCtx, SolveFailure, SolveInfo};
 use crate::gram::Space;
 use crate::loss::Loss;
 use crate::metric::Metric;
@@ -150,14 +150,13 @@ pub(super) fn solve<Mo: Model, Lo: Loss, Me: Metric>(
             rel_tol: s.rel_tol,
         });
     }
-    Ok(SolveInfo {
-        method: "cg",
+    let report = CgReport {
         iters,
-        rel_residual,
-        preconditioner: kept.name(),
+        preconditioner: kept.kind(),
         sketch_products: 0,
         truncated,
-    })
+    };
+    Ok(super::cg::cg_info(Space::Params, rel_residual, report))
 }
 
 /// The cap of run `round` of a race: `trial_above` for the first (the incumbent's),

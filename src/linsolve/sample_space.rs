@@ -2,7 +2,7 @@
 //! `(JJᵀ + λM⁻¹) s = M⁻¹ r`, an `n×n` SPD system, by matrix-free CG or by a dense
 //! Cholesky factorisation of the kernel. See the [module docs](super) for the algebra.
 
-use super::{cg, cholesky, CgSettings, SolveCtx, SolveFailure, SolveInfo};
+use super::{cg, cholesky, CgSettings, Path, SolveCtx, SolveFailure, SolveInfo, SolveMethod};
 use crate::gram::Space;
 use crate::linalg::{gemv, norm};
 use crate::loss::Loss;
@@ -34,8 +34,7 @@ pub(super) fn solve<Mo: Model, Lo: Loss, Me: Metric>(
         (Some(g), true) if g.len() == n => g.clone(),
         _ => vec![0.0; n],
     };
-    let mut info = cg::solve_cg(lin, Space::Samples, &rhs, &mut s, settings, ctx)?;
-    info.method = "sample-cg";
+    let info = cg::solve_cg(lin, Space::Samples, &rhs, &mut s, settings, ctx)?;
     lin.vjp(&s, d);
     ctx.cache.sample_guess = Some(s);
     Ok(info)
@@ -71,14 +70,10 @@ fn solve_direct<Mo: Model, Lo: Loss, Me: Metric>(
     gemv(&mut ks, k.as_ref(), &s, par);
     let res = norm(&ks.iter().zip(rhs).map(|(a, b)| a - b).collect::<Vec<_>>());
     let bn = norm(rhs);
-    Ok(SolveInfo {
-        method: "sample-cholesky",
-        iters: 0,
-        rel_residual: if bn > 0.0 { res / bn } else { 0.0 },
-        preconditioner: "none",
-        sketch_products: 0,
-        truncated: false,
-    })
+    Ok(SolveInfo::direct(
+        SolveMethod::Path(Path::SampleCholesky),
+        if bn > 0.0 { res / bn } else { 0.0 },
+    ))
 }
 
 /// `K += λ M⁻¹`: the diagonal `λ/w_i` for a diagonal metric, otherwise `n` metric solves

@@ -38,8 +38,10 @@ impl<'k> SolveLog<'k> {
 
     fn record(&mut self, info: SolveInfo) {
         self.solves += 1;
-        self.cg |= info.method.ends_with("cg");
-        self.iters += info.iters;
+        if let Some(cg) = info.cg {
+            self.cg = true;
+            self.iters += cg.iters;
+        }
         self.rel_residual = self.rel_residual.max(info.rel_residual);
         self.last = Some(info);
         self.write();
@@ -78,8 +80,8 @@ impl<'k> SolveLog<'k> {
         kv.insert("rel_residual", self.rel_residual.into());
         if let Some(info) = &self.last {
             kv.insert("linear_solver", info.method.to_string().into());
-            if info.method.ends_with("cg") {
-                kv.insert("preconditioner", info.preconditioner.to_string().into());
+            if let Some(cg) = info.cg {
+                kv.insert("preconditioner", cg.preconditioner.to_string().into());
             }
         }
     }
