@@ -204,7 +204,8 @@ fn spectrum(pb: &common::Bench, theta: &[f64], lambda: f64, size: &str, start: &
         &lin.point(),
         lambda,
         faer::Par::rayon(0),
-    );
+    )
+    .expect("the crate's metrics are finite");
     let mut cache = SolveCache::default();
     let solver = LinearSolver::Kfac {
         refresh_every: 1,

@@ -1,24 +1,37 @@
-//! The Gram operator `G + λI = JᵀMJ + λI` (docs/math.md §2), never formed: each product is
-//! one jvp, one metric product and one vjp on a single linearisation — for a diagonal
-//! metric the model's fused, sample-chunked [`Linearization::gram_product`]; its sample-space
-//! twin, the kernel operator `JJᵀ + λM⁻¹` on `Rⁿ` (one vjp, one jvp, one `M⁻¹` product),
-//! whose system gives the same direction by the Woodbury push-through; and the mixed Gram
-//! (transport) product `G_{k,k−1} = J_kᵀ M J_{k−1}` of docs/math.md §3 on two linearisations
-//! ([`MixedGramOperator`]).
+//! The Gram operator `G + λI = JᵀMJ + λI` (docs/math.md §2), never formed. One type,
+//! [`GramOperator`], for the three products the solver needs, each one jvp, one metric
+//! product and one vjp:
+//!
+//! * parameter space, `t ↦ (JᵀMJ + λI) t` on one linearisation — for a diagonal metric the
+//!   model's fused, sample-chunked [`Linearization::gram_product`];
+//! * sample space, the kernel operator `s ↦ (JJᵀ + λM⁻¹) s` on `Rⁿ` (one vjp, one jvp, one
+//!   `M⁻¹` product), whose system gives the same direction by the Woodbury push-through;
+//! * the mixed Gram (transport) product `t ↦ G_{k,k−1} t = J_kᵀ M J_{k−1} t` of
+//!   docs/math.md §3 on two linearisations (a jvp at the previous one).
+//!
+//! The operator is built from what it works on — the linearisation(s), the metric at the
+//! current outputs (checked, [`CheckedMetric`]) and the problem's evaluation counters —
+//! handed to it by [`crate::LinearizedProblem`]; it does not know the problem type, so
+//! `problem` imports `gram` and not the other way round. Every product is counted in one
+//! place ([`GramOperator::count`]).
 //!
 //! [`GramOperator`] is a faer [`LinOp`], so faer's `conjugate_gradient` solves with it
 //! directly; a block of `k` columns is applied with one `jvp_block` and one `vjp_block`
-//! (one GEMM for batched models), which is how the Nyström sketch is taken. [`dense_jacobian`] and [`dense_gram`] build the dense twins used by the
-//! direct (Cholesky) path and by the tests.
+//! (one GEMM for batched models), which is how the Nyström sketch is taken; the block's
+//! intermediate matrices live in the scratch declared by [`LinOp::apply_scratch`].
+//! [`dense_jacobian`] and [`dense_gram`] build the dense twins used by the direct
+//! (Cholesky) path and by the tests.
 
-use crate::error::{check_len, Error};
-use crate::loss::Loss;
+use crate::counters::Counters;
+use crate::error::Error;
 use crate::metric::{Metric, OutputPoint};
-use crate::model::{col_slice_mut, Linearization, Model};
-use crate::problem::{Counters, LinearizedProblem};
-use faer::dyn_stack::{MemStack, StackReq};
+use crate::model::{col_slice_mut, Linearization};
+use faer::dyn_stack::{MemBuffer, MemStack, StackReq};
 use faer::linalg::matmul::matmul;
+use faer::linalg::{temp_mat_scratch, temp_mat_zeroed};
+use faer::mat::AsMatMut;
 use faer::matrix_free::LinOp;
+use faer::prelude::{Reborrow, ReborrowMut};
 use faer::{Accum, Mat, MatMut, MatRef, Par};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Mutex, OnceLock};
@@ -29,13 +42,13 @@ use std::sync::{Mutex, OnceLock};
 /// metric, the method and the output index), which the linearisation reports
 /// ([`crate::LinearizedProblem::fault`]) before any solver blames the operator. One scan of the
 /// result per product (the input is scanned only when the result is not finite).
-pub(crate) struct CheckedMetric<'a, Me> {
+pub(crate) struct CheckedMetric<'a, Me: ?Sized> {
     pub(crate) metric: &'a Me,
     pub(crate) at: OutputPoint<'a>,
     pub(crate) fault: &'a OnceLock<Error>,
 }
 
-impl<Me: Metric> CheckedMetric<'_, Me> {
+impl<Me: Metric + ?Sized> CheckedMetric<'_, Me> {
     /// `out = M v`.
     pub(crate) fn apply(&self, v: &[f64], out: &mut [f64]) {
         self.metric.apply(&self.at, v, out);
@@ -75,11 +88,13 @@ impl<Me: Metric> CheckedMetric<'_, Me> {
     }
 }
 
-/// Mutable state of one Gram product: the linearisation and scratch vectors: `jt` of the
-/// inner space (`Jt ∈ Rⁿ` or `Jᵀs ∈ Rᵖ`), `mjt ∈ Rⁿ` (`MJt` or `M⁻¹s`), `x` of the outer
-/// space.
+/// Mutable state of the single-vector products: the linearisation (and, for the transport
+/// product, the one at the previous iterate) and scratch vectors allocated once per
+/// operator: `jt` of the inner space (`Jt ∈ Rⁿ` or `Jᵀs ∈ Rᵖ`), `mjt ∈ Rⁿ` (`MJt` or
+/// `M⁻¹s`), `x` of the outer space.
 struct Work<'a, L> {
     lin: &'a mut L,
+    previous: Option<&'a mut L>,
     jt: Vec<f64>,
     mjt: Vec<f64>,
     x: Vec<f64>,
@@ -96,7 +111,13 @@ pub enum Space {
 }
 
 /// `t ↦ (JᵀMJ + λI) t` (parameter space) or `s ↦ (JJᵀ + λM⁻¹) s` (sample space) at one
-/// linearisation.
+/// linearisation, or the mixed Gram (transport) product `t ↦ J_kᵀ M J_{k−1} t` at two
+/// ([`crate::LinearizedProblem::transport_gram`]; p×p, not symmetric, undamped).
+///
+/// The transport product carries a tangent vector `t` at `θ_{k−1}` (a function `J_{k−1} t`)
+/// to the right-hand side of its projection onto the tangent space at `θ_k`; with a solve by
+/// `G_k` this is the transport `G_k⁻¹ G_{k,k−1} t` ([`crate::step_rule::transport`]). Its
+/// metric is evaluated at the current outputs (it matters only for the loss-Hessian metric).
 ///
 /// The linearisation sits behind a mutex because faer's `LinOp::apply` takes `&self` and
 /// must be `Sync`; CG calls it from one thread at a time, so the lock is never contended.
@@ -104,6 +125,8 @@ pub enum Space {
 pub struct GramOperator<'a, L, Me> {
     work: Mutex<Work<'a, L>>,
     space: Space,
+    /// The transport product (`work.previous` is set).
+    transport: bool,
     metric_failed: AtomicBool,
     metric: CheckedMetric<'a, Me>,
     /// `diag(M)` when the metric is diagonal (parameter space only): the products are then
@@ -152,15 +175,48 @@ impl<'a, L: Linearization, Me: Metric> GramOperator<'a, L, Me> {
         Self {
             work: Mutex::new(Work {
                 lin,
+                previous: None,
                 jt: vec![0.0; inner],
                 mjt: vec![0.0; n],
                 x: vec![0.0; outer],
             }),
             space,
+            transport: false,
             metric_failed: AtomicBool::new(false),
             metric,
             weights,
             damping,
+            counters,
+            applied: AtomicU64::new(0),
+            n,
+            p,
+        }
+    }
+
+    /// The mixed Gram (transport) product `t ↦ J_kᵀ M J_{k−1} t` from the linearisations
+    /// at `θ_k` (`current`) and `θ_{k−1}` (`previous`), with the metric at `θ_k`; the caller
+    /// has checked that both have the same numbers of parameters and outputs.
+    pub(crate) fn transport(
+        current: &'a mut L,
+        previous: &'a mut L,
+        metric: CheckedMetric<'a, Me>,
+        counters: &'a Counters,
+    ) -> Self {
+        let (n, p) = (metric.at.outputs.len(), current.n_params());
+        Self {
+            work: Mutex::new(Work {
+                lin: current,
+                previous: Some(previous),
+                jt: vec![0.0; n],
+                mjt: vec![0.0; n],
+                x: vec![0.0; p],
+            }),
+            space: Space::Params,
+            transport: true,
+            metric_failed: AtomicBool::new(false),
+            metric,
+            weights: None,
+            damping: 0.0,
             counters,
             applied: AtomicU64::new(0),
             n,
@@ -191,20 +247,41 @@ impl<'a, L: Linearization, Me: Metric> GramOperator<'a, L, Me> {
         }
     }
 
+    /// `true` for the mixed Gram (transport) product on two linearisations.
+    pub fn is_transport(&self) -> bool {
+        self.transport
+    }
+
     /// `true` once a sample-space product could not apply `M⁻¹` (the metric has no
     /// inverse); the products made since are then meaningless.
     pub fn metric_failed(&self) -> bool {
         self.metric_failed.load(Relaxed)
     }
 
-    /// `out = A t` for one vector, `A` the operator of this space.
+    /// `out = A t` for one vector, `A` the operator of this space (or the transport
+    /// product).
     pub fn apply_vec(&self, t: &[f64], out: &mut [f64]) {
         let mut w = self.work.lock().unwrap_or_else(|e| e.into_inner());
-        let Work { lin, jt, mjt, .. } = &mut *w;
-        self.product(lin, t, jt, mjt, out);
+        self.product(&mut w, Some(t), out);
     }
 
-    fn product(&self, lin: &mut L, t: &[f64], jt: &mut [f64], mjt: &mut [f64], out: &mut [f64]) {
+    /// `out = A t` for one vector: `t` itself, or (`None`) the copy in `w.x`.
+    fn product(&self, w: &mut Work<'_, L>, t: Option<&[f64]>, out: &mut [f64]) {
+        let Work {
+            lin,
+            previous,
+            jt,
+            mjt,
+            x,
+        } = w;
+        let t = t.unwrap_or(x.as_slice());
+        if let Some(previous) = previous {
+            // J_kᵀ M J_{k−1} t: never short-circuited (counted as one jvp and one vjp).
+            previous.jvp(t, jt);
+            self.metric.apply(jt, mjt);
+            lin.vjp(mjt, out);
+            return self.count(1);
+        }
         if t.iter().all(|&v| v == 0.0) {
             // G·0 = 0: CG's initial residual for a cold start costs no product.
             out.fill(0.0);
@@ -233,9 +310,14 @@ impl<'a, L: Linearization, Me: Metric> GramOperator<'a, L, Me> {
                 self.add_damped_inverse(t, mjt, out);
             }
         }
-        self.counters.jvp.fetch_add(1, Relaxed);
-        self.counters.vjp.fetch_add(1, Relaxed);
-        self.applied.fetch_add(1, Relaxed);
+        self.count(1);
+    }
+
+    /// `k` products made: `k` jvps and `k` vjps on the problem's counters and this
+    /// operator's own count. The one place where products are counted.
+    fn count(&self, k: u64) {
+        self.counters.products(k, k);
+        self.applied.fetch_add(k, Relaxed);
     }
 
     /// `out += λ M⁻¹ s` (sample space); `buf` is n-vector scratch.
@@ -252,20 +334,40 @@ impl<'a, L: Linearization, Me: Metric> GramOperator<'a, L, Me> {
             .for_each(|(o, b)| *o += self.damping * b);
     }
 
+    /// The scratch of [`Self::apply_block`] for `k` columns: `J T` and `M J T` (two `n×k`)
+    /// in parameter space, `Jᵀ S` (`p×k`) in sample space.
+    fn block_scratch(&self, k: usize) -> StackReq {
+        match self.space {
+            Space::Params => {
+                temp_mat_scratch::<f64>(self.n, k).and(temp_mat_scratch::<f64>(self.n, k))
+            }
+            Space::Samples => temp_mat_scratch::<f64>(self.p, k),
+        }
+    }
+
     /// `out = A T` for a block of `k` columns: one `jvp_block` and one `vjp_block`
-    /// (`k` Gram products, counted as `k` jvps and `k` vjps).
-    fn apply_block(&self, w: &mut Work<'_, L>, mut out: MatMut<'_, f64>, rhs: MatRef<'_, f64>) {
+    /// (`k` Gram products, counted as `k` jvps and `k` vjps); the intermediate matrices
+    /// come from `stack` ([`Self::block_scratch`]).
+    fn apply_block(
+        &self,
+        w: &mut Work<'_, L>,
+        mut out: MatMut<'_, f64>,
+        rhs: MatRef<'_, f64>,
+        stack: &mut MemStack,
+    ) {
         let k = rhs.ncols();
         match self.space {
             Space::Params => {
-                let mut jt = Mat::<f64>::zeros(self.n, k);
-                w.lin.jvp_block(rhs, jt.as_mut());
-                let mut mjt = Mat::<f64>::zeros(self.n, k);
+                let (mut jt, stack) = temp_mat_zeroed::<f64, _, _>(self.n, k, stack);
+                let mut jt = jt.as_mat_mut();
+                w.lin.jvp_block(rhs, jt.rb_mut());
+                let (mut mjt, _) = temp_mat_zeroed::<f64, _, _>(self.n, k, stack);
+                let mut mjt = mjt.as_mat_mut();
                 for j in 0..k {
-                    let (src, dst) = (col_slice(jt.as_ref(), j), col_slice_mut(mjt.as_mut(), j));
+                    let (src, dst) = (col_slice(jt.rb(), j), col_slice_mut(mjt.rb_mut(), j));
                     self.metric.apply(src, dst);
                 }
-                w.lin.vjp_block(mjt.as_ref(), out.rb_mut());
+                w.lin.vjp_block(mjt.rb(), out.rb_mut());
                 for j in 0..k {
                     out.rb_mut()
                         .col_mut(j)
@@ -275,9 +377,10 @@ impl<'a, L: Linearization, Me: Metric> GramOperator<'a, L, Me> {
                 }
             }
             Space::Samples => {
-                let mut jts = Mat::<f64>::zeros(self.p, k);
-                w.lin.vjp_block(rhs, jts.as_mut());
-                w.lin.jvp_block(jts.as_ref(), out.rb_mut());
+                let (mut jts, _) = temp_mat_zeroed::<f64, _, _>(self.p, k, stack);
+                let mut jts = jts.as_mat_mut();
+                w.lin.vjp_block(rhs, jts.rb_mut());
+                w.lin.jvp_block(jts.rb(), out.rb_mut());
                 for j in 0..k {
                     w.x.iter_mut()
                         .zip(rhs.col(j).iter())
@@ -287,9 +390,7 @@ impl<'a, L: Linearization, Me: Metric> GramOperator<'a, L, Me> {
                 }
             }
         }
-        self.counters.jvp.fetch_add(k as u64, Relaxed);
-        self.counters.vjp.fetch_add(k as u64, Relaxed);
-        self.applied.fetch_add(k as u64, Relaxed);
+        self.count(k as u64);
     }
 }
 
@@ -302,8 +403,13 @@ fn col_slice(m: MatRef<'_, f64>, j: usize) -> &[f64] {
 }
 
 impl<L: Linearization, Me: Metric> LinOp<f64> for GramOperator<'_, L, Me> {
-    fn apply_scratch(&self, _rhs_ncols: usize, _par: Par) -> StackReq {
-        StackReq::EMPTY
+    /// The block product's intermediate matrices for `k > 1` columns (none for one column,
+    /// whose vectors the operator holds, nor for the transport product, column by column).
+    fn apply_scratch(&self, rhs_ncols: usize, _par: Par) -> StackReq {
+        match rhs_ncols > 1 && !self.is_transport() {
+            true => self.block_scratch(rhs_ncols),
+            false => StackReq::EMPTY,
+        }
     }
 
     fn nrows(&self) -> usize {
@@ -314,18 +420,23 @@ impl<L: Linearization, Me: Metric> LinOp<f64> for GramOperator<'_, L, Me> {
         self.dim()
     }
 
-    fn apply(&self, mut out: MatMut<'_, f64>, rhs: MatRef<'_, f64>, _par: Par, _: &mut MemStack) {
+    fn apply(&self, mut out: MatMut<'_, f64>, rhs: MatRef<'_, f64>, _par: Par, st: &mut MemStack) {
         let mut w = self.work.lock().unwrap_or_else(|e| e.into_inner());
-        if rhs.ncols() > 1 && out.as_ref().try_as_col_major().is_some() {
-            return self.apply_block(&mut w, out, rhs);
+        let k = rhs.ncols();
+        if k > 1 && !self.is_transport() && out.as_ref().try_as_col_major().is_some() {
+            let req = self.block_scratch(k);
+            if st.can_hold(req) {
+                return self.apply_block(&mut w, out, rhs, st);
+            }
+            // A caller that declared no scratch: allocate it here rather than panic.
+            let mut mem = MemBuffer::new(req);
+            return self.apply_block(&mut w, out, rhs, MemStack::new(&mut mem));
         }
-        let Work { lin, jt, mjt, x } = &mut *w;
-        for j in 0..rhs.ncols() {
-            x.iter_mut()
+        for j in 0..k {
+            w.x.iter_mut()
                 .zip(rhs.col(j).iter())
                 .for_each(|(x, r)| *x = *r);
-            let oj = col_slice_mut(out.rb_mut(), j);
-            self.product(lin, x, jt, mjt, oj);
+            self.product(&mut w, None, col_slice_mut(out.rb_mut(), j));
         }
     }
 
@@ -334,8 +445,6 @@ impl<L: Linearization, Me: Metric> LinOp<f64> for GramOperator<'_, L, Me> {
         self.apply(out, rhs, par, st)
     }
 }
-
-use faer::prelude::ReborrowMut;
 
 /// How a dense Jacobian was obtained, with the products it cost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -368,10 +477,32 @@ pub fn dense_jacobian<L: Linearization>(lin: &mut L, n: usize) -> (Mat<f64>, Jac
 
 /// The dense Gram matrix `JᵀMJ + λI` (p×p) from a dense Jacobian: `M` is applied to each
 /// column of `J`, then one faer GEMM.
+///
+/// Fails with [`Error::NonFiniteMetric`] (naming the metric, `apply` and the output index)
+/// when the metric returns a non-finite value for a finite column of `J` — the check the
+/// matrix-free [`GramOperator`] makes on every product.
 pub fn dense_gram<Me: Metric + ?Sized>(
     jac: MatRef<'_, f64>,
     metric: &Me,
     at: &OutputPoint<'_>,
+    damping: f64,
+    par: Par,
+) -> crate::Result<Mat<f64>> {
+    let fault = OnceLock::new();
+    let checked = CheckedMetric {
+        metric,
+        at: *at,
+        fault: &fault,
+    };
+    let g = checked_dense_gram(jac, &checked, damping, par);
+    fault.into_inner().map_or(Ok(g), Err)
+}
+
+/// [`dense_gram`] with the metric's faults kept in `metric.fault` (the linearisation's,
+/// so that the solver reports them as it does for the matrix-free products).
+pub(crate) fn checked_dense_gram<Me: Metric + ?Sized>(
+    jac: MatRef<'_, f64>,
+    metric: &CheckedMetric<'_, Me>,
     damping: f64,
     par: Par,
 ) -> Mat<f64> {
@@ -382,7 +513,7 @@ pub fn dense_gram<Me: Metric + ?Sized>(
         col.iter_mut()
             .zip(jac.col(j).iter())
             .for_each(|(c, x)| *c = *x);
-        metric.apply(at, &col, col_slice_mut(mj.as_mut(), j));
+        metric.apply(&col, col_slice_mut(mj.as_mut(), j));
     }
     let mut g = Mat::<f64>::zeros(p, p);
     matmul(
@@ -397,111 +528,4 @@ pub fn dense_gram<Me: Metric + ?Sized>(
         g[(i, i)] += damping;
     }
     g
-}
-
-/// The two linearisations a [`MixedGramOperator`] works on.
-struct MixedWork<'a, 'p, Mo: Model + 'p, Lo, Me> {
-    current: &'a mut LinearizedProblem<'p, Mo, Lo, Me>,
-    previous: &'a mut LinearizedProblem<'p, Mo, Lo, Me>,
-    jt: Vec<f64>,
-    x: Vec<f64>,
-}
-
-/// The mixed Gram (transport) product `t ↦ G_{k,k−1} t = J_kᵀ M J_{k−1} t`
-/// (docs/math.md §3): a jvp at the previous iterate, the metric at the current one, a vjp at
-/// the current one. Never a matrix.
-///
-/// It carries a tangent vector `t` at `θ_{k−1}` (a function `J_{k−1} t`) to the right-hand
-/// side of its projection onto the tangent space at `θ_k`; with a solve by `G_k` this is
-/// the transport `G_k⁻¹ G_{k,k−1} t` ([`crate::step_rule::transport`]). The operator is a
-/// square p×p faer [`LinOp`] but not symmetric. The metric is evaluated at the current
-/// outputs (it matters only for the loss-Hessian metric).
-pub struct MixedGramOperator<'a, 'p, Mo: Model + 'p, Lo, Me> {
-    work: Mutex<MixedWork<'a, 'p, Mo, Lo, Me>>,
-    p: usize,
-}
-
-impl<Mo: Model, Lo, Me> std::fmt::Debug for MixedGramOperator<'_, '_, Mo, Lo, Me> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MixedGramOperator")
-            .field("p", &self.p)
-            .finish()
-    }
-}
-
-impl<'a, 'p, Mo: Model, Lo: Loss, Me: Metric> MixedGramOperator<'a, 'p, Mo, Lo, Me> {
-    /// The operator `J_kᵀ M J_{k−1}` from the linearisations at `θ_k` (`current`) and
-    /// `θ_{k−1}` (`previous`), which must have the same numbers of parameters and outputs
-    /// (the same sample points).
-    pub fn new(
-        current: &'a mut LinearizedProblem<'p, Mo, Lo, Me>,
-        previous: &'a mut LinearizedProblem<'p, Mo, Lo, Me>,
-    ) -> crate::Result<Self> {
-        let (p, n) = (current.problem().n_params(), current.outputs().len());
-        check_len(
-            "mixed Gram: parameters at θ_{k−1} vs θ_k",
-            p,
-            previous.problem().n_params(),
-        )?;
-        check_len(
-            "mixed Gram: outputs at θ_{k−1} vs θ_k",
-            n,
-            previous.outputs().len(),
-        )?;
-        Ok(Self {
-            work: Mutex::new(MixedWork {
-                current,
-                previous,
-                jt: vec![0.0; n],
-                x: vec![0.0; p],
-            }),
-            p,
-        })
-    }
-
-    /// `out = J_kᵀ M J_{k−1} t` for one vector (one jvp, one metric product, one vjp).
-    pub fn apply_vec(&self, t: &[f64], out: &mut [f64]) {
-        self.apply(
-            faer::ColMut::from_slice_mut(out).as_mat_mut(),
-            faer::ColRef::from_slice(t).as_mat(),
-            Par::Seq,
-            MemStack::new(&mut []),
-        );
-    }
-}
-
-impl<Mo: Model, Lo: Loss, Me: Metric> LinOp<f64> for MixedGramOperator<'_, '_, Mo, Lo, Me> {
-    fn apply_scratch(&self, _rhs_ncols: usize, _par: Par) -> StackReq {
-        StackReq::EMPTY
-    }
-
-    fn nrows(&self) -> usize {
-        self.p
-    }
-
-    fn ncols(&self) -> usize {
-        self.p
-    }
-
-    fn apply(&self, mut out: MatMut<'_, f64>, rhs: MatRef<'_, f64>, _par: Par, _: &mut MemStack) {
-        let mut w = self.work.lock().unwrap_or_else(|e| e.into_inner());
-        let MixedWork {
-            current,
-            previous,
-            jt,
-            x,
-        } = &mut *w;
-        for j in 0..rhs.ncols() {
-            x.iter_mut()
-                .zip(rhs.col(j).iter())
-                .for_each(|(x, r)| *x = *r);
-            previous.jvp(x, jt);
-            current.project_rhs(jt, col_slice_mut(out.rb_mut(), j));
-        }
-    }
-
-    fn conj_apply(&self, out: MatMut<'_, f64>, rhs: MatRef<'_, f64>, par: Par, st: &mut MemStack) {
-        // Real entries: the conjugate is the operator itself.
-        self.apply(out, rhs, par, st)
-    }
 }

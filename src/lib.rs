@@ -35,6 +35,7 @@
 pub mod argmin_adapter;
 pub mod batch;
 pub mod check;
+mod counters;
 #[cfg(feature = "mpi")]
 pub mod distributed;
 pub mod error;

@@ -4,72 +4,15 @@
 //! same value drives `natgrad`'s [`crate::NaturalGradient`] and argmin's own solvers
 //! (`LBFGS`, `SteepestDescent`, ...).
 
+use crate::counters::Counters;
+pub use crate::counters::Evaluations;
 use crate::error::{check_finite, check_len, Result};
 use crate::gram::{CheckedMetric, GramOperator, Space};
 use crate::loss::Loss;
 use crate::metric::{Metric, OutputPoint};
 use crate::model::{check_theta, CheckedLinearization, Linearization, Model};
 use argmin::core::{CostFunction, Gradient};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::OnceLock;
-
-/// Counts of model evaluations made through a [`FitProblem`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Evaluations {
-    /// Forward passes (plain or linearising); each evaluates the loss, so this is argmin's
-    /// `cost_count`.
-    pub forward: u64,
-    /// Parameter gradients `g = Jᵀ∇_yℓ` formed (each one vjp, also counted in `vjp`);
-    /// argmin's `gradient_count`.
-    pub gradient: u64,
-    /// Jacobian–vector products `J t`.
-    pub jvp: u64,
-    /// Vector–Jacobian products `Jᵀ s`.
-    pub vjp: u64,
-}
-
-impl std::ops::Sub for Evaluations {
-    type Output = Evaluations;
-    fn sub(self, rhs: Self) -> Self {
-        Evaluations {
-            forward: self.forward.saturating_sub(rhs.forward),
-            gradient: self.gradient.saturating_sub(rhs.gradient),
-            jvp: self.jvp.saturating_sub(rhs.jvp),
-            vjp: self.vjp.saturating_sub(rhs.vjp),
-        }
-    }
-}
-
-impl std::ops::Add for Evaluations {
-    type Output = Evaluations;
-    fn add(self, rhs: Self) -> Self {
-        Evaluations {
-            forward: self.forward + rhs.forward,
-            gradient: self.gradient + rhs.gradient,
-            jvp: self.jvp + rhs.jvp,
-            vjp: self.vjp + rhs.vjp,
-        }
-    }
-}
-
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    forward: AtomicU64,
-    gradient: AtomicU64,
-    pub(crate) jvp: AtomicU64,
-    pub(crate) vjp: AtomicU64,
-}
-
-impl Counters {
-    fn snapshot(&self) -> Evaluations {
-        Evaluations {
-            forward: self.forward.load(Relaxed),
-            gradient: self.gradient.load(Relaxed),
-            jvp: self.jvp.load(Relaxed),
-            vjp: self.vjp.load(Relaxed),
-        }
-    }
-}
 
 /// Model, loss and metric, checked to agree in size.
 #[derive(Debug)]
@@ -165,7 +108,7 @@ impl<Mo: Model, Lo: Loss, Me: Metric> FitProblem<Mo, Lo, Me> {
     pub fn linearize(&self, theta: &[f64]) -> Result<LinearizedProblem<'_, Mo, Lo, Me>> {
         check_theta(&self.model, theta)?;
         let lin = self.model.linearize(theta)?;
-        self.counters.forward.fetch_add(1, Relaxed);
+        self.counters.forward();
         let (n, p) = (self.n_outputs(), self.n_params());
         check_len(
             "Linearization::outputs (model outputs y(θ)) vs Model::n_outputs",
@@ -204,7 +147,7 @@ impl<Mo: Model, Lo: Loss, Me: Metric> FitProblem<Mo, Lo, Me> {
         check_theta(&self.model, theta)?;
         let mut y = vec![0.0; self.n_outputs()];
         self.model.forward(theta, &mut y)?;
-        self.counters.forward.fetch_add(1, Relaxed);
+        self.counters.forward();
         if y.iter().all(|v| v.is_finite()) {
             Ok(self.loss.value(&y))
         } else {
@@ -296,13 +239,13 @@ impl<'a, Mo: Model, Lo: Loss, Me: Metric> LinearizedProblem<'a, Mo, Lo, Me> {
 
     /// `out = J t` (counted).
     pub fn jvp(&mut self, t: &[f64], out: &mut [f64]) {
-        self.problem.counters.jvp.fetch_add(1, Relaxed);
+        self.problem.counters.products(1, 0);
         self.lin.jvp(t, out);
     }
 
     /// `out = Jᵀ s` (counted).
     pub fn vjp(&mut self, s: &[f64], out: &mut [f64]) {
-        self.problem.counters.vjp.fetch_add(1, Relaxed);
+        self.problem.counters.products(0, 1);
         self.lin.vjp(s, out);
     }
 
@@ -335,8 +278,7 @@ impl<'a, Mo: Model, Lo: Loss, Me: Metric> LinearizedProblem<'a, Mo, Lo, Me> {
     /// The parameter gradient `g = Jᵀ ∇_y ℓ` (one vjp).
     pub fn gradient(&mut self) -> Vec<f64> {
         let mut g = vec![0.0; self.problem.n_params()];
-        self.problem.counters.gradient.fetch_add(1, Relaxed);
-        self.problem.counters.vjp.fetch_add(1, Relaxed);
+        self.problem.counters.gradient();
         self.lin.vjp(&self.loss_gradient, &mut g);
         g
     }
@@ -389,6 +331,63 @@ impl<'a, Mo: Model, Lo: Loss, Me: Metric> LinearizedProblem<'a, Mo, Lo, Me> {
         )
     }
 
+    /// The dense Gram matrix `JᵀMJ` (p×p) from the dense Jacobian `jac` at this θ
+    /// ([`crate::gram::dense_gram`]), the metric checked as in the matrix-free products: a
+    /// non-finite result for a finite column is kept as [`LinearizedProblem::fault`] and
+    /// returned as [`Error::NonFiniteMetric`](crate::Error::NonFiniteMetric).
+    pub(crate) fn dense_gram(
+        &self,
+        jac: faer::MatRef<'_, f64>,
+        par: faer::Par,
+    ) -> Result<faer::Mat<f64>> {
+        let g = crate::gram::checked_dense_gram(jac, &self.metric(), 0.0, par);
+        self.metric_fault.get().cloned().map_or(Ok(g), Err)
+    }
+
+    /// `diag(M)` into `out` when the metric is diagonal at these outputs (checked: a
+    /// non-finite entry is kept as [`LinearizedProblem::fault`]).
+    pub(crate) fn metric_diagonal(&self, out: &mut [f64]) -> bool {
+        self.metric().diagonal(out)
+    }
+
+    /// The mixed Gram (transport) product `t ↦ G_{k,k−1} t = J_kᵀ M J_{k−1} t`
+    /// (docs/math.md §3) with this linearisation at `θ_k` and `previous` at `θ_{k−1}`, the
+    /// metric at `θ_k`: one jvp at `θ_{k−1}`, one metric product, one vjp at `θ_k` per
+    /// product, as a p×p faer `LinOp` (not symmetric; see [`GramOperator`]). Fails with
+    /// [`Error::DimensionMismatch`](crate::Error::DimensionMismatch) when the two have
+    /// different numbers of parameters or outputs (other sample points).
+    pub fn transport_gram<'s>(
+        &'s mut self,
+        previous: &'s mut LinearizedProblem<'a, Mo, Lo, Me>,
+    ) -> Result<GramOperator<'s, CheckedLinearization<Mo::Linearization<'a>>, Me>> {
+        let (p, n) = (self.problem.n_params(), self.outputs.len());
+        check_len(
+            "mixed Gram: parameters at θ_{k−1} vs θ_k",
+            p,
+            previous.problem.n_params(),
+        )?;
+        check_len(
+            "mixed Gram: outputs at θ_{k−1} vs θ_k",
+            n,
+            previous.outputs.len(),
+        )?;
+        let metric = CheckedMetric {
+            metric: &self.problem.metric,
+            at: OutputPoint {
+                outputs: &self.outputs,
+                loss: &self.problem.loss,
+            },
+            fault: &self.metric_fault,
+        };
+        let counters = &self.problem.counters;
+        Ok(GramOperator::transport(
+            &mut self.lin,
+            &mut previous.lin,
+            metric,
+            counters,
+        ))
+    }
+
     /// `out = M⁻¹ v`, the inverse metric at these outputs (fails for metrics without one).
     pub fn solve_metric(&self, v: &[f64], out: &mut [f64]) -> Result<()> {
         self.metric().solve(v, out)
@@ -424,8 +423,7 @@ impl<'a, Mo: Model, Lo: Loss, Me: Metric> LinearizedProblem<'a, Mo, Lo, Me> {
     }
 
     pub(crate) fn count_products(&self, jvp: u64, vjp: u64) {
-        self.problem.counters.jvp.fetch_add(jvp, Relaxed);
-        self.problem.counters.vjp.fetch_add(vjp, Relaxed);
+        self.problem.counters.products(jvp, vjp);
     }
 }
 

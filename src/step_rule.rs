@@ -19,7 +19,7 @@
 //! The parameter-space rules (`ParamHeavyBall`, `ParamNesterov`) and `GradientDescent`
 //! need no output vector. The solver ([`crate::NaturalGradient`]) reads the table.
 //! [`transport`] applies `G_k⁻¹ G_{k,k−1}` to a vector, with the mixed product of
-//! [`crate::gram::MixedGramOperator`].
+//! [`LinearizedProblem::transport_gram`].
 
 use crate::error::check_len;
 use crate::linsolve::{solve_direction, LinearSolver, Rhs, SolveCache, SolveFailure};
@@ -211,7 +211,7 @@ pub(crate) struct Previous {
 /// coefficients at `θ_k`: the M-orthogonal projection of the function `J_{k−1} v` onto
 /// the tangent space at `θ_k`. One jvp at `θ_{k−1}`, one metric product (at `θ_k`), and a
 /// solve by `G_k + λI` with right-hand side `J_kᵀ r`, `r = M J_{k−1} v` — the product of
-/// [`MixedGramOperator`](crate::gram::MixedGramOperator), handed to the solver as the
+/// [`LinearizedProblem::transport_gram`], handed to the solver as the
 /// cotangent `r` so that sample-space solvers work too.
 pub fn transport<'p, Mo: Model, Lo: Loss, Me: Metric>(
     current: &mut LinearizedProblem<'p, Mo, Lo, Me>,

@@ -462,6 +462,50 @@ impl natgrad::metric::Metric for NanAfterFirstPoint {
     }
 }
 
+/// Issue 17: the dense paths check a user metric as the matrix-free path does — under
+/// `Cholesky` and `LeastSquares` (which form `JᵀMJ` densely) the metric whose `apply`
+/// returns NaN is named (metric, method, output index), not a Cholesky pivot or a
+/// non-finite direction, and θ₁ (the dense twin's first step) is kept.
+#[test]
+fn user_metric_returning_nan_is_named_on_the_dense_paths() {
+    for (linear, tol) in [
+        (LinearSolver::Cholesky, 1e-12),
+        (LinearSolver::LeastSquares { rcond: 0.0 }, 1e-8),
+    ] {
+        let problem = FitProblem::new(
+            scripted(false, None),
+            SquaredError::l2(U.to_vec()).unwrap(),
+            NanAfterFirstPoint(Mutex::new(None)),
+        )
+        .unwrap();
+        let ng = NaturalGradient::new()
+            .with_linear_solver(linear.clone())
+            .unwrap();
+        let res = Executor::new(problem, ng)
+            .configure(|s| s.param(vec![0.0, 0.0]).max_iters(10))
+            .run()
+            .unwrap();
+        let reason = exit_reason(res.state());
+        assert!(
+            reason.contains("metric `nan-after-first-point`")
+                && reason.contains("output index 2")
+                && reason.contains("Metric::apply")
+                && reason.contains("last good iterate")
+                && !reason.contains("positive definite")
+                && !reason.contains("direction is not finite"),
+            "{linear:?}: {reason}"
+        );
+        let best = res.state().get_best_param().unwrap();
+        let expected = first_step(1e-8);
+        for (b, e) in best.iter().zip(&expected) {
+            assert!(
+                (b - e).abs() < tol * e.abs(),
+                "{linear:?}: {best:?} vs {expected:?}"
+            );
+        }
+    }
+}
+
 /// Issue 17: a user metric whose `apply` returns NaN is named (metric, method, output
 /// index) — not reported as a CG breakdown — and θ₁ is kept; plain and heavy ball (whose
 /// right-hand side applies the metric too).

@@ -145,7 +145,7 @@ fn energy_gram_is_the_h1_seminorm_gram_of_a_dense_twin() {
     let mut lin = problem.linearize(&theta).unwrap();
     let mut model_lin = problem.model().linearize(&theta).unwrap();
     let (jac, _) = dense_jacobian(&mut model_lin, 3 * m);
-    let got = dense_gram(jac.as_ref(), problem.metric(), &lin.point(), 0.0, Par::Seq);
+    let got = dense_gram(jac.as_ref(), problem.metric(), &lin.point(), 0.0, Par::Seq).unwrap();
     let scale = want.norm_max();
     assert!((&got - &want).norm_max() <= 1e-10 * scale, "dense Gram");
     // Matrix-free: Jᵀ H J v through jvp, the LossHessian metric and vjp.

@@ -2,7 +2,7 @@
 
 use super::{Path, SolveFailure, SolveInfo, SolveMethod};
 use crate::error::Error;
-use crate::gram::{dense_gram, dense_jacobian, JacobianSource};
+use crate::gram::{dense_jacobian, JacobianSource};
 use crate::loss::Loss;
 use crate::metric::Metric;
 use crate::model::Model;
@@ -20,7 +20,9 @@ pub(super) fn solve_cholesky<Mo: Model, Lo: Loss, Me: Metric>(
 ) -> Result<SolveInfo, SolveFailure> {
     let jac = counted_jacobian(lin);
     // G = Σ_r J_rᵀ M_r J_r over the shards of a sharded model, then the damping (once).
-    let mut g = dense_gram(jac.as_ref(), lin.problem().metric(), &lin.point(), 0.0, par);
+    let mut g = lin
+        .dense_gram(jac.as_ref(), par)
+        .map_err(SolveFailure::Direct)?;
     sum_over_shards(lin.problem().model(), &mut g);
     for i in 0..g.nrows() {
         g[(i, i)] += damping;

@@ -31,7 +31,6 @@
 
 use super::{cholesky, SolveFailure, SolveInfo, SolveMethod};
 use crate::error::Error;
-use crate::gram::dense_gram;
 use crate::linalg::{gemv, norm};
 use crate::loss::Loss;
 use crate::metric::Metric;
@@ -71,13 +70,14 @@ pub(super) fn solve<Mo: Model, Lo: Loss, Me: Metric>(
         ))));
     }
     let mut w = vec![0.0; n];
-    let diagonal = lin.problem().metric().diagonal(&lin.point(), &mut w)
-        && w.iter().all(|&x| x > 0.0 && x.is_finite());
+    let diagonal = lin.metric_diagonal(&mut w) && w.iter().all(|&x| x > 0.0 && x.is_finite());
     let jac = cholesky::counted_jacobian(lin);
     match r {
         Some(r) if diagonal => by_svd(jac, (&w, r), b, d, filter),
         _ => {
-            let g = dense_gram(jac.as_ref(), lin.problem().metric(), &lin.point(), 0.0, par);
+            let g = lin
+                .dense_gram(jac.as_ref(), par)
+                .map_err(SolveFailure::Direct)?;
             by_eigen(g, b, d, filter)
         }
     }

@@ -93,7 +93,8 @@ impl NystromSketch {
         let q = omega.qr().compute_thin_Q();
         let mut y = Mat::<f64>::zeros(dim, r);
         let before = op.products();
-        op.apply(y.as_mut(), q.as_ref(), par, MemStack::new(&mut []));
+        let mut mem = faer::dyn_stack::MemBuffer::new(op.apply_scratch(r, par));
+        op.apply(y.as_mut(), q.as_ref(), par, MemStack::new(&mut mem));
         let products = op.products() - before;
         let fail = |reason: String| SolveFailure::Nystrom { reason };
         if op.metric_failed() {

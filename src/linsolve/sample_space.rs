@@ -85,7 +85,7 @@ fn add_damped_inverse_metric<Mo: Model, Lo: Loss, Me: Metric>(
 ) -> Result<(), SolveFailure> {
     let n = k.nrows();
     let mut w = vec![0.0; n];
-    if lin.problem().metric().diagonal(&lin.point(), &mut w) {
+    if lin.metric_diagonal(&mut w) {
         for (i, wi) in w.iter().enumerate() {
             k[(i, i)] += damping / wi;
         }

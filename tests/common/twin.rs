@@ -8,7 +8,6 @@ use super::{dense_solve, mat, rng};
 use argmin::core::observers::Observe;
 use argmin::core::{State, KV};
 use faer::{Mat, MatMut};
-use natgrad::gram::MixedGramOperator;
 use natgrad::model::{ClosureLinearization, Model};
 use natgrad::step_rule::transport;
 use natgrad::{CgSettings, FitProblem, LinearSolver, Loss, Metric, NgState, StepControl, StepRule};
@@ -350,7 +349,7 @@ pub fn tight_cg() -> LinearSolver {
     })
 }
 
-/// Checks [`MixedGramOperator`] (to 1e-12) and [`transport`] with Cholesky and a tight CG
+/// Checks the mixed Gram operator ([`natgrad::LinearizedProblem::transport_gram`], to 1e-12) and [`transport`] with Cholesky and a tight CG
 /// (to 1e-10) at `thetas = (θ_k, θ_{k−1})` against `expected = (G_{k,k−1}v,
 /// G_k⁻¹G_{k,k−1}v)` computed densely by the caller.
 pub fn check_mixed_gram_and_transport<Mo: Model, Lo: Loss, Me: Metric>(
@@ -363,7 +362,7 @@ pub fn check_mixed_gram_and_transport<Mo: Model, Lo: Loss, Me: Metric>(
     let mut cur = problem.linearize(thetas.0).unwrap();
     let mut prev = problem.linearize(thetas.1).unwrap();
     let mut product = vec![0.0; v.len()];
-    MixedGramOperator::new(&mut cur, &mut prev)
+    cur.transport_gram(&mut prev)
         .unwrap()
         .apply_vec(v, &mut product);
     let e = super::rel_diff(&product, expected.0);
