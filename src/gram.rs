@@ -10,10 +10,10 @@
 //!   docs/math.md §3 on two linearisations (a jvp at the previous one).
 //!
 //! The operator is built from what it works on — the linearisation(s), the metric at the
-//! current outputs (checked, [`CheckedMetric`]) and the problem's evaluation counters —
+//! current outputs (checked, `CheckedMetric`) and the problem's evaluation counters —
 //! handed to it by [`crate::LinearizedProblem`]; it does not know the problem type, so
 //! `problem` imports `gram` and not the other way round. Every product is counted in one
-//! place ([`GramOperator::count`]).
+//! place (`GramOperator::count`).
 //!
 //! [`GramOperator`] is a faer [`LinOp`], so faer's `conjugate_gradient` solves with it
 //! directly; a block of `k` columns is applied with one `jvp_block` and one `vjp_block`

@@ -257,11 +257,7 @@ impl<'a, Mo: Model, Lo: Loss, Me: Metric> LinearizedProblem<'a, Mo, Lo, Me> {
 
     /// The metric at these outputs, checked as it is applied.
     fn metric(&self) -> CheckedMetric<'_, Me> {
-        CheckedMetric {
-            metric: &self.problem.metric,
-            at: self.point(),
-            fault: &self.metric_fault,
-        }
+        checked_metric(self.problem, &self.outputs, &self.metric_fault)
     }
 
     /// `‖v‖²_M = vᵀ M v` for an output-space vector `v` (one metric product), a sum over
@@ -314,14 +310,7 @@ impl<'a, Mo: Model, Lo: Loss, Me: Metric> LinearizedProblem<'a, Mo, Lo, Me> {
         space: Space,
         damping: f64,
     ) -> GramOperator<'_, CheckedLinearization<Mo::Linearization<'a>>, Me> {
-        let metric = CheckedMetric {
-            metric: &self.problem.metric,
-            at: OutputPoint {
-                outputs: &self.outputs,
-                loss: &self.problem.loss,
-            },
-            fault: &self.metric_fault,
-        };
+        let metric = checked_metric(self.problem, &self.outputs, &self.metric_fault);
         GramOperator::in_space(
             &mut self.lin,
             metric,
@@ -371,14 +360,7 @@ impl<'a, Mo: Model, Lo: Loss, Me: Metric> LinearizedProblem<'a, Mo, Lo, Me> {
             n,
             previous.outputs.len(),
         )?;
-        let metric = CheckedMetric {
-            metric: &self.problem.metric,
-            at: OutputPoint {
-                outputs: &self.outputs,
-                loss: &self.problem.loss,
-            },
-            fault: &self.metric_fault,
-        };
+        let metric = checked_metric(self.problem, &self.outputs, &self.metric_fault);
         let counters = &self.problem.counters;
         Ok(GramOperator::transport(
             &mut self.lin,
@@ -424,6 +406,23 @@ impl<'a, Mo: Model, Lo: Loss, Me: Metric> LinearizedProblem<'a, Mo, Lo, Me> {
 
     pub(crate) fn count_products(&self, jvp: u64, vjp: u64) {
         self.problem.counters.products(jvp, vjp);
+    }
+}
+
+/// The problem's metric at `outputs`, its faults kept in `fault` (borrowing only the
+/// fields it needs, so that the linearisation can be lent mutably beside it).
+fn checked_metric<'s, Mo, Lo: Loss, Me>(
+    problem: &'s FitProblem<Mo, Lo, Me>,
+    outputs: &'s [f64],
+    fault: &'s OnceLock<crate::Error>,
+) -> CheckedMetric<'s, Me> {
+    CheckedMetric {
+        metric: &problem.metric,
+        at: OutputPoint {
+            outputs,
+            loss: &problem.loss,
+        },
+        fault,
     }
 }
 

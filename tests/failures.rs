@@ -462,6 +462,40 @@ impl natgrad::metric::Metric for NanAfterFirstPoint {
     }
 }
 
+/// Runs `ng` on the problem with [`NanAfterFirstPoint`] from θ₀ = 0 and checks that the
+/// run ends naming the metric (metric, method, output index) and nothing else
+/// (`not_blamed`), with θ₁ — the dense twin's first step, to `tol` relative — kept.
+fn assert_nan_metric_named(ng: NaturalGradient, not_blamed: &str, tol: f64, label: &str) {
+    let problem = FitProblem::new(
+        scripted(false, None),
+        SquaredError::l2(U.to_vec()).unwrap(),
+        NanAfterFirstPoint(Mutex::new(None)),
+    )
+    .unwrap();
+    let res = Executor::new(problem, ng)
+        .configure(|s| s.param(vec![0.0, 0.0]).max_iters(10))
+        .run()
+        .unwrap();
+    let reason = exit_reason(res.state());
+    assert!(
+        reason.contains("metric `nan-after-first-point`")
+            && reason.contains("output index 2")
+            && reason.contains("Metric::apply")
+            && reason.contains("last good iterate")
+            && !reason.contains("positive definite")
+            && !reason.contains(not_blamed),
+        "{label}: {reason}"
+    );
+    let best = res.state().get_best_param().unwrap();
+    let expected = first_step(1e-8);
+    for (b, e) in best.iter().zip(&expected) {
+        assert!(
+            (b - e).abs() < tol * e.abs(),
+            "{label}: {best:?} vs {expected:?}"
+        );
+    }
+}
+
 /// Issue 17: the dense paths check a user metric as the matrix-free path does — under
 /// `Cholesky` and `LeastSquares` (which form `JᵀMJ` densely) the metric whose `apply`
 /// returns NaN is named (metric, method, output index), not a Cholesky pivot or a
@@ -472,37 +506,9 @@ fn user_metric_returning_nan_is_named_on_the_dense_paths() {
         (LinearSolver::Cholesky, 1e-12),
         (LinearSolver::LeastSquares { rcond: 0.0 }, 1e-8),
     ] {
-        let problem = FitProblem::new(
-            scripted(false, None),
-            SquaredError::l2(U.to_vec()).unwrap(),
-            NanAfterFirstPoint(Mutex::new(None)),
-        )
-        .unwrap();
-        let ng = NaturalGradient::new()
-            .with_linear_solver(linear.clone())
-            .unwrap();
-        let res = Executor::new(problem, ng)
-            .configure(|s| s.param(vec![0.0, 0.0]).max_iters(10))
-            .run()
-            .unwrap();
-        let reason = exit_reason(res.state());
-        assert!(
-            reason.contains("metric `nan-after-first-point`")
-                && reason.contains("output index 2")
-                && reason.contains("Metric::apply")
-                && reason.contains("last good iterate")
-                && !reason.contains("positive definite")
-                && !reason.contains("direction is not finite"),
-            "{linear:?}: {reason}"
-        );
-        let best = res.state().get_best_param().unwrap();
-        let expected = first_step(1e-8);
-        for (b, e) in best.iter().zip(&expected) {
-            assert!(
-                (b - e).abs() < tol * e.abs(),
-                "{linear:?}: {best:?} vs {expected:?}"
-            );
-        }
+        let label = format!("{linear:?}");
+        let ng = NaturalGradient::new().with_linear_solver(linear).unwrap();
+        assert_nan_metric_named(ng, "direction is not finite", tol, &label);
     }
 }
 
@@ -512,31 +518,7 @@ fn user_metric_returning_nan_is_named_on_the_dense_paths() {
 #[test]
 fn user_metric_returning_nan_is_named_not_blamed_on_cg() {
     for rule in [StepRule::Plain, StepRule::HeavyBall { beta: 0.5 }] {
-        let problem = FitProblem::new(
-            scripted(false, None),
-            SquaredError::l2(U.to_vec()).unwrap(),
-            NanAfterFirstPoint(Mutex::new(None)),
-        )
-        .unwrap();
         let ng = NaturalGradient::new().with_step_rule(rule).unwrap();
-        let res = Executor::new(problem, ng)
-            .configure(|s| s.param(vec![0.0, 0.0]).max_iters(10))
-            .run()
-            .unwrap();
-        let reason = exit_reason(res.state());
-        assert!(
-            reason.contains("metric `nan-after-first-point`")
-                && reason.contains("output index 2")
-                && reason.contains("Metric::apply")
-                && reason.contains("last good iterate")
-                && !reason.contains("positive definite")
-                && !reason.contains("CG"),
-            "{rule:?}: {reason}"
-        );
-        let best = res.state().get_best_param().unwrap();
-        let expected = first_step(1e-8);
-        for (b, e) in best.iter().zip(&expected) {
-            assert!((b - e).abs() < 1e-8 * e.abs(), "{best:?} vs {expected:?}");
-        }
+        assert_nan_metric_named(ng, "CG", 1e-8, &format!("{rule:?}"));
     }
 }
