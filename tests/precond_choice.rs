@@ -348,7 +348,7 @@ fn auto_race_ends_at_max_iters() {
         true => jacobi12,
         false => plain12.clone(),
     };
-    assert!(info.truncated);
+    assert!(info.cg.unwrap().truncated);
     assert_eq!(
         (info.cg.unwrap().preconditioner, d),
         (best.1.cg.unwrap().preconditioner, best.0)
