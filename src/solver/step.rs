@@ -246,14 +246,10 @@ impl<S: StepSearch> NaturalGradient<S> {
         let mut batch_evaluations = Evaluations::default();
         // Filled as the step goes, so that a failing step still reports what it knew.
         let mut kv = KV::new();
-        let samples = match self
-            .batch
-            .as_mut()
-            .map(|b| b.draw(problem.model().n_samples()))
-        {
-            None => None,
-            Some(Ok(s)) => Some(s),
-            Some(Err(e)) => return (Err(e), batch_evaluations),
+        let n_samples = problem.model().n_samples();
+        let samples = match self.batch.as_mut().map(|b| b.draw(n_samples)).transpose() {
+            Ok(samples) => samples,
+            Err(e) => return (Err(e), batch_evaluations),
         };
         let at = |on, samples| StepAt {
             all: problem,
@@ -273,6 +269,20 @@ impl<S: StepSearch> NaturalGradient<S> {
                 o
             }
         };
+        let had_memory = previous.is_some();
+        (self.settle(outcome, had_memory, kv), batch_evaluations)
+    }
+
+    /// What a step's outcome means for the run: under Levenberg–Marquardt a failed
+    /// direction solve is a rejected step with a larger λ; a rejected step restarts the
+    /// momentum (`had_memory`: the step had one); a numerical failure ends the run with its
+    /// reason, also in the KV.
+    fn settle(
+        &mut self,
+        outcome: Result<Step, Failure>,
+        had_memory: bool,
+        mut kv: KV,
+    ) -> crate::Result<Step> {
         let outcome = match outcome {
             Err(Failure::Solve(reason)) => match self.adaptive_damping {
                 Some(lm) => Ok(self.failed_solve(lm, reason, &mut kv)),
@@ -280,14 +290,14 @@ impl<S: StepSearch> NaturalGradient<S> {
             },
             other => other,
         };
-        let outcome = match outcome {
+        match outcome {
             Ok(Step::Rejected(mut kv)) => {
                 // Restart: θ_k stays, so keeping the momentum memory would propose the same
                 // momentum term again with only λ larger — and once λ dominates `G` every
                 // term of the step scales like 1/λ, so a step that was no descent
                 // direction never becomes one. Without the memory the next step is a
                 // plain natural-gradient step from θ_k, a descent direction.
-                let restarted = previous.is_some()
+                let restarted = had_memory
                     && !matches!(self.momentum, StepRule::Plain | StepRule::GradientDescent);
                 kv.insert("momentum_restart", restarted.into());
                 Ok(Step::Rejected(kv))
@@ -302,8 +312,7 @@ impl<S: StepSearch> NaturalGradient<S> {
                 }
                 Ok(Step::Stop(reason, kv))
             }
-        };
-        (outcome, batch_evaluations)
+        }
     }
 
     /// The step computed on `at.on` (the mini-batch problem, or `at.all` itself):
