@@ -272,3 +272,153 @@ fn sample_space_nystrom_with_a_dense_metric_sketches_the_whole_operator() {
     });
     assert!(max_rel_diff(&approximation(&sk), &jjt) <= 1e-10);
 }
+
+#[test]
+fn sketch_counts_only_its_own_gram_products() {
+    // `products()` is the sketch's cost (`r`), not the operator's running total: an
+    // operator that has already applied one product still reports `r` for the sketch.
+    let (n, p, r) = (30, 10, 4);
+    let (pb, _a, theta) = weighted_problem(n, p, 69);
+    let mut lin = pb.linearize(&theta).unwrap();
+    let op = lin.gram(0.0);
+    let mut out = vec![0.0; p];
+    op.apply_vec(&vec(&mut rng(70), p), &mut out);
+    assert_eq!(op.products(), 1);
+    let sk = NystromSketch::build(&op, r, 7, 1.0, 0, Par::Seq).unwrap();
+    assert_eq!(op.products(), 1 + r as u64);
+    assert_eq!(sk.products(), r as u64);
+}
+
+#[test]
+fn sketch_does_not_depend_on_the_units_of_the_operator() {
+    // Full rank reproduces G (module docs) at every scale: the shift ν = ε√N‖Y‖_F and the
+    // noise floor N·ε·λ̂₁ scale with G. G = s²AᵀWA with s = 2⁻⁶⁰ (‖G‖ ≈ 2⁻¹²⁰) and 2⁶⁰.
+    let (n, p) = (30, 10);
+    let (pb, a, theta) = weighted_problem(n, p, 71);
+    let lin = pb.linearize(&theta).unwrap();
+    let m = metric_matrix(pb.metric(), &lin.point(), n);
+    let w: Vec<f64> = (0..n).map(|i| m[(i, i)]).collect();
+    for s in [2f64.powi(-60), 2f64.powi(60)] {
+        let scaled = Mat::from_fn(n, p, |i, j| s * a[(i, j)]);
+        let pb = FitProblem::new(
+            LinearModel::dense(scaled.clone()).unwrap(),
+            SquaredError::l2(vec(&mut rng(72), n)).unwrap(),
+            WeightedL2::new(w.clone()).unwrap(),
+        )
+        .unwrap();
+        let mut lin = pb.linearize(&theta).unwrap();
+        let g = gram_twin(&scaled, &m, 0.0);
+        let sk = NystromSketch::build(&lin.gram(0.0), p, 7, 1.0, 0, Par::Seq).unwrap();
+        let e = max_rel_diff(&approximation(&sk), &g);
+        assert!(e <= 1e-10, "s = {s:e}: ‖Â − G‖ / ‖G‖ = {e:e}");
+        assert!(sk.eigenvalues().iter().all(|&l| l > 0.0), "s = {s:e}");
+    }
+}
+
+#[test]
+fn zero_eigenvalue_of_an_exactly_singular_gram_is_zero() {
+    // J = [I₃ | 0] (3 × 4), M = I: G = diag(1, 1, 1, 0). A full-rank sketch gives
+    // λ̂ = (1, 1, 1, 0): the shift ν is subtracted again (Λ̂ = Σ² − νI, module docs step 5)
+    // and what is left of the zero eigenvalue is rounding, set to 0 below N·ε·λ̂₁.
+    let (n, p) = (3, 4);
+    let j = Mat::from_fn(n, p, |a, b| if a == b { 1.0 } else { 0.0 });
+    let pb = FitProblem::new(
+        LinearModel::dense(j).unwrap(),
+        SquaredError::l2(vec(&mut rng(73), n)).unwrap(),
+        Euclidean,
+    )
+    .unwrap();
+    let mut lin = pb.linearize(&vec(&mut rng(74), p)).unwrap();
+    for seed in 0..20 {
+        let sk = NystromSketch::build(&lin.gram(0.0), p, seed, 1.0, 0, Par::Seq).unwrap();
+        let l = sk.eigenvalues();
+        assert!(l[..3].iter().all(|&x| (x - 1.0).abs() <= 1e-12), "{l:?}");
+        assert_eq!(l[3], 0.0, "seed {seed}: {l:?}");
+    }
+}
+
+#[test]
+fn sketch_of_a_gram_of_rank_far_below_the_sketch_rank_is_exact() {
+    // J random 3 × 120, M = I: G = JᵀJ has rank 3 < r = 60, so QᵀG Q is singular and only
+    // the shift ν = ε√N‖Y‖_F makes its Cholesky succeed (module docs step 3); the Nyström
+    // approximation is then G itself (range Q ⊇ range G), with exactly 3 nonzero λ̂.
+    let (n, p, r) = (3, 120, 60);
+    let j = common::mat(&mut rng(75), n, p);
+    let pb = FitProblem::new(
+        LinearModel::dense(j.clone()).unwrap(),
+        SquaredError::l2(vec(&mut rng(76), n)).unwrap(),
+        Euclidean,
+    )
+    .unwrap();
+    let mut lin = pb.linearize(&vec(&mut rng(77), p)).unwrap();
+    let g = gram_twin(&j, &Mat::identity(n, n), 0.0);
+    for seed in 0..3 {
+        let sk = NystromSketch::build(&lin.gram(0.0), r, seed, 1.0, 0, Par::Seq)
+            .unwrap_or_else(|e| panic!("seed {seed}: {e:?}"));
+        let nonzero = sk.eigenvalues().iter().filter(|&&l| l > 0.0).count();
+        assert_eq!(nonzero, n, "seed {seed}");
+        let e = max_rel_diff(&approximation(&sk), &g);
+        assert!(e <= 1e-10, "seed {seed}: ‖Â − G‖ / ‖G‖ = {e:e}");
+    }
+}
+
+#[test]
+fn coefficients_follow_the_formula_with_and_without_damping() {
+    // J = [diag(2, 1, ½) | 0] (3 × 4), M = I: G = diag(4, 1, ¼, 0), λ̂ = (4, 1, ¼, 0).
+    // c_i = (λ̂_r + μ)/(λ̂_i + μ) − 1 (module docs); for μ = 0, λ̂_r + μ = 0 and the
+    // smallest positive λ̂_i + μ = ¼ replaces it, the zero direction gets c = 0.
+    let (n, p) = (3, 4);
+    let d = [2.0, 1.0, 0.5];
+    let j = Mat::from_fn(n, p, |a, b| if a == b { d[a] } else { 0.0 });
+    let pb = FitProblem::new(
+        LinearModel::dense(j).unwrap(),
+        SquaredError::l2(vec(&mut rng(78), n)).unwrap(),
+        Euclidean,
+    )
+    .unwrap();
+    let mut lin = pb.linearize(&vec(&mut rng(79), p)).unwrap();
+    // shift_per_damping = 4: μ = 4λ.
+    let sk = NystromSketch::build(&lin.gram(0.0), p, 5, 4.0, 0, Par::Seq).unwrap();
+    assert_eq!(sk.shift(0.0625), 0.25);
+    let l = sk.eigenvalues();
+    let lam = [4.0, 1.0, 0.25, 0.0];
+    assert!(
+        l.iter().zip(&lam).all(|(a, b)| (a - b).abs() <= 1e-12),
+        "{l:?}"
+    );
+    for (mu, want) in [
+        (0.0, [0.25 / 4.0 - 1.0, 0.25 - 1.0, 0.0, 0.0]),
+        (
+            0.25,
+            [0.25 / 4.25 - 1.0, 0.25 / 1.25 - 1.0, 0.25 / 0.5 - 1.0, 0.0],
+        ),
+    ] {
+        let c = sk.coefficients(mu);
+        assert!(
+            c.iter().zip(&want).all(|(a, b)| (a - b).abs() <= 1e-12),
+            "μ = {mu}: {c:?} vs {want:?}"
+        );
+    }
+}
+
+#[test]
+fn preconditioner_is_a_square_operator_equal_to_its_transpose() {
+    // P⁻¹ = I + U diag(c) Uᵀ is N × N and symmetric: as a faer `LinOp`, `conj_apply`
+    // (P⁻ᵀ, real) gives the same block as `apply`.
+    use faer::dyn_stack::{MemBuffer, MemStack};
+    use faer::matrix_free::LinOp;
+    let (n, p, r) = (40, 20, 8);
+    let (pb, _a, theta) = weighted_problem(n, p, 80);
+    let mut lin = pb.linearize(&theta).unwrap();
+    let sk = NystromSketch::build(&lin.gram(0.0), r, 9, 1.0, 0, Par::Seq).unwrap();
+    let pinv = sk.preconditioner(1e-3);
+    assert_eq!((pinv.nrows(), pinv.ncols()), (p, p));
+    let v = common::mat(&mut rng(81), p, 2);
+    let mut mem = MemBuffer::new(pinv.apply_scratch(2, Par::Seq));
+    let (mut a, mut t) = (Mat::<f64>::zeros(p, 2), Mat::<f64>::zeros(p, 2));
+    pinv.apply(a.as_mut(), v.as_ref(), Par::Seq, MemStack::new(&mut mem));
+    pinv.conj_apply(t.as_mut(), v.as_ref(), Par::Seq, MemStack::new(&mut mem));
+    assert!(max_rel_diff(&a, &t) <= 1e-15);
+    // …and P⁻¹v is not v (c ≠ 0 on range U): the check above compares two real products.
+    assert!(max_rel_diff(&a, &v) >= 1e-3);
+}
