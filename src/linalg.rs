@@ -51,16 +51,15 @@ unsafe fn vzeroupper() {
     std::arch::x86_64::_mm256_zeroupper();
 }
 
-/// `out (+)= α A B` through faer, then [`clear_upper_simd_state`]: for GEMMs followed by
+/// `out (+)= A B` through faer, then [`clear_upper_simd_state`]: for GEMMs followed by
 /// elementwise work.
 pub(crate) fn matmul_then_scalar(
     out: faer::MatMut<'_, f64>,
     accum: Accum,
     a: MatRef<'_, f64>,
     b: MatRef<'_, f64>,
-    alpha: f64,
     par: Par,
 ) {
-    matmul(out, accum, a, b, alpha, par);
+    matmul(out, accum, a, b, 1.0, par);
     clear_upper_simd_state();
 }

@@ -31,8 +31,8 @@
 //! the GEMM rate. The constants were chosen by measurement (docs/performance.md).
 
 use super::linearization::{view, view_mut, MlpLinearization};
-use super::pointwise::{gemm, mul_by, thin_product};
-use super::sensitivity::{gram_diagonal_cols, jvp_cols, vjp_cols, Cached};
+use super::pointwise::{gemm, mul_by, thin_product, Strided};
+use super::sensitivity::{gram_diagonal_cols, jvp_cols, vjp_cols, Cached, Chunk};
 use super::workspace::Workspace;
 use super::Mlp;
 use crate::model::{Linearization, Model};
@@ -232,7 +232,7 @@ fn jvp_by_chunks(lin: &mut MlpLinearization<'_>, c: usize, v: &[f64], out: &mut 
     let run = |(g, (o, sc)): &mut (usize, (&mut [f64], &mut GroupScratch))| {
         for (k, ok) in o.chunks_mut(c).enumerate() {
             let j0 = (*g * per_group + k) * c;
-            jvp_cols(&cache, v, (j0, ok.len()), &mut sc.bufs[0], ok, Par::Seq);
+            jvp_cols(cache.chunk(j0, ok.len()), v, &mut sc.bufs[0], ok, Par::Seq);
         }
     };
     match model.par {
@@ -269,18 +269,18 @@ pub(super) fn gram_product(
             let GroupScratch { bufs, jt, .. } = sc;
             let [z, e] = bufs;
             let jt = &mut jt[..c];
-            jvp_cols(cache, t, (j0, c), z, jt, Par::Seq);
+            jvp_cols(cache.chunk(j0, c), t, z, jt, Par::Seq);
             jt.iter_mut().zip(&w[j0..j0 + c]).for_each(|(s, w)| *s *= w);
-            vjp_cols(cache, jt, (j0, c), e, target, (accum, Par::Seq));
+            vjp_cols(cache.chunk(j0, c), jt, e, target, (accum, Par::Seq));
         };
         return sum_over_chunks(lin, c, out, &chunk);
     }
     let chunk = |cache: &Cached<'_>,
-                 range: (usize, usize),
+                 (j0, c): (usize, usize),
                  sc: &mut GroupScratch,
                  target: &mut [f64],
                  accum: Accum| {
-        chunk_product(cache, (w, t), range, sc, target, accum);
+        chunk_product(cache.chunk(j0, c), (w, t), sc, target, accum);
     };
     sum_over_chunks(lin, c, out, &chunk);
 }
@@ -308,7 +308,13 @@ pub(super) fn sample_gram_product(
                  target: &mut [f64],
                  accum: Accum| {
         let e = &mut sc.bufs[1];
-        vjp_cols(cache, &s[j0..j0 + c], (j0, c), e, target, (accum, Par::Seq));
+        vjp_cols(
+            cache.chunk(j0, c),
+            &s[j0..j0 + c],
+            e,
+            target,
+            (accum, Par::Seq),
+        );
     };
     sum_over_chunks(lin, c, scratch, &chunk);
     jvp_by_chunks(lin, c, scratch, out);
@@ -327,7 +333,8 @@ pub(super) fn gram_diagonal(lin: &mut MlpLinearization<'_>, w: &[f64], out: &mut
                  target: &mut [f64],
                  accum: Accum| {
         let bufs = (&mut sc.bufs[0][..], &mut sc.sq[..]);
-        gram_diagonal_cols(cache, &w[j0..j0 + c], (j0, c), bufs, target, (accum, par));
+        let at = cache.chunk(j0, c);
+        gram_diagonal_cols(at, &w[j0..j0 + c], bufs, target, (accum, par));
     };
     sum_over_chunks(lin, c, out, &chunk);
 }
@@ -336,13 +343,13 @@ pub(super) fn gram_diagonal(lin: &mut MlpLinearization<'_>, w: &[f64], out: &mut
 /// network with `q > 1` outputs: the tangent through every layer, `W_c`, the backward
 /// pass, all on `c`-wide blocks.
 fn chunk_product(
-    sh: &Cached<'_>,
+    chunk: Chunk<'_, '_>,
     (w_all, t): (&[f64], &[f64]),
-    (j0, c): (usize, usize),
     sc: &mut GroupScratch,
     target: &mut [f64],
     accum: Accum,
 ) {
+    let Chunk { cache: sh, j0, c } = chunk;
     let model = sh.model;
     let (w, nl) = (&model.widths, model.n_layers());
     let q = w[nl];
@@ -359,7 +366,7 @@ fn chunk_product(
         // The top layer's σ' is applied with the weights below.
         let d = (!last).then(|| sh.deriv(l, j0, c)).flatten();
         let (dt, input) = (model.layer(t, l), sh.input(l, j0, c));
-        if l == 0 && thin_product(dst, n_out, dt, input, d, Par::Seq) {
+        if l == 0 && thin_product(Strided::new(dst, n_out, n_out), dt, input, d, Par::Seq) {
             continue;
         }
         gemm(view_mut(dst, n_out, c), Accum::Replace, dt, input, Par::Seq);
@@ -392,7 +399,7 @@ fn chunk_product(
             let wt = model.layer(sh.theta, l).subcols(0, n_in).transpose();
             let d = sh.deriv(l - 1, j0, c);
             let dst = &mut y[..n_in * c];
-            if !thin_product(dst, n_in, wt, zbar, d, Par::Seq) {
+            if !thin_product(Strided::new(dst, n_in, n_in), wt, zbar, d, Par::Seq) {
                 gemm(view_mut(dst, n_in, c), Accum::Replace, wt, zbar, Par::Seq);
                 if let Some(d) = d {
                     mul_by(dst, d, Par::Seq);

@@ -7,7 +7,7 @@
 //! `diag_l = Σ_j (w_{·j} ⊙ δ^{(j)}_l ²) ([a_l; 1]²)ᵀ`: one backward pass and one GEMM per
 //! layer for each output component.
 
-use super::linearization::{back_through, layer_input, view, view_mut, MlpLinearization};
+use super::linearization::{back_through, layer_input, view, view_mut, MlpLinearization, NetAt};
 use super::pointwise::{gemm, seed_output_unit};
 use crate::model::Model;
 use faer::Accum;
@@ -44,7 +44,12 @@ pub(super) fn gram_diagonal(lin: &mut MlpLinearization<'_>, w: &[f64], out: &mut
             let sq = view(&sq_in, n_in + 1, m);
             gemm(g, Accum::Add, view(&e, n_out, m), sq.transpose(), par);
             if l > 0 {
-                back_through(model, theta, derivs, l, view(x, n_out, m), y);
+                let net = NetAt {
+                    model,
+                    theta,
+                    derivs,
+                };
+                back_through(net, l, view(x, n_out, m), y);
                 std::mem::swap(&mut x, &mut y);
             }
         }

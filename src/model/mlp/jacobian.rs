@@ -8,7 +8,7 @@
 //! which after one transpose of each are contiguous. Cost `O(q·m·p)`, against `p` jvps
 //! (each a full forward-like pass) for the generic construction.
 
-use super::linearization::{back_through, layer_input, view, view_mut, MlpLinearization};
+use super::linearization::{back_through, layer_input, view, view_mut, MlpLinearization, NetAt};
 use super::pointwise::seed_output_unit;
 use crate::model::{col_slice_mut, Model};
 use faer::prelude::ReborrowMut;
@@ -51,7 +51,12 @@ pub(super) fn dense_jacobian(lin: &mut MlpLinearization<'_>, mut jac: MatMut<'_,
                 }
             }
             if l > 0 {
-                back_through(model, theta, derivs, l, view(x, n_out, m), y);
+                let net = NetAt {
+                    model,
+                    theta,
+                    derivs,
+                };
+                back_through(net, l, view(x, n_out, m), y);
                 std::mem::swap(&mut x, &mut y);
             }
         }

@@ -18,7 +18,7 @@
 //! the passes of `mlp/gram_diag.rs`), scaled by `√w` and accumulated with one GEMM per
 //! layer. Cost: `q` backward passes and `Σ_l m((n_l+1)² + q·n_{l+1}²)` multiply–adds.
 
-use super::linearization::{back_through, layer_input, view, view_mut, MlpLinearization};
+use super::linearization::{back_through, layer_input, view, view_mut, MlpLinearization, NetAt};
 use super::pointwise::{gemm, seed_output_unit};
 use crate::model::{KfacFactors, Model};
 use faer::{Accum, Mat};
@@ -73,7 +73,12 @@ pub(super) fn kfac_factors(lin: &mut MlpLinearization<'_>, w: &[f64]) -> Vec<Kfa
             let s = view(&scaled, n_out, m);
             gemm(factors[l].b.as_mut(), Accum::Add, s, s.transpose(), par);
             if l > 0 {
-                back_through(model, theta, derivs, l, view(x, n_out, m), y);
+                let net = NetAt {
+                    model,
+                    theta,
+                    derivs,
+                };
+                back_through(net, l, view(x, n_out, m), y);
                 std::mem::swap(&mut x, &mut y);
             }
         }

@@ -16,7 +16,7 @@
 //! (`mlp/sensitivity.rs`, one GEMM per layer for each of jvp and vjp), which then occupy
 //! the rows of `ȧ_l`.
 
-use super::pointwise::{activate, gemm, mul_by, mul_into, thin_product};
+use super::pointwise::{activate, gemm, mul_by, mul_into, thin_product, Strided};
 use super::sensitivity::{jvp_cols, vjp_cols, Cached};
 use super::workspace::Workspace;
 use super::Mlp;
@@ -69,20 +69,33 @@ pub(super) fn layer_input<'s>(model: &'s Mlp, acts: &'s [Vec<f64>], l: usize) ->
     }
 }
 
+/// The network at θ with the activation derivatives `σ'_l` of its forward pass: what a
+/// step of back-propagation reads.
+#[derive(Clone, Copy)]
+pub(super) struct NetAt<'a> {
+    pub(super) model: &'a Mlp,
+    pub(super) theta: &'a [f64],
+    pub(super) derivs: &'a [Vec<f64>],
+}
+
 /// One step of back-propagation below layer `l ≥ 1`: `y ← σ'_{l-1} ⊙ (W_lᵀ z̄_{l+1})`,
 /// the `n_l × m` cotangent `z̄_l` (the derivative multiply skipped for the identity).
-pub(super) fn back_through(
-    model: &Mlp,
-    theta: &[f64],
-    derivs: &[Vec<f64>],
-    l: usize,
-    zbar: MatRef<'_, f64>,
-    y: &mut [f64],
-) {
+pub(super) fn back_through(net: NetAt<'_>, l: usize, zbar: MatRef<'_, f64>, y: &mut [f64]) {
+    let NetAt {
+        model,
+        theta,
+        derivs,
+    } = net;
     let (n_in, m, par) = (model.widths[l], model.n_samples(), model.par);
     let wl = model.layer(theta, l).subcols(0, n_in);
     let d = (!model.activations[l - 1].is_identity()).then(|| derivs[l - 1].as_slice());
-    if thin_product(&mut y[..n_in * m], n_in, wl.transpose(), zbar, d, par) {
+    if thin_product(
+        Strided::new(&mut y[..n_in * m], n_in, n_in),
+        wl.transpose(),
+        zbar,
+        d,
+        par,
+    ) {
         return;
     }
     gemm(
@@ -115,7 +128,12 @@ impl<'a> MlpLinearization<'a> {
             let input = layer_input(model, done, l);
             gemm(z, Accum::Replace, model.layer(theta, l), input, model.par);
             let act = model.activations[l];
-            activate(act, target, ld, n_out, Some(&mut ws.derivs[l]), model.par);
+            activate(
+                act,
+                Strided::new(target, ld, n_out),
+                Some(&mut ws.derivs[l]),
+                model.par,
+            );
         }
         for (l, t) in ws.acts_t.iter_mut().enumerate() {
             let input = layer_input(model, &ws.acts, l);
@@ -146,7 +164,7 @@ impl<'a> MlpLinearization<'a> {
                     false => (&mut self.ws.acts[0][n_out + 1..], 2 * n_out + 1),
                 };
                 let (dt, x) = (model.layer(t, 0), model.inputs.as_ref());
-                if thin_product(dst, ld, dt, x, d, par) {
+                if thin_product(Strided::new(dst, ld, n_out), dt, x, d, par) {
                     continue;
                 }
             }
@@ -177,7 +195,12 @@ impl<'a> MlpLinearization<'a> {
             } else {
                 // ȧ_{l+1} = σ' ⊙ ż_{l+1}, straight into the rows the next GEMM reads.
                 let dst = &mut self.ws.acts[l][n_out + 1..];
-                mul_into(dst, 2 * n_out + 1, &z[..n_out * m], d, n_out, par);
+                mul_into(
+                    Strided::new(dst, 2 * n_out + 1, n_out),
+                    &z[..n_out * m],
+                    d,
+                    par,
+                );
             }
         }
     }
@@ -193,7 +216,7 @@ impl<'a> MlpLinearization<'a> {
         // z̄_L = σ' ⊙ s, or s itself for the identity (no copy).
         let mut in_s = model.activations[nl - 1].is_identity();
         if !in_s {
-            mul_into(x, q, s, Some(&self.ws.derivs[nl - 1]), q, par);
+            mul_into(Strided::new(x, q, q), s, Some(&self.ws.derivs[nl - 1]), par);
         }
         for l in (0..nl).rev() {
             let (n_in, n_out) = (model.widths[l], model.widths[l + 1]);
@@ -206,7 +229,12 @@ impl<'a> MlpLinearization<'a> {
             let g = view_mut(&mut out[model.layer_range(l)], n_out, n_in + 1);
             gemm(g, Accum::Replace, zbar, input_t, par);
             if l > 0 {
-                back_through(model, &self.ws.theta, &self.ws.derivs, l, zbar, y);
+                let net = NetAt {
+                    model,
+                    theta: &self.ws.theta,
+                    derivs: &self.ws.derivs,
+                };
+                back_through(net, l, zbar, y);
                 std::mem::swap(&mut x, &mut y);
                 in_s = false;
             }
@@ -269,7 +297,7 @@ impl<'a> MlpLinearization<'a> {
         self.ensure_deltas();
         let (m, par) = (self.model.n_samples(), self.model.par);
         let (cache, [z, _]) = Cached::with_bufs(self.model, &mut self.ws);
-        jvp_cols(&cache, t, (0, m), z, out, par);
+        jvp_cols(cache.chunk(0, m), t, z, out, par);
     }
 
     /// `out = Jᵀ s` without `J`: through `δ` for a scalar output, else by layers.
@@ -280,7 +308,7 @@ impl<'a> MlpLinearization<'a> {
         self.ensure_deltas();
         let (m, par) = (self.model.n_samples(), self.model.par);
         let (cache, [e, _]) = Cached::with_bufs(self.model, &mut self.ws);
-        vjp_cols(&cache, s, (0, m), e, out, (Accum::Replace, par));
+        vjp_cols(cache.chunk(0, m), s, e, out, (Accum::Replace, par));
     }
 }
 
@@ -291,7 +319,6 @@ fn dense_product(a: MatRef<'_, f64>, v: &[f64], out: &mut [f64]) {
         Accum::Replace,
         a,
         ColRef::from_slice(v).as_mat(),
-        1.0,
         Par::Seq,
     );
 }

@@ -321,7 +321,8 @@ impl Model for Mlp {
             };
             let z = MatMut::from_column_major_slice_with_stride_mut(target, n_out, m, ld);
             pointwise::gemm(z, Accum::Replace, self.layer(theta, l), input, self.par);
-            pointwise::activate(self.activations[l], target, ld, n_out, None, self.par);
+            let z = pointwise::Strided::new(target, ld, n_out);
+            pointwise::activate(self.activations[l], z, None, self.par);
             if ld > n_out {
                 target
                     .iter_mut()

@@ -30,7 +30,23 @@ pub(super) fn gemm(
     let par = if flops < PAR_MIN_FLOPS { Par::Seq } else { par };
     // followed by elementwise passes (libm's exp/ln for sigmoid and softplus): clear the
     // upper SIMD state faer's kernels may leave dirty
-    crate::linalg::matmul_then_scalar(c, accum, a, b, 1.0, par);
+    crate::linalg::matmul_then_scalar(c, accum, a, b, par);
+}
+
+/// A `rows × m` block of sample columns stored with column stride `ld ≥ rows` in `data`
+/// (its first column at `data[0]`; `m` follows from the other operand): where the
+/// pointwise passes below write.
+pub(super) struct Strided<'a> {
+    pub(super) data: &'a mut [f64],
+    pub(super) ld: usize,
+    pub(super) rows: usize,
+}
+
+impl<'a> Strided<'a> {
+    /// The block of `rows`-long columns at stride `ld` in `data`.
+    pub(super) fn new(data: &'a mut [f64], ld: usize, rows: usize) -> Self {
+        Self { data, ld, rows }
+    }
 }
 
 /// `par`, or `Par::Seq` for a pointwise pass over `len` floats.
@@ -42,18 +58,11 @@ fn pointwise_par(len: usize, par: Par) -> Par {
     }
 }
 
-/// For each of the `m` columns of a `rows × m` block stored with column stride `ld` in
-/// `z`: `z ← σ(z)` and, column by column into the contiguous `rows × m` block `d`,
+/// For each of the `m` columns of the block `z`: `z ← σ(z)` and, column by column into the contiguous `rows × m` block `d`,
 /// `d ← σ'(z)`; with `d = None` only `z ← σ(z)` (a forward pass without derivatives). The
 /// identity is a no-op (`d` is then empty).
-pub(super) fn activate(
-    act: Activation,
-    z: &mut [f64],
-    ld: usize,
-    rows: usize,
-    d: Option<&mut [f64]>,
-    par: Par,
-) {
+pub(super) fn activate(act: Activation, z: Strided<'_>, d: Option<&mut [f64]>, par: Par) {
+    let Strided { data: z, ld, rows } = z;
     if act.is_identity() {
         return;
     }
@@ -89,21 +98,18 @@ pub(super) fn activate(
 }
 
 /// Runs `body(j, dst_j, d_j)` over the fixed chunks (`CHUNK_SAMPLES` columns each, chunk
-/// `j` from column `j·CHUNK_SAMPLES`) of a `rows × m` block stored with column stride `ld`
-/// in `dst` (its first column at `dst[0]`), together with the same columns of the
+/// `j` from column `j·CHUNK_SAMPLES`) of the `rows × m` block `dst`, together with the same columns of the
 /// contiguous `rows × m` block `d` when given; in parallel when the block is large enough
 /// and `par` allows. The chunking does not depend on the thread count.
-fn by_sample_chunks<F>(
-    dst: &mut [f64],
-    ld: usize,
-    rows: usize,
-    m: usize,
-    d: Option<&[f64]>,
-    par: Par,
-    body: F,
-) where
+fn by_sample_chunks<F>(dst: Strided<'_>, m: usize, d: Option<&[f64]>, par: Par, body: F)
+where
     F: Fn(usize, &mut [f64], Option<&[f64]>) + Sync + Send,
 {
+    let Strided {
+        data: dst,
+        ld,
+        rows,
+    } = dst;
     if m == 0 {
         return;
     }
@@ -123,16 +129,10 @@ fn by_sample_chunks<F>(
 }
 
 /// `dst ← src ⊙ d` (or `dst ← src` for `d = None`) for a `rows × m` block: `src` and `d`
-/// contiguous, `dst` with column stride `ld` (its first column at `dst[0]`). One pass, the
+/// contiguous, `dst` strided. One pass, the
 /// derivative multiply of a product fused with the copy into where the next GEMM reads.
-pub(super) fn mul_into(
-    dst: &mut [f64],
-    ld: usize,
-    src: &[f64],
-    d: Option<&[f64]>,
-    rows: usize,
-    par: Par,
-) {
+pub(super) fn mul_into(dst: Strided<'_>, src: &[f64], d: Option<&[f64]>, par: Par) {
+    let (ld, rows) = (dst.ld, dst.rows);
     let csrc = rows * CHUNK_SAMPLES;
     let body = |j: usize, dc: &mut [f64], wc: Option<&[f64]>| {
         let sc = &src[j * csrc..((j + 1) * csrc).min(src.len())];
@@ -147,7 +147,7 @@ pub(super) fn mul_into(
             }
         }
     };
-    by_sample_chunks(dst, ld, rows, src.len() / rows, d, par, body);
+    by_sample_chunks(dst, src.len() / rows, d, par, body);
 }
 
 /// Largest inner dimension that [`thin_product`] takes.
@@ -155,7 +155,7 @@ pub(super) const THIN_K: usize = 4;
 
 /// `dst[:, i] ← d[:, i] ⊙ (A b[:, i])` (or `A b[:, i]` for `d = None`) for a `rows × k`
 /// matrix `A` with contiguous columns and `k ≤ THIN_K`; `b` is `k × m`, `d` contiguous
-/// `rows × m`, `dst` has column stride `ld` (its first column at `dst[0]`). Returns `false`,
+/// `rows × m`, `dst` strided with `dst.rows = rows`. Returns `false`,
 /// touching nothing, when `A` does not qualify.
 ///
 /// One pass that writes each output once, where a GEMM followed by a derivative multiply
@@ -164,14 +164,14 @@ pub(super) const THIN_K: usize = 4;
 /// (`σ' ⊙ (wᵀ z̄)`, rank one). Each entry sums `c = 0, 1, …, k−1` in that order, with
 /// no reduction across samples, so the result does not depend on the thread count.
 pub(super) fn thin_product(
-    dst: &mut [f64],
-    ld: usize,
+    dst: Strided<'_>,
     a: MatRef<'_, f64>,
     b: MatRef<'_, f64>,
     d: Option<&[f64]>,
     par: Par,
 ) -> bool {
-    let (rows, k) = (a.nrows(), a.ncols());
+    let (rows, k, ld) = (a.nrows(), a.ncols(), dst.ld);
+    debug_assert_eq!(dst.rows, rows);
     if k == 0 || k > THIN_K {
         return false;
     }
@@ -199,7 +199,7 @@ pub(super) fn thin_product(
             }
         }
     };
-    by_sample_chunks(dst, ld, rows, b.ncols(), d, par, body);
+    by_sample_chunks(dst, b.ncols(), d, par, body);
     true
 }
 

@@ -22,8 +22,8 @@
 //! never uses for a tangent: no memory beyond the tangent products'. `δ_{L−1}` is `σ'_{L−1}`
 //! itself (all ones for the identity output).
 
-use super::linearization::{back_through, view, view_mut};
-use super::pointwise::{gemm, mul_into, thin_product};
+use super::linearization::{back_through, view, view_mut, NetAt};
+use super::pointwise::{gemm, mul_into, thin_product, Strided};
 use super::workspace::Workspace;
 use super::Mlp;
 use crate::model::Model;
@@ -47,6 +47,11 @@ pub(super) struct Cached<'s> {
 }
 
 impl<'s> Cached<'s> {
+    /// The samples `j0 … j0+c` of this linearisation.
+    pub fn chunk(&self, j0: usize, c: usize) -> Chunk<'_, 's> {
+        Chunk { cache: self, j0, c }
+    }
+
     /// The read-only parts of `ws`, and its two scratch blocks.
     pub fn with_bufs(model: &'s Mlp, ws: &'s mut Workspace) -> (Self, &'s mut [Vec<f64>; 2]) {
         let Workspace {
@@ -126,29 +131,42 @@ pub(super) fn ensure_deltas(model: &Mlp, ws: &mut Workspace) {
                 MatRef::from_column_major_slice_with_stride(&ws.acts[l][n_out + 1..], n_out, m, ld)
             }
         };
-        back_through(model, &ws.theta, &ws.derivs, l, delta_l, buf);
+        let net = NetAt {
+            model,
+            theta: &ws.theta,
+            derivs: &ws.derivs,
+        };
+        back_through(net, l, delta_l, buf);
         let dst = &mut ws.acts[l - 1][n_in + 1..];
-        mul_into(dst, 2 * n_in + 1, &buf[..n_in * m], None, n_in, par);
+        mul_into(
+            Strided::new(dst, 2 * n_in + 1, n_in),
+            &buf[..n_in * m],
+            None,
+            par,
+        );
     }
     ws.deltas_ready = true;
 }
 
-/// `out = J t` on the samples `j0 … j0+c` (`out` has `c` entries); `z` is scratch of
-/// `max n_l · c` floats. Sums layer after layer, each row in order.
-pub(super) fn jvp_cols(
-    cache: &Cached<'_>,
-    t: &[f64],
-    (j0, c): (usize, usize),
-    z: &mut [f64],
-    out: &mut [f64],
-    par: Par,
-) {
+/// The samples `j0 … j0+c` of the cached linearisation ([`Cached::chunk`]): what the
+/// chunk products below work on.
+#[derive(Clone, Copy)]
+pub(super) struct Chunk<'c, 's> {
+    pub(super) cache: &'c Cached<'s>,
+    pub(super) j0: usize,
+    pub(super) c: usize,
+}
+
+/// `out = J t` on the samples `j0 … j0+c` of `chunk` (`out` has `c` entries); `z` is
+/// scratch of `max n_l · c` floats. Sums layer after layer, each row in order.
+pub(super) fn jvp_cols(chunk: Chunk<'_, '_>, t: &[f64], z: &mut [f64], out: &mut [f64], par: Par) {
+    let Chunk { cache, j0, c } = chunk;
     let model = cache.model;
     for l in 0..model.n_layers() {
         let n_out = model.widths[l + 1];
         let (dt, input) = (model.layer(t, l), cache.input(l, j0, c));
         let zl = &mut z[..n_out * c];
-        if !(l == 0 && thin_product(zl, n_out, dt, input, None, par)) {
+        if !(l == 0 && thin_product(Strided::new(zl, n_out, n_out), dt, input, None, par)) {
             gemm(view_mut(zl, n_out, c), Accum::Replace, dt, input, par);
         }
         let (zl, delta): (&[f64], _) = (zl, cache.delta(l, j0));
@@ -163,7 +181,7 @@ pub(super) fn jvp_cols(
     }
 }
 
-/// `out (=|+=) J_cᵀ s` on the samples `j0 … j0+c` (`s` has `c` entries, `out` `p`);
+/// `out (=|+=) J_cᵀ s` on the samples `j0 … j0+c` of `chunk` (`s` has `c` entries, `out` `p`);
 /// `e` is scratch of `max n_l · c` floats.
 ///
 /// The layers are independent here, so they run from the top down: in a fused chunk the
@@ -174,13 +192,13 @@ pub(super) fn jvp_cols(
 /// × 257 on hot data 54 GFLOP/s each; the whole-batch vjp at L 29–35 ms either way, at XL
 /// 180–186 ms; docs/performance.md).
 pub(super) fn vjp_cols(
-    cache: &Cached<'_>,
+    chunk: Chunk<'_, '_>,
     s: &[f64],
-    (j0, c): (usize, usize),
     e: &mut [f64],
     out: &mut [f64],
     (accum, par): (Accum, Par),
 ) {
+    let Chunk { cache, j0, c } = chunk;
     let model = cache.model;
     for l in (0..model.n_layers()).rev() {
         let (n_in, n_out) = (model.widths[l], model.widths[l + 1]);
@@ -196,17 +214,17 @@ pub(super) fn vjp_cols(
     }
 }
 
-/// `out (=|+=) diag(J_cᵀ diag(w_c) J_c)` on the samples `j0 … j0+c` (`w` has `c`
+/// `out (=|+=) diag(J_cᵀ diag(w_c) J_c)` on the samples `j0 … j0+c` of `chunk` (`w` has `c`
 /// entries, `out` `p`); `e` holds `max n_l · c` and `sq` `max(n_l + 1) · c` floats (the
 /// squares `[a_l; 1]²`, right factor as a transposed view like [`vjp_cols`]).
 pub(super) fn gram_diagonal_cols(
-    cache: &Cached<'_>,
+    chunk: Chunk<'_, '_>,
     w: &[f64],
-    (j0, c): (usize, usize),
     (e, sq): (&mut [f64], &mut [f64]),
     out: &mut [f64],
     (accum, par): (Accum, Par),
 ) {
+    let Chunk { cache, j0, c } = chunk;
     let model = cache.model;
     for l in 0..model.n_layers() {
         let (n_in, n_out) = (model.widths[l], model.widths[l + 1]);

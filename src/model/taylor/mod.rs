@@ -179,7 +179,7 @@ impl TaylorMlp {
             let (w, b) = self.layer(theta, l);
             let zin = zs.last().expect("the input block is there");
             let mut a = Mat::<f64>::zeros(w.nrows(), c * m);
-            matmul(a.as_mut(), Accum::Replace, w, zin.as_ref(), 1.0, par);
+            matmul(a.as_mut(), Accum::Replace, w, zin.as_ref(), par);
             for i in 0..m {
                 a.col_as_slice_mut(i)
                     .iter_mut()
@@ -279,18 +279,10 @@ impl TaylorPass {
                 Accum::Replace,
                 dw,
                 self.zs[l].as_ref(),
-                1.0,
                 self.par,
             );
             if l > 0 {
-                matmul(
-                    dot.as_mut(),
-                    Accum::Add,
-                    w,
-                    prev[l - 1].as_ref(),
-                    1.0,
-                    self.par,
-                );
+                matmul(dot.as_mut(), Accum::Add, w, prev[l - 1].as_ref(), self.par);
             }
             for i in 0..m {
                 dot.col_as_slice_mut(i)
@@ -327,7 +319,6 @@ impl TaylorPass {
                 Accum::Replace,
                 w.transpose(),
                 rest[0].as_ref(),
-                1.0,
                 self.par,
             );
             self.hidden[l - 1].cotangent(zbar);
@@ -348,7 +339,6 @@ impl TaylorPass {
                 Accum::Replace,
                 bar.as_ref(),
                 self.zs[l].transpose(),
-                1.0,
                 self.par,
             );
             for (u, gb) in out[bo..bo + no].iter_mut().enumerate() {
