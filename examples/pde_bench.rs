@@ -15,7 +15,7 @@
 //! Timings are wall time: quote the machine's load with them.
 
 use argmin::core::{Executor, State};
-use natgrad::model::{DiffOperator, Model, Pinn, TaylorMlp};
+use natgrad::model::{Collocation, DiffOperator, Model, Pinn, TaylorMlp};
 use natgrad::problems::pinn::{poisson_2d, poisson_exact};
 use natgrad::{
     Euclidean, FitProblem, LinearSolver, Linearization, NaturalGradient, SquaredError, StepControl,
@@ -44,10 +44,8 @@ fn specialised(case: &natgrad::problems::pinn::PinnCase) -> Pinn {
     Pinn::new(
         net,
         op,
-        interior,
-        source,
-        boundary,
-        vec![0.0; boundary.ncols()],
+        Collocation::new(interior, source),
+        Collocation::new(boundary, vec![0.0; boundary.ncols()]),
         1.0,
     )
     .expect("valid PINN")

@@ -17,7 +17,7 @@ use common::{mat, rng, sparse_spd, spd, vec};
 use faer::Mat;
 use natgrad::argmin_adapter::least_squares;
 use natgrad::model::{
-    Activation, DiffOperator, LinearModel, Mlp, Model, Pinn, QuadraticModel, TaylorMlp,
+    Activation, Collocation, DiffOperator, LinearModel, Mlp, Model, Pinn, QuadraticModel, TaylorMlp,
 };
 use natgrad::model::{ChannelSet, Smooth};
 use natgrad::pde::{DualNum, EnergyDensity, EnergyTerm, Fields, Point, RitzModel};
@@ -51,7 +51,11 @@ fn classic_pinn() -> Pinn {
     };
     let f = (0..5).map(|i| (i as f64).sin()).collect();
     let g = (0..3).map(|j| (j as f64).cos()).collect();
-    Pinn::new(net, op, xi.as_ref(), f, xb.as_ref(), g, 2.5).unwrap()
+    let (interior, boundary) = (
+        Collocation::new(xi.as_ref(), f),
+        Collocation::new(xb.as_ref(), g),
+    );
+    Pinn::new(net, op, interior, boundary, 2.5).unwrap()
 }
 
 /// `e = ½|∇u|² + ¼u⁴ − u` in 1D.

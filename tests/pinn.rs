@@ -7,7 +7,7 @@ use common::taylor_ref::{channels_by_duals, reference, Act};
 use common::{rel_diff, rng, vec};
 use faer::Mat;
 use natgrad::check::{adjointness_error, jacobian_by_jvps, max_rel_diff};
-use natgrad::model::{ChannelSet, DiffOperator, Model, Pinn, Smooth, TaylorMlp};
+use natgrad::model::{ChannelSet, Collocation, DiffOperator, Model, Pinn, Smooth, TaylorMlp};
 use natgrad::Linearization;
 use num_dual::Dual64;
 use rand::Rng;
@@ -29,7 +29,11 @@ fn pinn(widths: Vec<usize>, m_int: usize, m_bnd: usize) -> Pinn {
     let xb = points(8, d, m_bnd);
     let f = (0..m_int).map(|i| (i as f64).sin()).collect();
     let g = (0..m_bnd).map(|j| (j as f64).cos()).collect();
-    Pinn::new(net, op, xi.as_ref(), f, xb.as_ref(), g, 2.5).unwrap()
+    let (interior, boundary) = (
+        Collocation::new(xi.as_ref(), f),
+        Collocation::new(xb.as_ref(), g),
+    );
+    Pinn::new(net, op, interior, boundary, 2.5).unwrap()
 }
 
 /// The PINN outputs written from their definition over dual numbers (the network's
@@ -142,10 +146,8 @@ fn pinn_rejects_bad_input() {
     let e = Pinn::new(
         net.clone(),
         op,
-        x.as_ref(),
-        vec![0.0; 3],
-        x.as_ref(),
-        vec![0.0; 3],
+        Collocation::new(x.as_ref(), vec![0.0; 3]),
+        Collocation::new(x.as_ref(), vec![0.0; 3]),
         1.0,
     )
     .unwrap_err();
@@ -162,10 +164,8 @@ fn pinn_rejects_bad_input() {
     let e = Pinn::new(
         net.clone(),
         op.clone(),
-        x.as_ref(),
-        vec![0.0, f64::NAN, 0.0],
-        x.as_ref(),
-        vec![0.0; 3],
+        Collocation::new(x.as_ref(), vec![0.0, f64::NAN, 0.0]),
+        Collocation::new(x.as_ref(), vec![0.0; 3]),
         1.0,
     )
     .unwrap_err();

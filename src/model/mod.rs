@@ -25,7 +25,7 @@ pub use closure::{ClosureLinearization, ClosureModel};
 pub use kfac::KfacFactors;
 pub use linear::{Design, LinearLinearization, LinearModel};
 pub use mlp::{Mlp, MlpLinearization};
-pub use pinn::{DiffOperator, Pinn, PinnLinearization};
+pub use pinn::{Collocation, DiffOperator, Pinn, PinnLinearization};
 pub use quadratic::QuadraticModel;
 pub use taylor::{ChannelSet, SecondOrder, Smooth, TaylorActivation, TaylorMlp};
 

@@ -30,6 +30,24 @@ pub struct DiffOperator {
     pub value: f64,
 }
 
+/// Points `x_j` (`d × m`, one per column) and a value `v_j` at each: the interior
+/// collocation points with the source `f(x_i)`, or the boundary points with the data
+/// `g(x_j)`, of [`Pinn::new`].
+#[derive(Debug, Clone)]
+pub struct Collocation<'a> {
+    /// The points, `d × m`.
+    pub points: MatRef<'a, f64>,
+    /// One value per point (length `m`).
+    pub values: Vec<f64>,
+}
+
+impl<'a> Collocation<'a> {
+    /// Points and their values (sizes checked by [`Pinn::new`]).
+    pub fn new(points: MatRef<'a, f64>, values: Vec<f64>) -> Self {
+        Self { points, values }
+    }
+}
+
 /// A PINN: tanh network, differential operator, collocation and boundary data.
 #[derive(Debug, Clone)]
 pub struct Pinn {
@@ -49,15 +67,17 @@ pub struct Pinn {
 impl Pinn {
     /// Builds the model. `interior` is `d × m_Ω` with the source values `f(x_i)`,
     /// `boundary` is `d × m_∂` with data `g(x_j)`; `boundary_weight` is `β > 0`.
+    /// Fails with a typed error on mismatched sizes, non-finite points or values, no
+    /// interior point, or `β ≤ 0`.
     pub fn new(
         net: TaylorMlp,
         op: DiffOperator,
-        interior: MatRef<'_, f64>,
-        source: Vec<f64>,
-        boundary: MatRef<'_, f64>,
-        boundary_values: Vec<f64>,
+        interior: Collocation<'_>,
+        boundary: Collocation<'_>,
         boundary_weight: f64,
     ) -> Result<Self> {
+        let (interior, source) = (interior.points, interior.values);
+        let (boundary, boundary_values) = (boundary.points, boundary.values);
         let d = net.input_dim();
         check_len(
             "Pinn: advection vector vs input dimension",
@@ -228,15 +248,22 @@ impl Model for Pinn {
         }
         let d = self.net.input_dim();
         let pick = |idx: &[usize]| Mat::from_fn(d, idx.len(), |k, j| self.points[(k, idx[j])]);
-        let mut sub = Pinn::new(
-            self.net.clone(),
-            self.op.clone(),
-            pick(&int).as_ref(),
+        let (int_points, bnd_points) = (pick(&int), pick(&bnd));
+        let interior = Collocation::new(
+            int_points.as_ref(),
             int.iter().map(|&i| self.source[i]).collect(),
-            pick(&bnd).as_ref(),
+        );
+        let boundary = Collocation::new(
+            bnd_points.as_ref(),
             bnd.iter()
                 .map(|&i| self.boundary_values[i - self.m_interior])
                 .collect(),
+        );
+        let mut sub = Pinn::new(
+            self.net.clone(),
+            self.op.clone(),
+            interior,
+            boundary,
             self.boundary_weight,
         )?;
         sub.par = self.par;

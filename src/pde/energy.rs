@@ -1,7 +1,7 @@
 //! Energy (Deep Ritz) losses: a user-written pointwise energy density over dual numbers,
 //! and one quadrature term `Σ_i w_i e(x_i, u, ∇u, …)` of the energy.
 
-use super::residual::{Fields, Point};
+use super::residual::{Channels, Fields, Point};
 use super::term::{check_data, check_shape};
 use crate::error::{check_finite, check_finite_mat, check_len, Error, Result};
 use crate::model::taylor::ChannelSet;
@@ -54,11 +54,15 @@ impl<E: EnergyDensity> ErasedDensity for E {
 pub(crate) fn density_derivatives(
     e: &dyn ErasedDensity,
     p: &Point<'_>,
-    channels: &[f64],
-    (q, set): (usize, &ChannelSet),
+    channels: Channels<'_>,
     grad: &mut [f64],
     hess: &mut [f64],
 ) -> std::result::Result<f64, String> {
+    let Channels {
+        values: channels,
+        q,
+        set,
+    } = channels;
     let k = channels.len();
     let mut seeds: Vec<HyperDual64> = channels.iter().map(|&c| HyperDual64::from(c)).collect();
     let mut value = f64::NAN;
@@ -112,7 +116,12 @@ pub fn energy_derivatives<E: EnergyDensity>(
     let k = q * set.len();
     check_len("energy_derivatives: channels", k, channels.len())?;
     let (mut grad, mut hess) = (vec![0.0; k], vec![0.0; k * k]);
-    density_derivatives(density, point, channels, (q, set), &mut grad, &mut hess)
+    let at = Channels {
+        values: channels,
+        q,
+        set,
+    };
+    density_derivatives(density, point, at, &mut grad, &mut hess)
         .map(|e| (e, grad, hess))
         .map_err(|missing| {
             Error::InvalidSetting(format!("the density reads {missing}, not in {set:?}"))

@@ -6,7 +6,7 @@
 //! numbers, once per linearisation) times the Taylor pass's channel Jacobian (batched
 //! GEMMs per product).
 
-use super::residual::{value_and_gradient, value_only};
+use super::residual::{value_and_gradient, value_only, Channels};
 use super::term::Term;
 use crate::error::{check_len, Error, Result};
 use crate::model::taylor::{ChannelSet, TaylorMlp, TaylorPass};
@@ -147,14 +147,20 @@ impl PdeModel {
             Self::gather(&pass, q, i, &mut ch);
             let x = t.points.col_as_slice(i);
             let g = &mut grad[i * k..(i + 1) * k];
-            let r = value_and_gradient(&*t.residual, &t.point(i, x), &ch, q, &t.set, &mut seeds, g)
-                .map_err(|missing| {
+            let at = Channels {
+                values: &ch,
+                q,
+                set: &t.set,
+            };
+            let r = value_and_gradient(&*t.residual, &t.point(i, x), at, &mut seeds, g).map_err(
+                |missing| {
                     Error::InvalidSetting(format!(
                         "term `{}`: the residual read {missing} at point {i}, which the term \
                          does not carry",
                         t.name
                     ))
-                })?;
+                },
+            )?;
             let bad = std::iter::once(r)
                 .chain(g.iter().copied())
                 .find(|v| !v.is_finite());

@@ -151,6 +151,15 @@ impl<R: Residual> ErasedResidual for R {
     }
 }
 
+/// The `K = q·C` channel values at one point: channel `c` of output `o` (`q` outputs, the
+/// channels of `set`) at `values[c·q + o]`.
+#[derive(Clone, Copy)]
+pub(crate) struct Channels<'a> {
+    pub(crate) values: &'a [f64],
+    pub(crate) q: usize,
+    pub(crate) set: &'a ChannelSet,
+}
+
 /// The residual and its gradient with respect to the `K = q·C` channels at one point, by
 /// `K` forward-mode evaluations (one `Dual64` seed per channel: the residuals are cheap
 /// and `K` is small, so this beats a vector dual's heap-allocated gradients). Writes
@@ -159,12 +168,15 @@ impl<R: Residual> ErasedResidual for R {
 pub(crate) fn value_and_gradient(
     r: &dyn ErasedResidual,
     p: &Point<'_>,
-    channels: &[f64],
-    q: usize,
-    set: &ChannelSet,
+    channels: Channels<'_>,
     seeds: &mut [Dual64],
     grad: &mut [f64],
 ) -> Result<f64, String> {
+    let Channels {
+        values: channels,
+        q,
+        set,
+    } = channels;
     for (s, &c) in seeds.iter_mut().zip(channels) {
         *s = Dual64::from(c);
     }
@@ -210,7 +222,12 @@ pub fn residual_gradient<R: Residual>(
     crate::error::check_len("residual_gradient: channels", q * set.len(), channels.len())?;
     let mut seeds = vec![Dual64::from(0.0); channels.len()];
     let mut grad = vec![0.0; channels.len()];
-    value_and_gradient(residual, point, channels, q, set, &mut seeds, &mut grad)
+    let at = Channels {
+        values: channels,
+        q,
+        set,
+    };
+    value_and_gradient(residual, point, at, &mut seeds, &mut grad)
         .map(|r| (r, grad))
         .map_err(|missing| {
             crate::Error::InvalidSetting(format!("the residual reads {missing}, not in {set:?}"))

@@ -9,6 +9,7 @@
 //! is the H¹-seminorm Gram `Σ_i w_i ∇_θ∇u(x_i) ∇_θ∇u(x_i)ᵀ`.
 
 use super::energy::{density_derivatives, density_value, EnergyTerm};
+use super::residual::Channels;
 use crate::error::{check_len, Error, Result};
 use crate::loss::Loss;
 use crate::metric::LossHessian;
@@ -58,8 +59,12 @@ impl Energy {
             let k = yi.len();
             let (mut g, mut h) = (vec![0.0; k], vec![0.0; k * k]);
             let wi = term.weights[i];
-            let set = (self.q, &term.set);
-            match density_derivatives(&*term.density, &term.point(i), yi, set, &mut g, &mut h) {
+            let at = Channels {
+                values: yi,
+                q: self.q,
+                set: &term.set,
+            };
+            match density_derivatives(&*term.density, &term.point(i), at, &mut g, &mut h) {
                 Err(missing) => {
                     failure = Some(Error::InvalidSetting(format!(
                         "energy term `{}`: the density read {missing} at point {i}, which the \

@@ -141,17 +141,20 @@ pub struct Toy {
     pub minimiser: Option<Vec<f64>>,
 }
 
+/// The toy's problem: model, loss, and the dense metric `K`.
+fn problem(model: QuadraticModel, loss: ToyLoss, metric: Mat<f64>) -> Result<ToyProblem> {
+    FitProblem::new(model, loss, DenseMetric::new(metric)?)
+}
+
 fn build(
     name: &'static str,
-    model: QuadraticModel,
-    loss: ToyLoss,
-    metric: Mat<f64>,
+    problem: ToyProblem,
     theta0: Vec<f64>,
     minimiser: Option<Vec<f64>>,
 ) -> Result<Toy> {
     Ok(Toy {
         name,
-        problem: FitProblem::new(model, loss, DenseMetric::new(metric)?)?,
+        problem,
         theta0,
         minimiser,
     })
@@ -179,9 +182,7 @@ pub fn biased_linear(metric: ToyMetric) -> Toy {
         let model = QuadraticModel::new(b_matrix(), zero_q(2))?;
         build(
             name,
-            model,
-            squared(TARGET, metric.matrix())?,
-            metric.matrix(),
+            problem(model, squared(TARGET, metric.matrix())?, metric.matrix())?,
             THETA0.to_vec(),
             Some(vec![1.0, -4.0 / 3.0]),
         )
@@ -196,9 +197,7 @@ pub fn quadratic_manifold() -> Toy {
         let k = ToyMetric::Anisotropic.matrix();
         build(
             "quadratic_k",
-            model,
-            squared(TARGET, k.clone())?,
-            k,
+            problem(model, squared(TARGET, k.clone())?, k)?,
             THETA0.to_vec(),
             None,
         )
@@ -218,9 +217,7 @@ pub fn local_minima() -> Toy {
         let k = ToyMetric::Isotropic.matrix();
         build(
             "local_minima",
-            model,
-            squared(LOCAL_MINIMA_TARGET, k.clone())?,
-            k,
+            problem(model, squared(LOCAL_MINIMA_TARGET, k.clone())?, k)?,
             vec![LOCAL_MINIMA_THETA0],
             Some(vec![local_minima_stationary_points()[2]]),
         )
@@ -248,9 +245,11 @@ pub fn non_l2() -> Toy {
         let model = QuadraticModel::new(b_matrix(), q_matrices())?;
         build(
             "non_l2",
-            model,
-            ToyLoss::Warped(WarpedSquaredError::new(TARGET)),
-            ToyMetric::Isotropic.matrix(),
+            problem(
+                model,
+                ToyLoss::Warped(WarpedSquaredError::new(TARGET)),
+                ToyMetric::Isotropic.matrix(),
+            )?,
             THETA0.to_vec(),
             None,
         )

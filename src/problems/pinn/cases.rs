@@ -2,7 +2,7 @@
 //! second derivatives in space only), a nonlinear equation and a Neumann problem.
 
 use super::grids::{cell_grid, perimeter, widths};
-use super::{unit_square, Dirichlet, PinnCase};
+use super::{unit_square, Dirichlet, OnUnitSquare, PinnCase};
 use crate::error::Result;
 use crate::model::{ChannelSet, SecondOrder, TaylorMlp};
 use crate::pde::{DualNum, Fields, PdeModel, Point, Residual, Term};
@@ -90,9 +90,13 @@ pub fn nonlinear_2d(side: usize, n_boundary: usize, hidden: &[usize]) -> Result<
         ChannelSet::value(2),
         Dirichlet,
     );
-    unit_square("nonlinear_2d", side, hidden, Cubic, dirichlet, |p| {
-        super::poisson_exact(p[0], p[1])
-    })
+    let pde = OnUnitSquare {
+        name: "nonlinear_2d",
+        interior: Cubic,
+        boundary: dirichlet,
+        exact: |p: &[f64]| super::poisson_exact(p[0], p[1]),
+    };
+    unit_square(pde, side, hidden)
 }
 
 /// Exact solution of the Neumann problem, `u = cos πx cos πy`.
@@ -130,7 +134,11 @@ pub fn neumann_2d(side: usize, n_boundary: usize, hidden: &[usize]) -> Result<Pi
         Flux,
     )
     .with_normals(normals.as_ref());
-    unit_square("neumann_2d", side, hidden, Helmholtz, flux, |p| {
-        neumann_exact(p[0], p[1])
-    })
+    let pde = OnUnitSquare {
+        name: "neumann_2d",
+        interior: Helmholtz,
+        boundary: flux,
+        exact: |p: &[f64]| neumann_exact(p[0], p[1]),
+    };
+    unit_square(pde, side, hidden)
 }

@@ -188,22 +188,37 @@ pub fn poisson_2d(
         Dirichlet,
     )
     .with_weight(boundary_weight);
-    unit_square("poisson_2d", side, hidden, Poisson, dirichlet, |p| {
-        poisson_exact(p[0], p[1])
-    })
+    let pde = OnUnitSquare {
+        name: "poisson_2d",
+        interior: Poisson,
+        boundary: dirichlet,
+        exact: |p: &[f64]| poisson_exact(p[0], p[1]),
+    };
+    unit_square(pde, side, hidden)
 }
 
-/// A second-order problem on the unit square: the `side × side` interior cell centres
-/// with `interior` (Laplacian channels), one boundary term, a tanh network `2-hidden-1`,
-/// the error on the 100×100 cell centres.
-pub(crate) fn unit_square<R: Residual + 'static>(
-    name: &str,
+/// A second-order PDE on the unit square: its name, the interior residual (Laplacian
+/// channels), one boundary term and the exact solution.
+pub(crate) struct OnUnitSquare<'n, R, E> {
+    pub(crate) name: &'n str,
+    pub(crate) interior: R,
+    pub(crate) boundary: Term,
+    pub(crate) exact: E,
+}
+
+/// The case of `pde` on the `side × side` interior cell centres, with a tanh network
+/// `2-hidden-1`, the error on the 100×100 cell centres.
+pub(crate) fn unit_square<R: Residual + 'static, E: Fn(&[f64]) -> f64>(
+    pde: OnUnitSquare<'_, R, E>,
     side: usize,
     hidden: &[usize],
-    interior: R,
-    boundary: Term,
-    exact: impl Fn(&[f64]) -> f64,
 ) -> Result<PinnCase> {
+    let OnUnitSquare {
+        name,
+        interior,
+        boundary,
+        exact,
+    } = pde;
     let net = TaylorMlp::new(widths(2, hidden))?;
     let inside = cell_grid(side);
     let m_b = boundary.n_points();
