@@ -60,7 +60,7 @@ impl StepSearch for StepControl {
         problem: &FitProblem<Mo, Lo, Me>,
         s: &StepStart<'_>,
     ) -> crate::Result<Accepted> {
-        take_step(self, problem, s.theta, s.loss, s.gradient, s.delta)
+        take_step(self, problem, s)
     }
 }
 
@@ -158,14 +158,7 @@ where
         };
         let name = Solver::<SearchProblem<'_>, SearchState>::name(&self.search).to_string();
         if dot(s.gradient, s.delta) >= 0.0 {
-            let mut full = take_step(
-                &StepControl::Fixed,
-                problem,
-                s.theta,
-                s.loss,
-                s.gradient,
-                s.delta,
-            )?;
+            let mut full = take_step(&StepControl::Fixed, problem, s)?;
             full.note = Cow::Owned(format!("{name}_skipped_not_descent"));
             return Ok(full);
         }

@@ -14,6 +14,7 @@
 //! step, momentum included.
 
 use crate::linalg::{dot, norm};
+use crate::line_search::StepStart;
 use crate::loss::Loss;
 use crate::metric::Metric;
 use crate::model::Model;
@@ -91,15 +92,13 @@ mod accepted {
 }
 pub(crate) use accepted::Accepted;
 
-/// Applies `control` to the step `delta` from `theta` (loss `loss`, gradient `g`).
+/// Applies `control` to the step `δ` from `θ` (loss `L(θ)`, gradient `g`) of `start`.
 pub(crate) fn take_step<Mo: Model, Lo: Loss, Me: Metric>(
     control: &StepControl,
     problem: &FitProblem<Mo, Lo, Me>,
-    theta: &[f64],
-    loss: f64,
-    g: &[f64],
-    delta: &[f64],
+    start: &StepStart<'_>,
 ) -> crate::Result<Accepted> {
+    let (theta, delta) = (start.theta, start.delta);
     let at = |t: f64| -> Vec<f64> { theta.iter().zip(delta).map(|(x, d)| x + t * d).collect() };
     match *control {
         StepControl::Fixed => {
@@ -135,12 +134,12 @@ pub(crate) fn take_step<Mo: Model, Lo: Loss, Me: Metric>(
             shrink,
             max_halvings,
         } => {
-            if dot(g, delta) >= 0.0 {
-                let mut full = take_step(&StepControl::Fixed, problem, theta, loss, g, delta)?;
+            if dot(start.gradient, delta) >= 0.0 {
+                let mut full = take_step(&StepControl::Fixed, problem, start)?;
                 full.note = "armijo_skipped_not_descent".into();
                 return Ok(full);
             }
-            armijo(problem, theta, loss, g, delta, (c, shrink, max_halvings))
+            armijo(problem, start, (c, shrink, max_halvings))
         }
     }
 }
@@ -167,12 +166,10 @@ impl<P: Gradient<Param = Vec<f64>, Gradient = Vec<f64>>> Gradient for ByRef<'_, 
 /// Armijo backtracking with `(c, shrink, max_halvings)` of [`StepControl::Armijo`].
 fn armijo<Mo: Model, Lo: Loss, Me: Metric>(
     problem: &FitProblem<Mo, Lo, Me>,
-    theta: &[f64],
-    loss: f64,
-    g: &[f64],
-    delta: &[f64],
+    start: &StepStart<'_>,
     (c, shrink, max_halvings): (f64, f64, usize),
 ) -> crate::Result<Accepted> {
+    let (theta, loss, g, delta) = (start.theta, start.loss, start.gradient, start.delta);
     let argmin_failure = |e: argmin::core::Error| {
         crate::Error::InvalidSetting(format!("Armijo line search (argmin): {e}"))
     };

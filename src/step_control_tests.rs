@@ -34,7 +34,13 @@ fn step_controls_by_their_definitions_on_ties_non_descent_and_exhausted_searches
     let theta = [0.2, -0.1, 0.0];
     let (l0, g) = (p.loss_at(&theta).unwrap(), p.gradient_at(&theta).unwrap());
     let step = |control: StepControl, delta: &[f64]| {
-        take_step(&control, &p, &theta, l0, &g, delta).unwrap()
+        let start = StepStart {
+            theta: &theta,
+            loss: l0,
+            gradient: &g,
+            delta,
+        };
+        take_step(&control, &p, &start).unwrap()
     };
     // Log grid on a flat direction: all losses tie, the first (t = 1) is kept.
     let s = step(StepControl::LogGrid { max_halvings: 4 }, &[0.0, 0.0, 1.0]);
