@@ -59,3 +59,8 @@ pub use quadrature::gauss_legendre_3;
 pub use residual::{residual_gradient, Fields, Point, Residual};
 pub use ritz::{RitzEnergy, RitzLinearization, RitzModel};
 pub use term::Term;
+
+/// The examples of docs/pinn.md, compiled and run as doctests so that they stay complete.
+#[doc = include_str!("../../docs/pinn.md")]
+#[cfg(doctest)]
+pub struct PinnDocDoctests;
