@@ -16,6 +16,12 @@
 //! model's own choice, `N = m` is the whole-batch jvp → W → vjp); `--gram-only` then times
 //! one Gram product and nothing else (chunk-size sweeps).
 //!
+//! `--sketch R` times the `R` Gram products of a rank-`R` Nyström sketch (`G Ω`) three
+//! ways on a live linearisation — `jvp_block` → `W` → `vjp_block` (what the sketch ran
+//! before the fused block product), [`Linearization::gram_product_block`], and the whole
+//! [`natgrad::linsolve::NystromSketch::build`] — as median wall time and the process's
+//! CPU time per block (from `/proc/self/stat`; CPU time is the less load-dependent one).
+//!
 //! `--json` prints one line with the keys of the issue (`size, widths, m, p, cg_iters,
 //! ng_step_s, jvp_vjp_pair_s, cholesky_step_s, fwd_gflop, gemm_gflops`) followed by
 //! `cg_phase_s` (the 20-iteration solve alone, right-hand side vjp included),
@@ -200,6 +206,8 @@ struct Args {
     chunk: Option<usize>,
     /// Only time one Gram product (`--gram-only`, for chunk-size sweeps).
     gram_only: bool,
+    /// Only time the Nyström sketch's block of this many Gram products (`--sketch R`).
+    sketch: Option<usize>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -210,6 +218,7 @@ fn parse_args() -> Result<Args, String> {
         steps_only: false,
         chunk: None,
         gram_only: false,
+        sketch: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -221,6 +230,10 @@ fn parse_args() -> Result<Args, String> {
             "--chunk" => {
                 let v = it.next().ok_or("--chunk needs a number")?;
                 args.chunk = Some(v.parse().map_err(|_| format!("bad --chunk {v}"))?);
+            }
+            "--sketch" => {
+                let v = it.next().ok_or("--sketch needs a rank")?;
+                args.sketch = Some(v.parse().map_err(|_| format!("bad --sketch {v}"))?);
             }
             "--reps" => {
                 let v = it.next().ok_or("--reps needs a number")?;
@@ -255,6 +268,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let model = problem.model();
         let t = gram_product_time(model, &theta0, args.reps);
         println!("chunk {} gram_product_s {t:.6e}", model.gram_chunk());
+        return Ok(());
+    }
+
+    if let Some(rank) = args.sketch {
+        sketch_times(&problem, &theta0, rank, args.reps);
         return Ok(());
     }
 
@@ -386,4 +404,85 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("  peak RSS {rss:.1} MB");
     }
     Ok(())
+}
+
+/// The process's user + system CPU time in seconds (`/proc/self/stat`, clock ticks of
+/// 10 ms; `NaN` where unavailable).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(Vec::new(), |(_, r)| r.split_whitespace().collect());
+    let tick = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok());
+    match (tick(11), tick(12)) {
+        (Some(u), Some(s)) => (u + s) / 100.0,
+        _ => f64::NAN,
+    }
+}
+
+/// `--sketch R`: the sketch's block of `R` Gram products, unfused and fused, and the
+/// whole sketch; median wall time and mean CPU time per block over `reps` runs.
+fn sketch_times(problem: &common::Bench, theta: &[f64], rank: usize, reps: usize) {
+    let model = problem.model();
+    let (n, p) = (model.n_outputs(), model.n_params());
+    let w = vec![1.0 / model.n_samples() as f64; n];
+    let omega = Mat::<f64>::from_fn(p, rank, |i, j| ((i * 7 + j * 13) % 17) as f64 - 8.0);
+    let (mut scratch, mut out) = (Mat::<f64>::zeros(n, rank), Mat::<f64>::zeros(p, rank));
+    let mut lin = model.linearize(theta).expect("linearise");
+    let timed = |name: &str, f: &mut dyn FnMut()| {
+        let cpu0 = cpu_seconds();
+        let wall = median_time(reps, &mut *f);
+        let cpu = (cpu_seconds() - cpu0) / (reps + 1) as f64;
+        println!(
+            "  {name:<34} wall {:>9.3} ms  cpu {:>9.3} ms",
+            wall * 1e3,
+            cpu * 1e3
+        );
+    };
+    println!(
+        "sketch of rank {rank}, chunk {} ({} threads)",
+        model.gram_chunk(),
+        rayon::current_num_threads()
+    );
+    timed("jvp_block → W → vjp_block", &mut || {
+        lin.jvp_block(omega.as_ref(), scratch.as_mut());
+        for j in 0..rank {
+            scratch
+                .col_mut(j)
+                .iter_mut()
+                .zip(&w)
+                .for_each(|(s, w)| *s *= w);
+        }
+        lin.vjp_block(scratch.as_ref(), out.as_mut());
+    });
+    timed("gram_product_block (fused)", &mut || {
+        lin.gram_product_block(&w, omega.as_ref(), scratch.as_mut(), out.as_mut());
+    });
+    timed("k single fused gram_product", &mut || {
+        for j in 0..rank {
+            let t: Vec<f64> = omega.col(j).iter().copied().collect();
+            let o = out
+                .col_mut(j)
+                .try_as_col_major_mut()
+                .unwrap()
+                .as_slice_mut();
+            lin.gram_product(
+                &w,
+                &t,
+                scratch
+                    .col_mut(0)
+                    .try_as_col_major_mut()
+                    .unwrap()
+                    .as_slice_mut(),
+                o,
+            );
+        }
+    });
+    drop(lin);
+    let mut lp = problem.linearize(theta).expect("linearise");
+    timed("NystromSketch::build", &mut || {
+        let op = lp.gram(0.0);
+        natgrad::linsolve::NystromSketch::build(&op, rank, 1, 1.0, 0, Par::rayon(0))
+            .expect("sketch");
+    });
 }

@@ -17,7 +17,9 @@
 //!
 //! [`GramOperator`] is a faer [`LinOp`], so faer's `conjugate_gradient` solves with it
 //! directly; a block of `k` columns is applied with one `jvp_block` and one `vjp_block`
-//! (one GEMM for batched models), which is how the Nyström sketch is taken; the block's
+//! (one GEMM for batched models) — for a diagonal metric with the model's
+//! [`Linearization::gram_product_block`] (one sample-chunked pass for an `Mlp`) — which
+//! is how the Nyström sketch is taken; the block's
 //! intermediate matrices live in the scratch declared by [`LinOp::apply_scratch`].
 //! [`dense_jacobian`] and [`dense_gram`] build the dense twins used by the direct
 //! (Cholesky) path and by the tests.
@@ -360,14 +362,19 @@ impl<'a, L: Linearization, Me: Metric> GramOperator<'a, L, Me> {
             Space::Params => {
                 let (mut jt, stack) = temp_mat_zeroed::<f64, _, _>(self.n, k, stack);
                 let mut jt = jt.as_mat_mut();
-                w.lin.jvp_block(rhs, jt.rb_mut());
-                let (mut mjt, _) = temp_mat_zeroed::<f64, _, _>(self.n, k, stack);
-                let mut mjt = mjt.as_mat_mut();
-                for j in 0..k {
-                    let (src, dst) = (col_slice(jt.rb(), j), col_slice_mut(mjt.rb_mut(), j));
-                    self.metric.apply(src, dst);
+                if let Some(wd) = &self.weights {
+                    // Diagonal metric: the model's block product (fused for an `Mlp`).
+                    w.lin.gram_product_block(wd, rhs, jt.rb_mut(), out.rb_mut());
+                } else {
+                    w.lin.jvp_block(rhs, jt.rb_mut());
+                    let (mut mjt, _) = temp_mat_zeroed::<f64, _, _>(self.n, k, stack);
+                    let mut mjt = mjt.as_mat_mut();
+                    for j in 0..k {
+                        let (src, dst) = (col_slice(jt.rb(), j), col_slice_mut(mjt.rb_mut(), j));
+                        self.metric.apply(src, dst);
+                    }
+                    w.lin.vjp_block(mjt.rb(), out.rb_mut());
                 }
-                w.lin.vjp_block(mjt.rb(), out.rb_mut());
                 for j in 0..k {
                     out.rb_mut()
                         .col_mut(j)

@@ -174,6 +174,36 @@ impl<L: Linearization> Linearization for CheckedLinearization<L> {
         }
     }
 
+    /// Like [`gram_product`](Self::gram_product): a non-finite block for finite `T` and `w`
+    /// is redone as checked `jvp_block` → `w ⊙` → checked `vjp_block`, and the fused block
+    /// product's own fault is recorded only when both of those are finite.
+    fn gram_product_block(
+        &mut self,
+        w: &[f64],
+        t: MatRef<'_, f64>,
+        mut scratch: MatMut<'_, f64>,
+        mut out: MatMut<'_, f64>,
+    ) {
+        self.inner
+            .gram_product_block(w, t, scratch.rb_mut(), out.rb_mut());
+        if self.fault.is_some() || !all_finite(w) || mat_finite(t).is_some() {
+            return;
+        }
+        let Some((index, value)) = mat_finite(out.rb()) else {
+            return;
+        };
+        super::unfused_gram_block(self, w, t, scratch, out);
+        if self.fault.is_none() {
+            self.record(Error::NonFinite {
+                what: "Linearization::gram_product_block returned Jᵀ W J T with a non-finite \
+                       entry for a finite T and W (jvp_block and vjp_block alone are finite)"
+                    .to_string(),
+                index,
+                value,
+            });
+        }
+    }
+
     fn jvp_block(&mut self, t: MatRef<'_, f64>, mut out: MatMut<'_, f64>) {
         self.inner.jvp_block(t, out.rb_mut());
         self.check_block(

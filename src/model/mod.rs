@@ -166,6 +166,27 @@ pub trait Linearization: Send {
         self.vjp(scratch, out);
     }
 
+    /// The block Gram product `out = Jᵀ diag(w) J T` for `k` tangents at once (`T` p×k,
+    /// `out` p×k; `w` ∈ Rⁿ as for [`gram_product`](Linearization::gram_product); `scratch`
+    /// n×k). `out` and `scratch` must have contiguous columns (column-major). This is how
+    /// the Nyström sketch takes its `k` Gram products (`src/linsolve/nystrom.rs`).
+    ///
+    /// The default is [`jvp_block`](Linearization::jvp_block) → `w ⊙` (column by column)
+    /// → [`vjp_block`](Linearization::vjp_block) through `scratch` (which then holds
+    /// `W J T`), so a model with batched block products (one GEMM) keeps them; [`Mlp`]
+    /// overrides it with one sample-chunked pass that carries all `k` tangents through
+    /// each chunk (GEMMs `k` times as tall, `mlp/fused_block.rs`). An override may leave
+    /// `scratch` with any contents. Panics if a shape is wrong.
+    fn gram_product_block(
+        &mut self,
+        w: &[f64],
+        t: MatRef<'_, f64>,
+        scratch: MatMut<'_, f64>,
+        out: MatMut<'_, f64>,
+    ) {
+        unfused_gram_block(self, w, t, scratch, out);
+    }
+
     /// The sample-space Gram product `out = J Jᵀ s` (`s`, `out ∈ Rⁿ`; `scratch ∈ Rᵖ`),
     /// the kernel operator of the sample-space solvers (docs/math.md §2). The default is
     /// the vjp then the jvp through `scratch` (which then holds `Jᵀ s`); [`Mlp`] sums `Jᵀ s`
@@ -201,7 +222,25 @@ pub trait Linearization: Send {
     }
 }
 
-use faer::prelude::ReborrowMut;
+use faer::prelude::{Reborrow, ReborrowMut};
+
+/// `out = Jᵀ diag(w) J T` as `jvp_block` → `w ⊙` → `vjp_block` through `scratch` (n×k,
+/// contiguous columns): the default of [`Linearization::gram_product_block`], and the
+/// path of models that override it where their fused product does not apply.
+pub(crate) fn unfused_gram_block<L: Linearization + ?Sized>(
+    lin: &mut L,
+    w: &[f64],
+    t: MatRef<'_, f64>,
+    mut scratch: MatMut<'_, f64>,
+    mut out: MatMut<'_, f64>,
+) {
+    lin.jvp_block(t, scratch.rb_mut());
+    for j in 0..t.ncols() {
+        let sj = col_slice_mut(scratch.rb_mut(), j);
+        sj.iter_mut().zip(w).for_each(|(s, w)| *s *= w);
+    }
+    lin.vjp_block(scratch.rb(), out.rb_mut());
+}
 
 /// Column `j` of `m` as an owned vector (columns of faer matrices may be strided).
 fn col_as_vec(m: MatRef<'_, f64>, j: usize) -> Vec<f64> {

@@ -83,6 +83,25 @@ pub(super) struct GroupScratch {
     sq: Vec<f64>,
 }
 
+impl GroupScratch {
+    /// The scratch of one group for chunks of `c` samples.
+    pub(super) fn new(model: &Mlp, c: usize) -> Self {
+        let (w, nl) = (&model.widths, model.n_layers());
+        let nmax = w[1..].iter().copied().max().unwrap_or(1);
+        let in_max = w[..nl].iter().copied().max().unwrap_or(0) + 1;
+        let tangents = match w[nl] {
+            1 => 1..1,
+            _ => 1..nl,
+        };
+        Self {
+            tangents: tangents.map(|l| vec![0.0; w[l] * c]).collect(),
+            bufs: [vec![0.0; nmax * c], vec![0.0; nmax * c]],
+            jt: vec![0.0; c],
+            sq: vec![0.0; in_max * c],
+        }
+    }
+}
+
 /// The fused product's buffers: one [`GroupScratch`] per group and a `p`-vector sum for
 /// every group but the first. Allocated on the first chunked product, kept with the
 /// linearisation's workspace.
@@ -96,25 +115,9 @@ pub(super) struct FusedScratch {
 impl FusedScratch {
     /// Sizes the buffers for `groups` groups of chunks of `c` samples.
     fn ensure(&mut self, model: &Mlp, groups: usize, c: usize) {
-        let (w, nl, p) = (&model.widths, model.n_layers(), model.n_params());
+        let p = model.n_params();
         if self.chunk != c || self.groups.len() != groups {
-            let nmax = w[1..].iter().copied().max().unwrap_or(1);
-            let in_max = w[..nl].iter().copied().max().unwrap_or(0) + 1;
-            let tangents = match w[nl] {
-                1 => 1..1,
-                _ => 1..nl,
-            };
-            self.groups = (0..groups)
-                .map(|_| GroupScratch {
-                    tangents: tangents.clone().map(|l| vec![0.0; w[l] * c]).collect(),
-                    bufs: [vec![0.0; nmax * c], vec![0.0; nmax * c]],
-                    jt: vec![0.0; c],
-                    sq: Vec::new(),
-                })
-                .collect();
-            self.groups
-                .iter_mut()
-                .for_each(|g| g.sq.resize(in_max * c, 0.0));
+            self.groups = (0..groups).map(|_| GroupScratch::new(model, c)).collect();
             self.chunk = c;
         }
         self.sums.resize_with(groups.saturating_sub(1), Vec::new);
@@ -342,7 +345,7 @@ pub(super) fn gram_diagonal(lin: &mut MlpLinearization<'_>, w: &[f64], out: &mut
 /// `target (=|+=) J_cᵀ W_c J_c t` for the chunk of `c` samples from column `j0` of a
 /// network with `q > 1` outputs: the tangent through every layer, `W_c`, the backward
 /// pass, all on `c`-wide blocks.
-fn chunk_product(
+pub(super) fn chunk_product(
     chunk: Chunk<'_, '_>,
     (w_all, t): (&[f64], &[f64]),
     sc: &mut GroupScratch,

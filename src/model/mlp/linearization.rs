@@ -377,6 +377,45 @@ impl Linearization for MlpLinearization<'_> {
         super::fused::gram_product(self, w, t, scratch, out);
     }
 
+    /// One sample-chunked pass for all `k` tangents (`mlp/fused_block.rs`): for a scalar
+    /// output the chunk's GEMMs are `k` times as tall; other widths run each tangent's
+    /// chunk pass while the chunk is in cache; networks too wide to stack two tangents
+    /// (`p > 2¹⁶`) take `k` single fused products. Unfused `jvp_block` → `w` → `vjp_block`
+    /// when the chunk is the whole batch ([`Mlp::gram_chunk`]) or the linearisation
+    /// holds `J` (two GEMMs).
+    fn gram_product_block(
+        &mut self,
+        w: &[f64],
+        t: MatRef<'_, f64>,
+        scratch: MatMut<'_, f64>,
+        out: MatMut<'_, f64>,
+    ) {
+        let (n, p, k) = (self.ws.outputs.len(), self.ws.theta.len(), t.ncols());
+        assert!(
+            w.len() == n
+                && t.nrows() == p
+                && (out.nrows(), out.ncols()) == (p, k)
+                && (scratch.nrows(), scratch.ncols()) == (n, k),
+            "natgrad: Mlp gram_product_block shapes"
+        );
+        if self.model.gram_chunk() >= self.model.n_samples() || self.holds_jacobian() {
+            return crate::model::unfused_gram_block(self, w, t, scratch, out);
+        }
+        if super::fused_block::max_batch(self.model) < 2 {
+            // Too wide to stack: one fused product per tangent.
+            let (mut scratch, mut out, mut tj) = (scratch, out, vec![0.0; p]);
+            for j in 0..k {
+                tj.iter_mut()
+                    .zip(t.col(j).iter())
+                    .for_each(|(a, b)| *a = *b);
+                let sj = col_slice_mut(scratch.rb_mut(), 0);
+                self.gram_product(w, &tj, sj, col_slice_mut(out.rb_mut(), j));
+            }
+            return;
+        }
+        super::fused_block::gram_product_block(self, w, t, out);
+    }
+
     /// Supported for any output width `q` and diagonal metric `w`: one backward pass per
     /// output component `j` (cotangent `e_j` at every sample) gives the per-sample
     /// back-propagated `δ`, and `diag(Jᵀ diag(w) J)` of layer `l` is the GEMM of squares

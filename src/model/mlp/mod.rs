@@ -43,6 +43,7 @@
 //! allocates once. The model therefore holds one linearisation's memory between steps.
 
 mod fused;
+mod fused_block;
 mod gram_diag;
 mod jacobian;
 mod kfac;

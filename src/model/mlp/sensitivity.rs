@@ -98,7 +98,7 @@ impl<'s> Cached<'s> {
 
     /// `δ_l` on the columns `j0 … j0+c` as (first entry onward, column stride); `None`
     /// when it is all ones (the identity output layer). Valid once [`ensure_deltas`] ran.
-    fn delta(&self, l: usize, j0: usize) -> Option<(&'s [f64], usize)> {
+    pub fn delta(&self, l: usize, j0: usize) -> Option<(&'s [f64], usize)> {
         let model = self.model;
         if l + 1 == model.n_layers() {
             return self.deriv(l, j0, 1).map(|_| (&self.derivs[l][j0..], 1));
@@ -253,7 +253,7 @@ pub(super) fn gram_diagonal_cols(
 /// order fixed by the vector width alone). A plain `zip().sum()` is one dependent chain
 /// of additions: at L it took 2.3 ms of a 55 ms one-thread Gram product per layer
 /// (docs/performance.md, "Where a product's time goes").
-fn column_dot(d: &[f64], z: &[f64]) -> f64 {
+pub(super) fn column_dot(d: &[f64], z: &[f64]) -> f64 {
     inner_prod(
         RowRef::from_slice(d),
         Conj::No,
