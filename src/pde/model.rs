@@ -9,7 +9,7 @@
 use super::residual::{value_and_gradient, value_only, Channels};
 use super::term::Term;
 use crate::error::{check_len, Error, Result};
-use crate::model::taylor::{ChannelSet, TaylorMlp, TaylorPass};
+use crate::model::taylor::{ChannelFunctional, ChannelSet, TaylorMlp, TaylorPass};
 use crate::model::{Linearization, Model};
 use faer::{Mat, MatRef, Par};
 use num_dual::Dual64;
@@ -311,6 +311,18 @@ impl Linearization for PdeLinearization {
             tl.spread(&s[w[0]..w[1]]);
             tl.pass.vjp(&tl.channels, &mut tl.param, &mut tl.work);
             out.iter_mut().zip(&tl.param).for_each(|(o, v)| *o += v);
+        }
+    }
+
+    /// Fused per term, chunk by chunk of points (`TaylorPass::functional_gram_product`).
+    fn gram_product(&mut self, w: &[f64], t: &[f64], _scratch: &mut [f64], out: &mut [f64]) {
+        out.fill(0.0);
+        for (tl, o) in self.terms.iter_mut().zip(self.offsets.windows(2)) {
+            let f = ChannelFunctional {
+                grad: &tl.grad,
+                weights: &w[o[0]..o[1]],
+            };
+            tl.pass.functional_gram_product(t, f, &mut tl.work, out);
         }
     }
 

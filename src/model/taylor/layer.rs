@@ -11,11 +11,28 @@
 
 use super::channels::ChannelSet;
 use super::smooth::TaylorActivation;
-use faer::Mat;
+use faer::prelude::{Reborrow, ReborrowMut};
+use faer::{Mat, MatMut, MatRef};
 
 /// Column `j` of a faer matrix as a slice (crate matrices are column-major).
 fn col(m: &Mat<f64>, j: usize) -> &[f64] {
     m.col_as_slice(j)
+}
+
+/// Column `j` of a column-major view as a slice.
+fn col_ref(m: MatRef<'_, f64>, j: usize) -> &[f64] {
+    m.col(j)
+        .try_as_col_major()
+        .expect("natgrad: column-major Taylor block")
+        .as_slice()
+}
+
+/// Column `j` of a column-major view as a mutable slice.
+pub(super) fn col_mut(m: MatMut<'_, f64>, j: usize) -> &mut [f64] {
+    m.col_mut(j)
+        .try_as_col_major_mut()
+        .expect("natgrad: column-major Taylor block")
+        .as_slice_mut()
 }
 
 /// A hidden layer's cache: the pre-activations of every channel, `σ … σ'''` at `a₀` and
@@ -104,11 +121,12 @@ impl HiddenLayer {
         h
     }
 
-    /// Copies the `C` channel columns of point `i` of `x` into `buf` (`C·n`).
-    fn gather(&self, x: &Mat<f64>, i: usize, buf: &mut [f64]) {
+    /// Copies the `C` channel columns of point `i` of `x` (`n × C·mc`, channel-major with
+    /// `mc` points) into `buf` (`C·n`).
+    fn gather(x: MatRef<'_, f64>, mc: usize, i: usize, buf: &mut [f64]) {
         let n = x.nrows();
         for (c, b) in buf.chunks_exact_mut(n).enumerate() {
-            b.copy_from_slice(col(x, c * self.m + i));
+            b.copy_from_slice(col_ref(x, c * mc + i));
         }
     }
 
@@ -119,18 +137,26 @@ impl HiddenLayer {
     /// ḣ_s = s₃ ȧ₀ q_s + s₂ q̇_s + s₂ ȧ₀ a_s + s₁ ȧ_s,   q̇_s = Σ c (ȧ_i a_j + a_i ȧ_j)
     /// ```
     pub(super) fn tangent(&self, dot: &mut Mat<f64>) {
+        self.tangent_cols(dot.as_mut(), 0);
+    }
+
+    /// [`HiddenLayer::tangent`] on the points `j0 … j0+mc` only: `dot` is `n × C·mc`,
+    /// channel-major with `mc` points (a chunk of the fused Gram product).
+    pub(super) fn tangent_cols(&self, mut dot: MatMut<'_, f64>, j0: usize) {
         let (n, m) = (self.a.nrows(), self.m);
         let n_ch = self.a.ncols() / m;
+        let mc = dot.ncols() / n_ch;
         let [_, s1, s2, s3] = &self.s;
         let mut buf = vec![0.0; n * n_ch];
-        for i in 0..m {
-            self.gather(dot, i, &mut buf);
+        for ii in 0..mc {
+            let i = j0 + ii;
+            Self::gather(dot.rb(), mc, ii, &mut buf);
             let old = |c: usize| &buf[c * n..(c + 1) * n];
             let (d1, d2, d3) = (col(s1, i), col(s2, i), col(s3, i));
             let da0 = old(0);
             for ch in 1..n_ch {
                 let (a, prev) = (col(&self.a, ch * m + i), old(ch));
-                let out = dot.col_as_slice_mut(ch * m + i);
+                let out = col_mut(dot.rb_mut(), ch * mc + ii);
                 for u in 0..n {
                     out[u] = d2[u] * da0[u] * a[u] + d1[u] * prev[u];
                 }
@@ -148,7 +174,7 @@ impl HiddenLayer {
                     }
                 }
             }
-            let out = dot.col_as_slice_mut(i);
+            let out = col_mut(dot.rb_mut(), ii);
             for u in 0..n {
                 out[u] = d1[u] * da0[u];
             }
@@ -158,17 +184,25 @@ impl HiddenLayer {
     /// Cotangent through the activation, `h̄ ↦ ā`, in place on `bar` (`n × C·m`): the
     /// adjoint of [`HiddenLayer::tangent`].
     pub(super) fn cotangent(&self, bar: &mut Mat<f64>) {
+        self.cotangent_cols(bar.as_mut(), 0);
+    }
+
+    /// [`HiddenLayer::cotangent`] on the points `j0 … j0+mc` only (`bar` is `n × C·mc`,
+    /// like [`HiddenLayer::tangent_cols`]).
+    pub(super) fn cotangent_cols(&self, mut bar: MatMut<'_, f64>, j0: usize) {
         let (n, m) = (self.a.nrows(), self.m);
         let n_ch = self.a.ncols() / m;
+        let mc = bar.ncols() / n_ch;
         let [_, s1, s2, s3] = &self.s;
         let mut buf = vec![0.0; n * n_ch];
-        for i in 0..m {
-            self.gather(bar, i, &mut buf);
+        for ii in 0..mc {
+            let i = j0 + ii;
+            Self::gather(bar.rb(), mc, ii, &mut buf);
             let old = |c: usize| &buf[c * n..(c + 1) * n];
             let (d1, d2, d3) = (col(s1, i), col(s2, i), col(s3, i));
             for ch in 1..n_ch {
                 let prev = old(ch);
-                let out = bar.col_as_slice_mut(ch * m + i);
+                let out = col_mut(bar.rb_mut(), ch * mc + ii);
                 for u in 0..n {
                     out[u] = d1[u] * prev[u];
                 }
@@ -189,7 +223,7 @@ impl HiddenLayer {
                     for &(ci, cj, c) in &self.forms[k] {
                         for (to, other) in [(ci, cj), (cj, ci)] {
                             let ao = col(&self.a, other * m + i);
-                            let out = bar.col_as_slice_mut(to * m + i);
+                            let out = col_mut(bar.rb_mut(), to * mc + ii);
                             for u in 0..n {
                                 out[u] += c * d2[u] * hb[u] * ao[u];
                             }
@@ -197,7 +231,7 @@ impl HiddenLayer {
                     }
                 }
             }
-            bar.col_as_slice_mut(i).copy_from_slice(&a0);
+            col_mut(bar.rb_mut(), ii).copy_from_slice(&a0);
         }
     }
 }

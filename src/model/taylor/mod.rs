@@ -24,10 +24,12 @@
 //! `(c·m + i)·q + o` — for a scalar output simply `c·m + i`, channel-major.
 
 mod channels;
+mod fused;
 mod layer;
 mod smooth;
 
 pub use channels::{ChannelSet, SecondOrder};
+pub use fused::ChannelFunctional;
 pub use smooth::{Smooth, TaylorActivation};
 
 use crate::error::{check_finite, Error, Result};
@@ -42,6 +44,8 @@ use std::sync::Arc;
 pub struct TaylorMlp {
     widths: Vec<usize>,
     activation: Arc<dyn TaylorActivation>,
+    /// Points per chunk of the fused Gram product (`None`: [`fused::auto_chunk`]).
+    gram_chunk: Option<usize>,
 }
 
 impl TaylorMlp {
@@ -62,7 +66,34 @@ impl TaylorMlp {
                 "TaylorMlp: widths must be [d, hidden.., q] with positive entries, got {widths:?}"
             )));
         }
-        Ok(Self { widths, activation })
+        Ok(Self {
+            widths,
+            activation,
+            gram_chunk: None,
+        })
+    }
+
+    /// Points per chunk of the fused Gram product ([`TaylorPass::functional_gram_product`]):
+    /// each chunk's channel tangents run forward, through the residual's metric and back
+    /// while they are in cache. `0` is taken as 1. By default
+    /// ([`TaylorMlp::gram_chunk`]) the chunk is chosen from the widths, the channel count
+    /// and a cache budget. The product does not depend on the thread count for any chunk
+    /// size; it depends on the chunk size only through the rounding of its sums.
+    #[must_use]
+    pub fn with_gram_chunk(mut self, points: usize) -> Self {
+        self.gram_chunk = Some(points.max(1));
+        self
+    }
+
+    /// The chunk of the fused Gram product on `m` points carrying `channels` channels:
+    /// the one set by [`TaylorMlp::with_gram_chunk`], otherwise `m` when the whole batch's
+    /// tangent blocks fit within 4 MiB, else as many points (a multiple of 8, at least 8)
+    /// as keep a chunk's tangents within 256 KiB; at most `m`.
+    pub fn gram_chunk(&self, m: usize, channels: usize) -> usize {
+        self.gram_chunk
+            .unwrap_or_else(|| fused::auto_chunk(&self.widths, channels, m))
+            .min(m)
+            .max(1)
     }
 
     /// The widths `[d, h₁, …, q]`.
