@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! cargo run --release --example pinn_explore -- CONFIG SETTING STEPS EVERY [SEED]
-//! cargo run --release --example pinn_explore -- ad002 lam=1e-10,lmt=1e-12,armijo,hb=0.3 300 3 0
+//! cargo run --release --example pinn_explore -- ad002 lam=1e-10,lmt=1e-12,follow=0.000244140625,armijo,hb=0.3 300 3 0
 //! cargo run --release --example pinn_explore -- nonlinear2d nestdiag=1e-8 0 0 0
 //! cargo run --release --example pinn_explore -- heat1d scale 0 0 0
 //! ```
@@ -15,13 +15,15 @@
 //! problems of `experiments pinn`; θ₀ is the Glorot initialisation with `SEED` (default 0).
 //! The linear solver is Cholesky in the smaller space, as in the default recipe.
 //! `SETTING` is a comma-separated list applied in order to `NaturalGradient::new()`:
-//! `lam=λ` (damping), `lmt=min` / `lmn=min` (Levenberg–Marquardt in `[min, 1e2]` with the
-//! threshold / Nielsen rule), `trace` (`DampingScale::GramTrace`), `armijo`, `grid=j`
-//! (log grid to 2⁻ʲ), `alpha=α`, `cap=c` (step-norm cap), `follow=t_max` (λ follows the
-//! line search below `t_max`, `with_line_search_damping`), `hb=β`, `nest=β`, `ls=rcond`
-//! (least squares). Every `EVERY` steps it prints the relative L² error on the fine grid,
-//! the best so far (step, seconds without the error evaluations), the loss and the KVs
-//! `damping`, `line_search`, `lm_rho`, `step_norm`, `step_scale`, `damping_follows`.
+//! `lam=λ` (damping), `lmt=min` / `lmh=min` / `lmn=min` (Levenberg–Marquardt in
+//! `[min, 1e2]` with the threshold rule (the recipe's), its narrow-band variant
+//! `DampingRule::ThresholdNarrow`, or Nielsen's rule), `trace`
+//! (`DampingScale::GramTrace`), `armijo`, `grid=j` (log grid to 2⁻ʲ), `alpha=α`, `cap=c`
+//! (step-norm cap), `follow=t_max` (λ follows the line search below `t_max`,
+//! `with_line_search_damping`), `hb=β`, `nest=β`, `ls=rcond` (least squares). Every
+//! `EVERY` steps it prints the relative L² error on the fine grid, the best so far
+//! (step, seconds without the error evaluations), the loss and the KVs `damping`,
+//! `line_search`, `lm_rho`, `step_norm`, `step_scale`, `damping_follows`.
 //!
 //! Two diagnostics instead of a run: `scale` prints `tr(G₀)/p` and the extreme squared
 //! singular values of the Jacobian at θ₀; `nestdiag=λ` rebuilds Nesterov's extrapolation
@@ -133,6 +135,7 @@ fn apply(s: NaturalGradient, item: &str) -> AnyResult<NaturalGradient> {
         "lam" => s.with_damping(x()?)?,
         "lmt" => s.with_levenberg_marquardt(lm(DampingRule::Threshold)?)?,
         "lmn" => s.with_levenberg_marquardt(lm(DampingRule::Nielsen)?)?,
+        "lmh" => s.with_levenberg_marquardt(lm(DampingRule::ThresholdNarrow)?)?,
         "trace" => s.with_damping_scale(DampingScale::GramTrace),
         "armijo" => s.with_step_control(StepControl::armijo())?,
         "grid" => s.with_step_control(StepControl::LogGrid {

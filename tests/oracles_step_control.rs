@@ -128,6 +128,9 @@ fn lm_update(rule: DampingRule, lambda: f64, nu: f64, rho: f64, increased: bool)
         DampingRule::Threshold if increased || rho < 0.25 => (1.5, nu),
         DampingRule::Threshold if rho > 0.75 => (2.0 / 3.0, nu),
         DampingRule::Threshold => (1.0, nu),
+        DampingRule::ThresholdNarrow if increased || rho < 0.25 => (1.5, nu),
+        DampingRule::ThresholdNarrow if rho > 0.5 => (2.0 / 3.0, nu),
+        DampingRule::ThresholdNarrow => (1.0, nu),
         DampingRule::Nielsen if increased => (nu, 2.0 * nu),
         DampingRule::Nielsen => {
             let c = 2.0 * rho - 1.0;
@@ -144,7 +147,11 @@ fn lm_ratio_and_damping_follow_the_dense_gauss_newton_model_on_the_fisher_proble
     // at θ_k; then θ_{k+1} (θ_k on a loss increase) and λ_{k+1} from ρ_k.
     let d = Design::random(Kind::Logistic, 8, 3, 11);
     let theta0 = [2.0, -2.0, 1.5];
-    for damping_rule in [DampingRule::Threshold, DampingRule::Nielsen] {
+    for damping_rule in [
+        DampingRule::Threshold,
+        DampingRule::ThresholdNarrow,
+        DampingRule::Nielsen,
+    ] {
         lm_follows_the_dense_model(&d, &theta0, damping_rule);
     }
 }
@@ -210,6 +217,9 @@ fn lm_follows_the_dense_model(d: &Design, theta0: &[f64], damping_rule: DampingR
         DampingRule::Nielsen => assert!(doubled, "ν-doubling not exercised"),
         DampingRule::Threshold => assert!(
             rhos.iter().any(|&r| r > 0.75) && rhos.iter().any(|&r| (0.25..=0.75).contains(&r))
+        ),
+        DampingRule::ThresholdNarrow => assert!(
+            rhos.iter().any(|&r| r > 0.5) && rhos.iter().any(|&r| (0.25..=0.5).contains(&r))
         ),
     }
 }
