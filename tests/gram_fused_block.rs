@@ -238,3 +238,68 @@ fn one_and_two_threads_give_the_same_block_bitwise() {
         assert!(a == b, "block {i} differs between 1 and 2 threads");
     }
 }
+
+/// A linear model whose block Gram product returns NaN while its jvp and vjp are finite.
+struct NanBlock(natgrad::model::LinearModel);
+
+struct NanBlockLin<'a>(natgrad::model::LinearLinearization<'a>);
+
+impl Model for NanBlock {
+    type Linearization<'a> = NanBlockLin<'a>;
+    fn n_params(&self) -> usize {
+        self.0.n_params()
+    }
+    fn n_outputs(&self) -> usize {
+        self.0.n_outputs()
+    }
+    fn linearize(&self, theta: &[f64]) -> natgrad::Result<NanBlockLin<'_>> {
+        Ok(NanBlockLin(self.0.linearize(theta)?))
+    }
+}
+
+impl Linearization for NanBlockLin<'_> {
+    fn n_params(&self) -> usize {
+        self.0.n_params()
+    }
+    fn outputs(&self) -> &[f64] {
+        self.0.outputs()
+    }
+    fn jvp(&mut self, t: &[f64], out: &mut [f64]) {
+        self.0.jvp(t, out)
+    }
+    fn vjp(&mut self, s: &[f64], out: &mut [f64]) {
+        self.0.vjp(s, out)
+    }
+    fn gram_product_block(
+        &mut self,
+        _w: &[f64],
+        _t: MatRef<'_, f64>,
+        _s: faer::MatMut<'_, f64>,
+        mut out: faer::MatMut<'_, f64>,
+    ) {
+        out.fill(f64::NAN);
+    }
+}
+
+#[test]
+fn a_non_finite_block_product_is_named_as_such() {
+    let mut r = rng(12);
+    let (n, p) = (20, 6);
+    let a = Mat::<f64>::from_fn(n, p, |_, _| r.random_range(-1.0..1.0));
+    let model = NanBlock(natgrad::model::LinearModel::dense(a).unwrap());
+    let problem = FitProblem::new(
+        model,
+        SquaredError::l2(vec(&mut r, n)).unwrap(),
+        WeightedL2::uniform(n).unwrap(),
+    )
+    .unwrap();
+    let mut lin = problem.linearize(&vec(&mut r, p)).unwrap();
+    let op = lin.gram(1e-3);
+    let t = Mat::<f64>::from_fn(p, 3, |_, _| r.random_range(-1.0..1.0));
+    let mut out = Mat::<f64>::zeros(p, 3);
+    let mut mem = MemBuffer::new(op.apply_scratch(3, Par::Seq));
+    op.apply(out.as_mut(), t.as_ref(), Par::Seq, MemStack::new(&mut mem));
+    drop(op);
+    let fault = lin.fault().expect("the NaN block is recorded").to_string();
+    assert!(fault.contains("gram_product_block"), "{fault}");
+}
