@@ -27,7 +27,8 @@
 //! converting seconds to products) and `peak_rss_mb` (`VmHWM`). Counts are exact; seconds
 //! are noisy on a shared machine.
 
-use natgrad::linsolve::{solve_direction, Rhs, SolveCache};
+use natgrad::linsolve::DirectionSolver;
+use natgrad::linsolve::Rhs;
 use natgrad::{CgSettings, LinearSolver, Model, Preconditioner};
 use std::time::Instant;
 
@@ -134,7 +135,7 @@ fn run(
     steps: usize,
     solver: &LinearSolver,
 ) -> Run {
-    let mut cache = SolveCache::default();
+    let mut cache = DirectionSolver::default();
     let (mut seconds, mut iters, mut max_res) = (0.0, Vec::new(), 0.0_f64);
     let before = pb.evaluations();
     for _ in 0..steps {
@@ -144,7 +145,10 @@ fn run(
         let rhs = Rhs::Cotangent { r: &r, jt_r: None };
         let par = common::vector_par(d.len());
         let t0 = Instant::now();
-        let info = solve_direction(&mut lin, rhs, &mut d, lambda, solver, &mut cache, par)
+        let info = cache
+            .set_linear_solver(solver.clone())
+            .set_parallelism(par.into())
+            .solve_from(&mut lin, rhs, lambda, &mut d)
             .unwrap_or_else(|e| panic!("{solver:?}: {e}"));
         seconds += t0.elapsed().as_secs_f64();
         // CG iterations of the CG methods; none for K-FAC as the solver.
@@ -206,24 +210,19 @@ fn spectrum(pb: &common::Bench, theta: &[f64], lambda: f64, size: &str, start: &
         faer::Par::rayon(0),
     )
     .expect("the crate's metrics are finite");
-    let mut cache = SolveCache::default();
+    let mut cache = DirectionSolver::default();
     let solver = LinearSolver::Kfac {
         refresh_every: 1,
         decay: 0.0,
     };
     let b = vec![1.0; p];
     let mut d = vec![0.0; p];
-    solve_direction(
-        &mut lin,
-        Rhs::Params(&b),
-        &mut d,
-        lambda,
-        &solver,
-        &mut cache,
-        faer::Par::Seq,
-    )
-    .expect("kfac");
+    cache
+        .set_linear_solver(solver.clone())
+        .solve_from(&mut lin, Rhs::Params(&b), lambda, &mut d)
+        .expect("kfac");
     let pre = cache
+        .cache()
         .kfac()
         .expect("factors")
         .preconditioner(lambda, faer::Par::Seq)

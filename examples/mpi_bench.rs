@@ -15,7 +15,8 @@
 use faer::Par;
 use mpi::environment::Threading;
 use natgrad::distributed::{sharded_problem, Shards};
-use natgrad::linsolve::{solve_direction, Rhs, SolveCache};
+use natgrad::linsolve::DirectionSolver;
+use natgrad::linsolve::Rhs;
 use natgrad::model::{Activation, Mlp};
 use natgrad::{CgSettings, LinearSolver, Preconditioner, SquaredError, WeightedL2};
 use std::time::Instant;
@@ -78,16 +79,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut d = vec![0.0; p];
         let before = shards.stats();
         let start = Instant::now();
-        let info = solve_direction(
-            &mut lin,
-            Rhs::Cotangent { r: &r, jt_r: None },
-            &mut d,
-            1e-3,
-            &solver,
-            &mut SolveCache::default(),
-            Par::Seq,
-        )
-        .map_err(|e| e.to_string())?;
+        let info = DirectionSolver::new(solver.clone())
+            .solve_from(&mut lin, Rhs::Cotangent { r: &r, jt_r: None }, 1e-3, &mut d)
+            .map_err(|e| e.to_string())?;
         let total = start.elapsed().as_secs_f64();
         let comm = shards.stats().seconds - before.seconds;
         // The slowest rank decides: take the maximum over ranks of the total.

@@ -34,9 +34,8 @@
 use argmin::core::observers::{Observe, ObserverMode};
 use argmin::core::{Executor, State, KV};
 use faer::{Mat, MatMut, Par};
-use natgrad::linsolve::{
-    solve_direction, AutoSettings, CgSettings, LinearSolver, Preconditioner, Rhs, SolveCache,
-};
+use natgrad::linsolve::DirectionSolver;
+use natgrad::linsolve::{AutoSettings, CgSettings, LinearSolver, Preconditioner, Rhs};
 use natgrad::loss::Loss;
 use natgrad::metric::Metric;
 use natgrad::model::{Activation, ClosureModel, LinearModel, Mlp, Model};
@@ -173,15 +172,7 @@ fn one_direction<Mo: Model, Lo: Loss, Me: Metric>(
     let mut d = vec![0.0; pb.n_params()];
     let before = pb.evaluations().jvp;
     let t0 = Instant::now();
-    let res = solve_direction(
-        &mut lin,
-        Rhs::Params(&b),
-        &mut d,
-        lambda,
-        &cg(pre),
-        &mut SolveCache::default(),
-        Par::Seq,
-    );
+    let res = DirectionSolver::new(cg(pre)).solve_from(&mut lin, Rhs::Params(&b), lambda, &mut d);
     let ms = t0.elapsed().as_secs_f64() * 1e3;
     let products = pb.evaluations().jvp - before;
     match res {

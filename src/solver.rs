@@ -32,7 +32,7 @@ mod step;
 use crate::batch::MiniBatch;
 use crate::error::Error;
 use crate::line_search::{ArgminLineSearch, StepSearch};
-use crate::linsolve::{LinearSolver, SolveCache};
+use crate::linsolve::{DirectionSolver, LinearSolver};
 use crate::loss::Loss;
 use crate::metric::Metric;
 use crate::model::Model;
@@ -44,7 +44,6 @@ use argmin::core::{
     ArgminError, IterState, Problem as ArgminProblem, Solver, State, TerminationReason,
     TerminationStatus, KV,
 };
-use faer::Par;
 
 /// The argmin state used by every `natgrad` solver.
 pub type NgState = IterState<Vec<f64>, Vec<f64>, (), (), (), f64>;
@@ -53,27 +52,7 @@ type ArgminResult<T> = Result<T, argmin::core::Error>;
 
 const NAME: &str = "NaturalGradient";
 
-/// Thread setting for the dense parts of the solver (Cholesky, Gram GEMM); serialisable
-/// stand-in for faer's [`Par`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-pub enum Parallelism {
-    /// One thread.
-    #[default]
-    Sequential,
-    /// faer's rayon parallelism with this many threads (0: all of rayon's).
-    Rayon(usize),
-}
-
-impl Parallelism {
-    /// The faer [`Par`] value.
-    pub fn par(self) -> Par {
-        match self {
-            Parallelism::Sequential => Par::Seq,
-            Parallelism::Rayon(n) => Par::rayon(n),
-        }
-    }
-}
+pub use crate::linsolve::Parallelism;
 
 /// What the solver carries from one step to the next besides its settings.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -81,10 +60,6 @@ impl Parallelism {
 struct Memory {
     /// Iterate `k−1` (none at `k = 0`).
     previous: Option<Previous>,
-    /// The last solution of the gradient solve, the warm start of the next one.
-    warm_gradient: Option<Vec<f64>>,
-    /// The last solution of Nesterov's extrapolation solve.
-    warm_extrapolation: Option<Vec<f64>>,
     /// What the last step measured, for the stopping tests in `terminate`.
     record: Option<StepRecord>,
     /// Levenberg–Marquardt steps rejected in a row at the maximum damping.
@@ -212,9 +187,7 @@ pub struct NaturalGradient<S = StepControl> {
     initial_damping: f64,
     /// What λ is relative to.
     damping_scale: DampingScale,
-    linear_solver: LinearSolver,
     tolerances: Tolerances,
-    parallelism: Parallelism,
     momentum: StepRule,
     /// The step control: a [`StepControl`] or an argmin line search
     /// ([`ArgminLineSearch`]).
@@ -226,8 +199,9 @@ pub struct NaturalGradient<S = StepControl> {
     batch: Option<MiniBatch>,
     seed: u64,
     memory: Memory,
-    /// What the linear solver keeps between steps.
-    solve_cache: SolveCache,
+    /// The linear solver of the directions, its threads, and what it keeps between
+    /// solves (warm starts, sketch, factors).
+    direction_solver: DirectionSolver,
 }
 
 impl Default for NaturalGradient {
@@ -247,9 +221,7 @@ impl NaturalGradient {
             damping: 1e-8,
             initial_damping: 1e-8,
             damping_scale: DampingScale::Absolute,
-            linear_solver: LinearSolver::default(),
             tolerances: Tolerances::default(),
-            parallelism: Parallelism::Sequential,
             momentum: StepRule::Plain,
             step_control: StepControl::Fixed,
             adaptive_damping: None,
@@ -258,7 +230,7 @@ impl NaturalGradient {
             batch: None,
             seed: 0,
             memory: Memory::default(),
-            solve_cache: SolveCache::default(),
+            direction_solver: DirectionSolver::new(LinearSolver::default()),
         }
     }
 
@@ -276,9 +248,7 @@ impl<S> NaturalGradient<S> {
             damping: self.damping,
             initial_damping: self.initial_damping,
             damping_scale: self.damping_scale,
-            linear_solver: self.linear_solver,
             tolerances: self.tolerances,
-            parallelism: self.parallelism,
             momentum: self.momentum,
             step_control,
             adaptive_damping: self.adaptive_damping,
@@ -287,7 +257,7 @@ impl<S> NaturalGradient<S> {
             batch: self.batch,
             seed: self.seed,
             memory: self.memory,
-            solve_cache: self.solve_cache,
+            direction_solver: self.direction_solver,
         }
     }
 
@@ -345,7 +315,7 @@ impl<S> NaturalGradient<S> {
     /// or sample space, or chosen automatically.
     pub fn with_linear_solver(mut self, solver: LinearSolver) -> ArgminResult<Self> {
         solver.validate().map_err(|e| e.into_argmin(NAME))?;
-        self.linear_solver = solver;
+        self.direction_solver.set_linear_solver(solver);
         Ok(self)
     }
 
@@ -483,7 +453,7 @@ impl<S> NaturalGradient<S> {
     /// depend on the thread count.
     #[must_use]
     pub fn with_parallelism(mut self, parallelism: Parallelism) -> Self {
-        self.parallelism = parallelism;
+        self.direction_solver.set_parallelism(parallelism);
         self
     }
 
@@ -505,7 +475,7 @@ impl<S> NaturalGradient<S> {
 
     /// The linear solver.
     pub fn linear_solver(&self) -> &LinearSolver {
-        &self.linear_solver
+        self.direction_solver.linear_solver()
     }
 
     /// The step rule.
@@ -536,7 +506,7 @@ impl<S: StepSearch> NaturalGradient<S> {
     ) -> ArgminResult<()> {
         if p.model().is_sharded() {
             if matches!(
-                self.linear_solver,
+                self.direction_solver.linear_solver(),
                 LinearSolver::SampleCg(_) | LinearSolver::SampleCholesky
             ) {
                 return Err(crate::linsolve::sharded_sample_space().into_argmin(NAME));
@@ -631,7 +601,7 @@ impl<Mo: Model, Lo: Loss, Me: Metric, S: StepSearch> Solver<FitProblem<Mo, Lo, M
         let p = inner(problem)?;
         self.check_setup(p)?;
         self.memory = Memory::default();
-        self.solve_cache = SolveCache::default();
+        self.direction_solver.reset();
         self.damping = match self.adaptive_damping {
             Some(lm) => self.initial_damping.clamp(lm.min, lm.max),
             None => self.initial_damping,

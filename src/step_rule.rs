@@ -22,12 +22,11 @@
 //! [`LinearizedProblem::transport_gram`].
 
 use crate::error::check_len;
-use crate::linsolve::{solve_direction, LinearSolver, Rhs, SolveCache, SolveFailure};
+use crate::linsolve::{DirectionSolver, Rhs, SolveFailure};
 use crate::loss::Loss;
 use crate::metric::Metric;
 use crate::model::Model;
 use crate::problem::LinearizedProblem;
-use faer::Par;
 
 /// A step rule of docs/math.md §3, with its momentum coefficient β (any finite real; the
 /// lagged-gradient rule is also used with β < 0).
@@ -212,14 +211,14 @@ pub(crate) struct Previous {
 /// the tangent space at `θ_k`. One jvp at `θ_{k−1}`, one metric product (at `θ_k`), and a
 /// solve by `G_k + λI` with right-hand side `J_kᵀ r`, `r = M J_{k−1} v` — the product of
 /// [`LinearizedProblem::transport_gram`], handed to the solver as the
-/// cotangent `r` so that sample-space solvers work too.
+/// cotangent `r` so that sample-space solvers work too. The solve is `solver`'s
+/// ([`DirectionSolver::solve`]: warm-started from, and kept as, its last direction).
 pub fn transport<'p, Mo: Model, Lo: Loss, Me: Metric>(
     current: &mut LinearizedProblem<'p, Mo, Lo, Me>,
     previous: &mut LinearizedProblem<'p, Mo, Lo, Me>,
     v: &[f64],
     damping: f64,
-    solver: &LinearSolver,
-    par: Par,
+    solver: &mut DirectionSolver,
 ) -> Result<Vec<f64>, SolveFailure> {
     let n = current.outputs().len();
     check_len(
@@ -239,15 +238,6 @@ pub fn transport<'p, Mo: Model, Lo: Loss, Me: Metric>(
     previous.jvp(v, &mut jv);
     let mut r = vec![0.0; n];
     current.apply_metric(&jv, &mut r);
-    let mut x = vec![0.0; v.len()];
-    solve_direction(
-        current,
-        Rhs::Cotangent { r: &r, jt_r: None },
-        &mut x,
-        damping,
-        solver,
-        &mut SolveCache::default(),
-        par,
-    )?;
-    Ok(x)
+    solver.solve(current, Rhs::Cotangent { r: &r, jt_r: None }, damping)?;
+    Ok(solver.direction().to_vec())
 }

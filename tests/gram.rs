@@ -5,11 +5,9 @@ mod common;
 
 use common::{gram_twin, rel_diff, rng, sparse_spd, spd, vec};
 use faer::Mat;
-use faer::Par;
 use natgrad::check::{jacobian_by_jvps, max_rel_diff, metric_matrix};
-use natgrad::linsolve::{
-    solve_direction, CgSettings, LinearSolver, Preconditioner, Rhs, SolveCache,
-};
+use natgrad::linsolve::DirectionSolver;
+use natgrad::linsolve::{CgSettings, LinearSolver, Preconditioner, Rhs};
 use natgrad::loss::{CrossEntropy, Loss};
 use natgrad::metric::{DenseMetric, Euclidean, LossHessian, Metric, SparseMetric, WeightedL2};
 use natgrad::model::{LinearModel, Model};
@@ -138,16 +136,14 @@ fn cg_vs_cholesky(n: usize, p: usize, seed: u64, precond: Preconditioner) -> f64
     let g = lin.gradient();
     let mut d_chol = vec![0.0; p];
     let r = lin.output_gradient().to_vec();
-    solve_direction(
-        &mut lin,
-        Rhs::Cotangent { r: &r, jt_r: None },
-        &mut d_chol,
-        lambda,
-        &LinearSolver::Cholesky,
-        &mut SolveCache::default(),
-        Par::Seq,
-    )
-    .unwrap();
+    DirectionSolver::new(LinearSolver::Cholesky)
+        .solve_from(
+            &mut lin,
+            Rhs::Cotangent { r: &r, jt_r: None },
+            lambda,
+            &mut d_chol,
+        )
+        .unwrap();
     let settings = CgSettings {
         rel_tol: 1e-12,
         max_iters: 20 * p,
@@ -155,16 +151,9 @@ fn cg_vs_cholesky(n: usize, p: usize, seed: u64, precond: Preconditioner) -> f64
         ..CgSettings::default()
     };
     let mut d_cg = vec![0.0; p];
-    let info = solve_direction(
-        &mut lin,
-        Rhs::Params(&g),
-        &mut d_cg,
-        lambda,
-        &LinearSolver::Cg(settings),
-        &mut SolveCache::default(),
-        Par::Seq,
-    )
-    .unwrap();
+    let info = DirectionSolver::new(LinearSolver::Cg(settings))
+        .solve_from(&mut lin, Rhs::Params(&g), lambda, &mut d_cg)
+        .unwrap();
     assert!(!info.cg.unwrap().truncated);
     rel_diff(&d_cg, &d_chol)
 }
@@ -197,16 +186,9 @@ fn cholesky_direction_solves_the_dense_system() {
     let mut lin = pb.linearize(&vec(&mut r, p)).unwrap();
     let g = lin.gradient();
     let mut d = vec![0.0; p];
-    solve_direction(
-        &mut lin,
-        Rhs::Params(&g),
-        &mut d,
-        0.0,
-        &LinearSolver::Cholesky,
-        &mut SolveCache::default(),
-        Par::Seq,
-    )
-    .unwrap();
+    DirectionSolver::new(LinearSolver::Cholesky)
+        .solve_from(&mut lin, Rhs::Params(&g), 0.0, &mut d)
+        .unwrap();
     let expected = common::dense_solve(&gram_twin(&a, &k, 0.0), &g);
     assert!(rel_diff(&d, &expected) <= 1e-10);
 }
@@ -218,16 +200,9 @@ fn cold_started_cg_matches_cholesky() {
     let mut lin = toy.problem.linearize(&toy.theta0).unwrap();
     let g = lin.gradient();
     let mut d_chol = vec![0.0; 2];
-    solve_direction(
-        &mut lin,
-        Rhs::Params(&g),
-        &mut d_chol,
-        1e-8,
-        &LinearSolver::Cholesky,
-        &mut SolveCache::default(),
-        Par::Seq,
-    )
-    .unwrap();
+    DirectionSolver::new(LinearSolver::Cholesky)
+        .solve_from(&mut lin, Rhs::Params(&g), 1e-8, &mut d_chol)
+        .unwrap();
     for warm_start in [false, true] {
         let cg = CgSettings {
             warm_start,
@@ -235,16 +210,9 @@ fn cold_started_cg_matches_cholesky() {
             ..CgSettings::default()
         };
         let mut d = vec![123.0, -7.0];
-        solve_direction(
-            &mut lin,
-            Rhs::Params(&g),
-            &mut d,
-            1e-8,
-            &LinearSolver::Cg(cg),
-            &mut SolveCache::default(),
-            Par::Seq,
-        )
-        .unwrap();
+        DirectionSolver::new(LinearSolver::Cg(cg))
+            .solve_from(&mut lin, Rhs::Params(&g), 1e-8, &mut d)
+            .unwrap();
         assert!(rel_diff(&d, &d_chol) <= 1e-12, "warm_start = {warm_start}");
     }
 }

@@ -10,7 +10,8 @@ mod common;
 use common::{gram_twin, rel_diff, rng, vec};
 use faer::{Mat, Par};
 use natgrad::check::{complex_step_jvp, jacobian_by_jvps, metric_matrix};
-use natgrad::linsolve::{solve_direction, Rhs, SolveCache};
+use natgrad::linsolve::DirectionSolver;
+use natgrad::linsolve::Rhs;
 use natgrad::loss::{CrossEntropy, Loss};
 use natgrad::metric::{DenseMetric, Euclidean, LossHessian, Metric, WeightedL2};
 use natgrad::model::{Activation, Mlp, Model};
@@ -327,8 +328,11 @@ fn run_in_pool(threads: usize) -> Vec<Vec<u64>> {
                 r: &rhs,
                 jt_r: None,
             };
-            let mut cache = SolveCache::default();
-            solve_direction(&mut lin, rhs, &mut d, 1e-3, &cg, &mut cache, Par::Seq).unwrap();
+            let mut cache = DirectionSolver::default();
+            cache
+                .set_linear_solver(cg.clone())
+                .solve_from(&mut lin, rhs, 1e-3, &mut d)
+                .unwrap();
             bits.push(d.iter().map(|v| v.to_bits()).collect());
         }
         bits

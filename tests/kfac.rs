@@ -8,9 +8,10 @@ mod common;
 use common::{rel_diff, rng, vec};
 use faer::linalg::solvers::SolveCore;
 use faer::{Conj, Mat, Par, Side};
+use natgrad::linsolve::DirectionSolver;
 use natgrad::linsolve::{
-    kfac, solve_direction, CgSettings, LinearSolver, Preconditioner, PreconditionerKind, Rhs,
-    SolveCache, SolveFailure, SolveMethod,
+    kfac, CgSettings, LinearSolver, Preconditioner, PreconditionerKind, Rhs, SolveFailure,
+    SolveMethod,
 };
 use natgrad::metric::{DenseMetric, WeightedL2};
 use natgrad::model::{Activation, KfacFactors, Mlp, Model};
@@ -136,7 +137,7 @@ fn kfac_solve(
     b: &[f64],
     damping: f64,
     decay: f64,
-    cache: &mut SolveCache,
+    cache: &mut DirectionSolver,
 ) -> (Vec<f64>, natgrad::linsolve::SolveInfo) {
     let mut lin = pb.linearize(theta).unwrap();
     let mut x = vec![0.0; b.len()];
@@ -145,7 +146,10 @@ fn kfac_solve(
         decay,
     };
     let rhs = Rhs::Params(b);
-    let info = solve_direction(&mut lin, rhs, &mut x, damping, &solver, cache, Par::Seq).unwrap();
+    let info = cache
+        .set_linear_solver(solver.clone())
+        .solve_from(&mut lin, rhs, damping, &mut x)
+        .unwrap();
     (x, info)
 }
 
@@ -184,11 +188,11 @@ fn kronecker_inverse_equals_a_dense_solve_with_the_damped_factors() {
         let (pb, theta) = mlp_problem(&widths, m, 11);
         let p = pb.n_params();
         let b = vec(&mut rng(12), p);
-        let mut cache = SolveCache::default();
+        let mut cache = DirectionSolver::default();
         let (x, info) = kfac_solve(&pb, &theta, &b, damping, 0.0, &mut cache);
         assert_eq!(info.method, SolveMethod::Kfac);
         assert_eq!(info.cg, None, "K-FAC as a solver runs no CG");
-        let f = cache.kfac().unwrap().factors();
+        let f = cache.cache().kfac().unwrap().factors();
         let dense = assembled_damped(&f, p, damping);
         let mut want = Mat::from_fn(p, 1, |i, _| b[i]);
         dense
@@ -213,9 +217,10 @@ fn kfac_preconditioner_is_symmetric_positive_definite() {
         let p = pb.n_params();
         let damping = [1e-6, 1e-3, 1.0][seed as usize % 3];
         let b = vec(&mut r, p);
-        let mut cache = SolveCache::default();
+        let mut cache = DirectionSolver::default();
         kfac_solve(&pb, &theta, &b, damping, 0.0, &mut cache);
         let pre = cache
+            .cache()
             .kfac()
             .unwrap()
             .preconditioner(damping, Par::Seq)
@@ -249,10 +254,11 @@ fn pcg_with_kfac_reaches_the_cholesky_direction() {
         let mut run = |solver: &LinearSolver| {
             let mut x = vec![0.0; p];
             let rhs = Rhs::Cotangent { r: &r, jt_r: None };
-            let mut cache = SolveCache::default();
-            let info =
-                solve_direction(&mut lin, rhs, &mut x, damping, solver, &mut cache, Par::Seq)
-                    .unwrap();
+            let mut cache = DirectionSolver::default();
+            let info = cache
+                .set_linear_solver(solver.clone())
+                .solve_from(&mut lin, rhs, damping, &mut x)
+                .unwrap();
             (x, info)
         };
         let (want, _) = run(&LinearSolver::Cholesky);
@@ -291,15 +297,12 @@ fn kfac_refuses_a_coupling_metric_and_bad_settings() {
     };
     let mut lin = coupled.linearize(&theta).unwrap();
     let mut x = vec![0.0; p];
-    let mut cache = SolveCache::default();
-    let res = solve_direction(
+    let mut cache = DirectionSolver::default();
+    let res = cache.set_linear_solver(kfac_solver(1, 0.0)).solve_from(
         &mut lin,
         Rhs::Params(&b),
-        &mut x,
         1e-3,
-        &kfac_solver(1, 0.0),
-        &mut cache,
-        Par::Seq,
+        &mut x,
     );
     assert!(
         matches!(res, Err(SolveFailure::Direct(Error::Unsupported(ref s))) if s.contains("diagonal metric")),
@@ -311,14 +314,11 @@ fn kfac_refuses_a_coupling_metric_and_bad_settings() {
         kfac_solver(1, -0.1),
     ] {
         let mut lin = pb.linearize(&theta).unwrap();
-        let res = solve_direction(
+        let res = cache.set_linear_solver(bad.clone()).solve_from(
             &mut lin,
             Rhs::Params(&b),
-            &mut x,
             1e-3,
-            &bad,
-            &mut cache,
-            Par::Seq,
+            &mut x,
         );
         assert!(
             matches!(res, Err(SolveFailure::Direct(Error::InvalidSetting(_)))),
@@ -334,12 +334,12 @@ fn exponential_average_mixes_old_and_new_factors() {
     let theta1: Vec<f64> = theta0.iter().map(|t| t * 1.3 - 0.05).collect();
     let (f0, f1) = (factors(&pb, &theta0), factors(&pb, &theta1));
     let rho = 0.25;
-    let mut cache = SolveCache::default();
+    let mut cache = DirectionSolver::default();
     let b = vec![1.0; pb.n_params()];
     for theta in [&theta0, &theta1] {
         kfac_solve(&pb, theta, &b, 1e-3, rho, &mut cache);
     }
-    let got = cache.kfac().unwrap();
+    let got = cache.cache().kfac().unwrap();
     assert_eq!(got.refreshes(), 2);
     for ((g, a), b) in got.factors().iter().zip(&f0).zip(&f1) {
         let want = Mat::from_fn(g.a.nrows(), g.a.ncols(), |i, j| {
@@ -361,7 +361,7 @@ fn kfac_directions_are_bitwise_equal_at_one_and_two_threads() {
             let (pb, mut theta) = mlp_problem(&[2, 64, 64, 1], 512, 31);
             let model = pb.model().clone().with_parallelism(Par::rayon(threads));
             let pb = FitProblem::new(model, pb.loss().clone(), pb.metric().clone()).unwrap();
-            let mut cache = SolveCache::default();
+            let mut cache = DirectionSolver::default();
             let mut out = Vec::new();
             for solver in [
                 LinearSolver::Cg(CgSettings {
@@ -381,7 +381,11 @@ fn kfac_directions_are_bitwise_equal_at_one_and_two_threads() {
                     let mut d = vec![0.0; theta.len()];
                     let rhs = Rhs::Cotangent { r: &r, jt_r: None };
                     let par = Par::rayon(threads);
-                    solve_direction(&mut lin, rhs, &mut d, 1e-3, &solver, &mut cache, par).unwrap();
+                    cache
+                        .set_linear_solver(solver.clone())
+                        .set_parallelism(par.into())
+                        .solve_from(&mut lin, rhs, 1e-3, &mut d)
+                        .unwrap();
                     theta.iter_mut().zip(&d).for_each(|(t, d)| *t -= 0.5 * d);
                     out.push(d);
                 }

@@ -6,7 +6,8 @@ mod common;
 use common::{gram_twin, rel_diff, rng, vec};
 use faer::{Mat, Par};
 use natgrad::check::{adjointness_error, complex_step_jvp, jacobian_by_jvps, max_rel_diff};
-use natgrad::linsolve::{solve_direction, Rhs, SolveCache};
+use natgrad::linsolve::DirectionSolver;
+use natgrad::linsolve::Rhs;
 use natgrad::model::{Activation, Mlp, Model};
 use natgrad::{
     CgSettings, Error, FitProblem, LinearSolver, Linearization, SquaredError, WeightedL2,
@@ -249,16 +250,10 @@ fn run_in_pool(threads: usize) -> Vec<Vec<u64>> {
             r: &rhs,
             jt_r: None,
         };
-        solve_direction(
-            &mut lin,
-            rhs,
-            &mut d,
-            1e-3,
-            &cg,
-            &mut SolveCache::default(),
-            Par::rayon(0),
-        )
-        .unwrap();
+        DirectionSolver::new(cg.clone())
+            .with_parallelism(Par::rayon(0).into())
+            .solve_from(&mut lin, rhs, 1e-3, &mut d)
+            .unwrap();
         let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<u64>>();
         diag.truncate(p);
         vec![

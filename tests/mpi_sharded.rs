@@ -12,6 +12,7 @@ use faer::{Mat, MatMut};
 use mpi::environment::Threading;
 use natgrad::distributed::{block, sharded_problem, Shards};
 use natgrad::linsolve::AutoSettings;
+use natgrad::linsolve::DirectionSolver;
 use natgrad::model::{ClosureModel, Linearization, Model};
 use natgrad::step_rule::StepRule;
 use natgrad::{
@@ -584,7 +585,7 @@ fn sample_space_solvers_are_refused(shards: &Shards, report: &mut Report) {
         not_implemented(&r, "mini-batches"),
         describe(&r),
     );
-    // The linear solve itself refuses too (for callers of `solve_direction`).
+    // The linear solve itself refuses too (for callers of `DirectionSolver::solve`).
     let Ok(problem) = local_parts(shards, M) else {
         return report.check("sample_space_solve_direction", false, "no problem".into());
     };
@@ -593,14 +594,11 @@ fn sample_space_solvers_are_refused(shards: &Shards, report: &mut Report) {
     };
     let r = lin.output_gradient().to_vec();
     let mut x = vec![0.0; P];
-    let got = natgrad::linsolve::solve_direction(
+    let got = DirectionSolver::new(LinearSolver::SampleCholesky).solve_from(
         &mut lin,
         natgrad::linsolve::Rhs::Cotangent { r: &r, jt_r: None },
-        &mut x,
         1e-3,
-        &LinearSolver::SampleCholesky,
-        &mut natgrad::linsolve::SolveCache::default(),
-        faer::Par::Seq,
+        &mut x,
     );
     report.check(
         "sample_space_solve_direction_is_refused_when_sharded",

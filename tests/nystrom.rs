@@ -8,9 +8,9 @@ use common::{gram_twin, matvec, rel_diff, rng, spd, vec};
 use faer::{Mat, Par};
 use natgrad::check::{jacobian_by_jvps, max_rel_diff, metric_matrix};
 use natgrad::gram::Space;
+use natgrad::linsolve::DirectionSolver;
 use natgrad::linsolve::{
-    solve_direction, CgSettings, LinearSolver, NystromSketch, Preconditioner, PreconditionerKind,
-    Rhs, SolveCache,
+    CgSettings, LinearSolver, NystromSketch, Preconditioner, PreconditionerKind, Rhs,
 };
 use natgrad::metric::{DenseMetric, Euclidean, WeightedL2};
 use natgrad::model::{LinearModel, Model};
@@ -58,7 +58,7 @@ fn full_rank_nystrom_reproduces_the_gram_matrix() {
     let m = metric_matrix(pb.metric(), &lin.point(), n);
     let g = gram_twin(&a, &m, 0.0);
     let op = lin.gram(0.0);
-    let sk = NystromSketch::build(&op, p, 7, 1.0, 0, Par::Seq).unwrap();
+    let sk = NystromSketch::build(&op, p, 7, 1.0, Par::Seq).unwrap();
     assert_eq!(op.products(), p as u64);
     assert_eq!(sk.rank(), p);
     // Q square orthogonal: A Q (QᵀAQ)⁻¹ QᵀA = A.
@@ -78,7 +78,7 @@ fn low_rank_operator_gives_the_exact_inverse_up_to_scale() {
     let mu = 1e-2;
     let g = gram_twin(&a, &m, mu);
     let op = lin.gram(0.0);
-    let sk = NystromSketch::build(&op, r, 8, 1.0, 0, Par::Seq).unwrap();
+    let sk = NystromSketch::build(&op, r, 8, 1.0, Par::Seq).unwrap();
     assert!(sk.eigenvalues()[r - 1] <= 1e-12 * sk.eigenvalues()[0]);
     let pinv = sk.preconditioner(mu);
     let v = vec(&mut rng(62), p);
@@ -95,7 +95,7 @@ fn preconditioner_equals_its_dense_formula() {
     let (pb, _a, theta) = weighted_problem(n, p, 63);
     let mut lin = pb.linearize(&theta).unwrap();
     let op = lin.gram(0.0);
-    let sk = NystromSketch::build(&op, r, 9, 1.0, 0, Par::Seq).unwrap();
+    let sk = NystromSketch::build(&op, r, 9, 1.0, Par::Seq).unwrap();
     let mu = 1e-3;
     let (u, l) = (sk.basis(), sk.eigenvalues());
     // U has orthonormal columns.
@@ -142,16 +142,9 @@ fn nystrom_pcg_converges_to_the_cholesky_direction_in_both_spaces() {
         let r = lin.output_gradient().to_vec();
         let mut want = vec![0.0; p];
         let solve = |lin: &mut _, solver: &LinearSolver, d: &mut Vec<f64>| {
-            solve_direction(
-                lin,
-                Rhs::Cotangent { r: &r, jt_r: None },
-                d,
-                1e-4,
-                solver,
-                &mut SolveCache::default(),
-                Par::Seq,
-            )
-            .unwrap()
+            DirectionSolver::new(solver.clone())
+                .solve_from(lin, Rhs::Cotangent { r: &r, jt_r: None }, 1e-4, d)
+                .unwrap()
         };
         solve(&mut lin, &LinearSolver::Cholesky, &mut want);
         for solver in [
@@ -182,16 +175,9 @@ fn nystrom_takes_fewer_iterations_than_plain_cg_on_a_decaying_spectrum() {
             ..nystrom_cg(20, 10)
         };
         let mut d = vec![0.0; p];
-        let info = solve_direction(
-            &mut lin,
-            Rhs::Params(&g),
-            &mut d,
-            1e-6,
-            &LinearSolver::Cg(s),
-            &mut SolveCache::default(),
-            Par::Seq,
-        )
-        .unwrap();
+        let info = DirectionSolver::new(LinearSolver::Cg(s))
+            .solve_from(&mut lin, Rhs::Params(&g), 1e-6, &mut d)
+            .unwrap();
         iters.push(info.cg_iters().unwrap());
     }
     // The 20 largest eigenvalues are deflated: the rest spans a smaller range.
@@ -207,26 +193,23 @@ fn nystrom_takes_fewer_iterations_than_plain_cg_on_a_decaying_spectrum() {
 fn sketch_is_kept_and_refreshed_every_k_solves() {
     let (n, p) = (30, 12);
     let (pb, _a, theta) = weighted_problem(n, p, 67);
-    let mut cache = SolveCache::default();
+    let mut cache = DirectionSolver::default();
     let mut products = Vec::new();
     for _ in 0..7 {
         let mut lin = pb.linearize(&theta).unwrap();
         let g = lin.gradient();
         let mut d = vec![0.0; p];
-        let info = solve_direction(
-            &mut lin,
-            Rhs::Params(&g),
-            &mut d,
-            1e-3,
-            &LinearSolver::Cg(nystrom_cg(5, 3)),
-            &mut cache,
-            Par::Seq,
-        )
-        .unwrap();
+        let info = cache
+            .set_linear_solver(LinearSolver::Cg(nystrom_cg(5, 3)))
+            .solve_from(&mut lin, Rhs::Params(&g), 1e-3, &mut d)
+            .unwrap();
         products.push(info.cg.unwrap().sketch_products);
     }
     assert_eq!(products, [5, 0, 0, 5, 0, 0, 5]);
-    assert_eq!(cache.nystrom().map(|s| s.space()), Some(Space::Params));
+    assert_eq!(
+        cache.cache().nystrom().map(|s| s.space()),
+        Some(Space::Params)
+    );
 }
 
 #[test]
@@ -255,7 +238,7 @@ fn sample_space_nystrom_with_a_dense_metric_sketches_the_whole_operator() {
         (0..p).map(|t| j[(a, t)] * j[(b, t)]).sum::<f64>() + lambda * kinv[(a, b)]
     });
     let op = lin.gram_in(Space::Samples, lambda);
-    let sk = NystromSketch::build(&op, n, 1, 0.0, 0, Par::Seq).unwrap();
+    let sk = NystromSketch::build(&op, n, 1, 0.0, Par::Seq).unwrap();
     assert!(max_rel_diff(&approximation(&sk), &want) <= 1e-10);
     // And with Euclidean (M = I): A₀ = JJᵀ only.
     let pb = FitProblem::new(
@@ -266,7 +249,7 @@ fn sample_space_nystrom_with_a_dense_metric_sketches_the_whole_operator() {
     .unwrap();
     let mut lin = pb.linearize(&vec(&mut r, p)).unwrap();
     let op = lin.gram_in(Space::Samples, 0.0);
-    let sk = NystromSketch::build(&op, n, 1, 1.0, 0, Par::Seq).unwrap();
+    let sk = NystromSketch::build(&op, n, 1, 1.0, Par::Seq).unwrap();
     let jjt = Mat::from_fn(n, n, |a, b| {
         (0..p).map(|t| j[(a, t)] * j[(b, t)]).sum::<f64>()
     });
@@ -284,7 +267,7 @@ fn sketch_counts_only_its_own_gram_products() {
     let mut out = vec![0.0; p];
     op.apply_vec(&vec(&mut rng(70), p), &mut out);
     assert_eq!(op.products(), 1);
-    let sk = NystromSketch::build(&op, r, 7, 1.0, 0, Par::Seq).unwrap();
+    let sk = NystromSketch::build(&op, r, 7, 1.0, Par::Seq).unwrap();
     assert_eq!(op.products(), 1 + r as u64);
     assert_eq!(sk.products(), r as u64);
 }
@@ -308,7 +291,7 @@ fn sketch_does_not_depend_on_the_units_of_the_operator() {
         .unwrap();
         let mut lin = pb.linearize(&theta).unwrap();
         let g = gram_twin(&scaled, &m, 0.0);
-        let sk = NystromSketch::build(&lin.gram(0.0), p, 7, 1.0, 0, Par::Seq).unwrap();
+        let sk = NystromSketch::build(&lin.gram(0.0), p, 7, 1.0, Par::Seq).unwrap();
         let e = max_rel_diff(&approximation(&sk), &g);
         assert!(e <= 1e-10, "s = {s:e}: ‖Â − G‖ / ‖G‖ = {e:e}");
         assert!(sk.eigenvalues().iter().all(|&l| l > 0.0), "s = {s:e}");
@@ -330,7 +313,7 @@ fn zero_eigenvalue_of_an_exactly_singular_gram_is_zero() {
     .unwrap();
     let mut lin = pb.linearize(&vec(&mut rng(74), p)).unwrap();
     for seed in 0..20 {
-        let sk = NystromSketch::build(&lin.gram(0.0), p, seed, 1.0, 0, Par::Seq).unwrap();
+        let sk = NystromSketch::build(&lin.gram(0.0), p, seed, 1.0, Par::Seq).unwrap();
         let l = sk.eigenvalues();
         assert!(l[..3].iter().all(|&x| (x - 1.0).abs() <= 1e-12), "{l:?}");
         assert_eq!(l[3], 0.0, "seed {seed}: {l:?}");
@@ -353,7 +336,7 @@ fn sketch_of_a_gram_of_rank_far_below_the_sketch_rank_is_exact() {
     let mut lin = pb.linearize(&vec(&mut rng(77), p)).unwrap();
     let g = gram_twin(&j, &Mat::identity(n, n), 0.0);
     for seed in 0..3 {
-        let sk = NystromSketch::build(&lin.gram(0.0), r, seed, 1.0, 0, Par::Seq)
+        let sk = NystromSketch::build(&lin.gram(0.0), r, seed, 1.0, Par::Seq)
             .unwrap_or_else(|e| panic!("seed {seed}: {e:?}"));
         let nonzero = sk.eigenvalues().iter().filter(|&&l| l > 0.0).count();
         assert_eq!(nonzero, n, "seed {seed}");
@@ -378,7 +361,7 @@ fn coefficients_follow_the_formula_with_and_without_damping() {
     .unwrap();
     let mut lin = pb.linearize(&vec(&mut rng(79), p)).unwrap();
     // shift_per_damping = 4: μ = 4λ.
-    let sk = NystromSketch::build(&lin.gram(0.0), p, 5, 4.0, 0, Par::Seq).unwrap();
+    let sk = NystromSketch::build(&lin.gram(0.0), p, 5, 4.0, Par::Seq).unwrap();
     assert_eq!(sk.shift(0.0625), 0.25);
     let l = sk.eigenvalues();
     let lam = [4.0, 1.0, 0.25, 0.0];
@@ -410,7 +393,7 @@ fn preconditioner_is_a_square_operator_equal_to_its_transpose() {
     let (n, p, r) = (40, 20, 8);
     let (pb, _a, theta) = weighted_problem(n, p, 80);
     let mut lin = pb.linearize(&theta).unwrap();
-    let sk = NystromSketch::build(&lin.gram(0.0), r, 9, 1.0, 0, Par::Seq).unwrap();
+    let sk = NystromSketch::build(&lin.gram(0.0), r, 9, 1.0, Par::Seq).unwrap();
     let pinv = sk.preconditioner(1e-3);
     assert_eq!((pinv.nrows(), pinv.ncols()), (p, p));
     let v = common::mat(&mut rng(81), p, 2);

@@ -7,7 +7,8 @@ mod common;
 
 use common::{dense_solve, gram_twin, rel_diff, rng, solve_fresh, vec};
 use faer::Mat;
-use natgrad::linsolve::{solve_direction, CgSettings, Preconditioner, Rhs, SolveCache};
+use natgrad::linsolve::DirectionSolver;
+use natgrad::linsolve::{CgSettings, Preconditioner, Rhs};
 use natgrad::model::{LinearModel, Linearization};
 use natgrad::{FitProblem, LinearSolver, Model, SquaredError, WeightedL2};
 
@@ -298,7 +299,7 @@ fn sample_cg_warm_starts_only_from_a_solution_of_the_same_size() {
         ..CgSettings::default()
     };
     let solver = LinearSolver::SampleCg(settings);
-    let mut cache = SolveCache::default();
+    let mut cache = DirectionSolver::default();
     let mut r = rng(17);
     for (n, repeat) in [(3, true), (4, false)] {
         let a = common::mat(&mut r, n, p);
@@ -323,16 +324,10 @@ fn sample_cg_warm_starts_only_from_a_solution_of_the_same_size() {
                 r: &cot,
                 jt_r: None,
             };
-            solve_direction(
-                &mut lin,
-                rhs,
-                d,
-                lambda,
-                &solver,
-                &mut cache,
-                faer::Par::Seq,
-            )
-            .unwrap_or_else(|e| panic!("n = {n}: {e}"))
+            cache
+                .set_linear_solver(solver.clone())
+                .solve_from(&mut lin, rhs, lambda, d)
+                .unwrap_or_else(|e| panic!("n = {n}: {e}"))
         };
         let first = solve(&mut d);
         assert!(

@@ -8,9 +8,9 @@
 mod common;
 
 use faer::Mat;
+use natgrad::linsolve::DirectionSolver;
 use natgrad::linsolve::{
-    solve_direction, CgSettings, LinearSolver, PrecondChoice, Preconditioner, PreconditionerKind,
-    Rhs, SolveCache, SolveInfo,
+    CgSettings, LinearSolver, PrecondChoice, Preconditioner, PreconditionerKind, Rhs, SolveInfo,
 };
 use natgrad::metric::{Metric, WeightedL2};
 use natgrad::model::{Activation, LinearModel, Mlp, Model};
@@ -40,7 +40,7 @@ fn direction<Mo: Model, Lo: Loss, Me: Metric>(
     theta: &[f64],
     lambda: f64,
     solver: &LinearSolver,
-    cache: &mut SolveCache,
+    cache: &mut DirectionSolver,
 ) -> (Vec<f64>, SolveInfo, u64) {
     direction_from(pb, (theta, lambda), solver, cache, vec![0.0; pb.n_params()])
 }
@@ -51,15 +51,17 @@ fn direction_from<Mo: Model, Lo: Loss, Me: Metric>(
     pb: &FitProblem<Mo, Lo, Me>,
     (theta, lambda): (&[f64], f64),
     solver: &LinearSolver,
-    cache: &mut SolveCache,
+    cache: &mut DirectionSolver,
     mut d: Vec<f64>,
 ) -> (Vec<f64>, SolveInfo, u64) {
     let mut lin = pb.linearize(theta).unwrap();
     let r = lin.output_gradient().to_vec();
     let before = pb.evaluations().jvp;
     let rhs = Rhs::Cotangent { r: &r, jt_r: None };
-    let info =
-        solve_direction(&mut lin, rhs, &mut d, lambda, solver, cache, faer::Par::Seq).unwrap();
+    let info = cache
+        .set_linear_solver(solver.clone())
+        .solve_from(&mut lin, rhs, lambda, &mut d)
+        .unwrap();
     (d, info, pb.evaluations().jvp - before)
 }
 
@@ -70,7 +72,7 @@ fn fixed<Mo: Model, Lo: Loss, Me: Metric>(
     lambda: f64,
     pre: Preconditioner,
 ) -> (Vec<f64>, SolveInfo, u64) {
-    direction(pb, theta, lambda, &cg(pre), &mut SolveCache::default())
+    direction(pb, theta, lambda, &cg(pre), &mut DirectionSolver::default())
 }
 
 /// A Gaussian `n×p` design whose column `j` is scaled by `10^{−2 + 4j/(p−1)}`, the
@@ -178,7 +180,7 @@ fn auto_picks_jacobi_on_a_column_scaled_design() {
             jac.1.cg_iters().unwrap() as u64
         )
     );
-    let mut cache = SolveCache::default();
+    let mut cache = DirectionSolver::default();
     let (d, info, products) = direction(&pb, &theta, lambda, &auto(50, 10), &mut cache);
     assert_eq!(info.cg.unwrap().preconditioner, PreconditionerKind::Jacobi);
     assert_eq!(info.cg_iters(), jac.1.cg_iters());
@@ -191,7 +193,7 @@ fn auto_picks_jacobi_on_a_column_scaled_design() {
     );
     assert_eq!(race_cost([none.2, jac.2], 50, 5000), (50 + jac.2, Some(1)));
     assert_eq!(
-        cache.precond_choice,
+        cache.cache().precond_choice,
         Some(PrecondChoice {
             jacobi: true,
             measured_at: 1
@@ -231,7 +233,7 @@ fn auto_race_runs_each_preconditioner_from_the_same_start() {
     };
     let x0: Vec<f64> = (0..40).map(|j| (j as f64 * 0.7).cos()).collect();
     let from_x0 = |pre| {
-        let cache = &mut SolveCache::default();
+        let cache = &mut DirectionSolver::default();
         direction_from(&pb, (&theta, lambda), &warm(pre), cache, x0.clone())
     };
     let (none, jac) = (
@@ -267,7 +269,7 @@ fn auto_measures_again_at_the_refresh() {
     let jac = fixed(&pb, &theta, lambda, Preconditioner::Jacobi);
     assert!(jac.2 > 5);
     let solver = auto(5, 2);
-    let mut cache = SolveCache::default();
+    let mut cache = DirectionSolver::default();
     let (d, _, first) = direction(&pb, &theta, lambda, &solver, &mut cache);
     assert_eq!(d, jac.0);
     assert_eq!((first, Some(1)), race_cost([none.2, jac.2], 5, 5000));
@@ -282,7 +284,7 @@ fn auto_measures_again_at_the_refresh() {
     assert_eq!((products, Some(0)), race_cost([jac.2, none.2], 5, 5000));
     assert!(products > jac.2, "the refresh raced");
     assert_eq!(
-        cache.precond_choice,
+        cache.cache().precond_choice,
         Some(PrecondChoice {
             jacobi: true,
             measured_at: 3
@@ -312,7 +314,13 @@ fn auto_race_ends_at_max_iters() {
     };
     let at = |pre, max_iters, accept| {
         let solver = with(pre, max_iters, accept);
-        direction(&pb, &theta, lambda, &solver, &mut SolveCache::default())
+        direction(
+            &pb,
+            &theta,
+            lambda,
+            &solver,
+            &mut DirectionSolver::default(),
+        )
     };
     let auto_at = |trial_above, max_iters, accept| {
         let refresh_every = 10;
@@ -396,19 +404,19 @@ fn auto_keeps_no_preconditioner_on_a_network() {
         jac.1.cg_iters().unwrap() > 2 * none.1.cg_iters().unwrap(),
         "the network must favour no preconditioner"
     );
-    let mut cache = SolveCache::default();
+    let mut cache = DirectionSolver::default();
     let (d, info, products) = direction(&pb, &theta, lambda, &auto(0, 10), &mut cache);
     assert_eq!(info.cg.unwrap().preconditioner, PreconditionerKind::None);
     assert_eq!(info.cg_iters(), none.1.cg_iters());
     assert_eq!(d, none.0, "Auto returns the plain solve itself");
     assert_eq!((products, Some(0)), race_cost([none.2, jac.2], 0, 5000));
-    assert_eq!(cache.precond_choice.map(|c| c.jacobi), Some(false));
+    assert_eq!(cache.cache().precond_choice.map(|c| c.jacobi), Some(false));
     let (d, info, products) = direction(
         &pb,
         &theta,
         lambda,
         &auto(50, 10),
-        &mut SolveCache::default(),
+        &mut DirectionSolver::default(),
     );
     assert_eq!(
         (d, info.cg.unwrap().preconditioner, products),

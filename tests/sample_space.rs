@@ -5,11 +5,12 @@
 mod common;
 
 use common::{gram_twin, matvec, rel_diff, rng, sparse_spd, spd, vec};
-use faer::{Mat, Par};
+use faer::Mat;
 use natgrad::check::{jacobian_by_jvps, metric_matrix};
+use natgrad::linsolve::DirectionSolver;
 use natgrad::linsolve::{
-    solve_direction, AutoSettings, CgSettings, CostModel, LinearSolver, Path, Preconditioner, Rhs,
-    SolveCache, SolveFailure, SolveMethod,
+    AutoSettings, CgSettings, CostModel, LinearSolver, Path, Preconditioner, Rhs, SolveFailure,
+    SolveMethod,
 };
 use natgrad::loss::{CrossEntropy, Loss};
 use natgrad::metric::{DenseMetric, Euclidean, LossHessian, Metric, SparseMetric, WeightedL2};
@@ -168,16 +169,9 @@ fn sample_space_needs_an_output_space_rhs_and_an_inverse_metric() {
         LinearSolver::SampleCholesky,
         LinearSolver::SampleCg(tight_cg(n)),
     ] {
-        let err = solve_direction(
-            &mut lin,
-            Rhs::Params(&g),
-            &mut d,
-            1e-3,
-            &solver,
-            &mut SolveCache::default(),
-            Par::Seq,
-        )
-        .unwrap_err();
+        let err = DirectionSolver::new(solver.clone())
+            .solve_from(&mut lin, Rhs::Params(&g), 1e-3, &mut d)
+            .unwrap_err();
         assert!(matches!(err, SolveFailure::Direct(_)), "{err}");
     }
     // GGN of a squared error in a dense K: M = K is not diagonal, LossHessian cannot invert it.
@@ -191,28 +185,24 @@ fn sample_space_needs_an_output_space_rhs_and_an_inverse_metric() {
     .unwrap();
     let mut lin = pb.linearize(&vec(&mut r, p)).unwrap();
     let rr = lin.output_gradient().to_vec();
-    let err = solve_direction(
-        &mut lin,
-        Rhs::Cotangent { r: &rr, jt_r: None },
-        &mut d,
-        1e-3,
-        &LinearSolver::SampleCholesky,
-        &mut SolveCache::default(),
-        Par::Seq,
-    )
-    .unwrap_err();
+    let err = DirectionSolver::new(LinearSolver::SampleCholesky)
+        .solve_from(
+            &mut lin,
+            Rhs::Cotangent { r: &rr, jt_r: None },
+            1e-3,
+            &mut d,
+        )
+        .unwrap_err();
     assert!(err.to_string().contains("LossHessian"), "{err}");
     // ... and Auto then stays in parameter space, still exact.
-    let info = solve_direction(
-        &mut lin,
-        Rhs::Cotangent { r: &rr, jt_r: None },
-        &mut d,
-        1e-3,
-        &LinearSolver::Auto(AutoSettings::default()),
-        &mut SolveCache::default(),
-        Par::Seq,
-    )
-    .unwrap();
+    let info = DirectionSolver::new(LinearSolver::Auto(AutoSettings::default()))
+        .solve_from(
+            &mut lin,
+            Rhs::Cotangent { r: &rr, jt_r: None },
+            1e-3,
+            &mut d,
+        )
+        .unwrap();
     assert!(
         matches!(
             info.method,
@@ -281,23 +271,22 @@ fn auto_solve(
     pb: &FitProblem<LinearModel, SquaredError, WeightedL2>,
     a: &Mat<f64>,
     lambda: f64,
-    cache: &mut SolveCache,
+    cache: &mut DirectionSolver,
 ) -> (SolveMethod, u64) {
     let (n, p) = (pb.n_outputs(), pb.n_params());
     let mut lin = pb.linearize(&vec(&mut rng(9), p)).unwrap();
     let rr = vec(&mut rng(10), n);
     let mut d = vec![0.0; p];
     let before = pb.evaluations();
-    let info = solve_direction(
-        &mut lin,
-        Rhs::Cotangent { r: &rr, jt_r: None },
-        &mut d,
-        lambda,
-        &LinearSolver::Auto(AutoSettings::default()),
-        cache,
-        Par::Seq,
-    )
-    .unwrap();
+    let info = cache
+        .set_linear_solver(LinearSolver::Auto(AutoSettings::default()))
+        .solve_from(
+            &mut lin,
+            Rhs::Cotangent { r: &rr, jt_r: None },
+            lambda,
+            &mut d,
+        )
+        .unwrap();
     let jvps = (pb.evaluations() - before).jvp;
     let m = Mat::from_fn(n, n, |i, j| if i == j { 1.0 / n as f64 } else { 0.0 });
     let jt = Mat::from_fn(p, n, |i, j| a[(j, i)]);
@@ -311,7 +300,7 @@ fn auto_solve(
 fn auto_tries_cg_within_its_budget_then_goes_direct() {
     // Well conditioned (λ large against the spectrum): CG converges within max(k/8, 8).
     let (a, pb) = graded(24, 60, 53);
-    let mut cache = SolveCache::default();
+    let mut cache = DirectionSolver::default();
     let budget = AutoSettings::default()
         .cg_budget(
             &CostModel {
@@ -326,20 +315,20 @@ fn auto_tries_cg_within_its_budget_then_goes_direct() {
     let (method, jvps) = auto_solve(&pb, &a, 10.0, &mut cache);
     assert_eq!(method, SolveMethod::Auto(Path::SampleCg));
     assert!(jvps <= budget, "{jvps} products");
-    assert_eq!(cache.auto_cg_iters(), Some(jvps));
+    assert_eq!(cache.cache().auto_cg_iters(), Some(jvps));
     // Ill conditioned: CG misses its budget, Auto solves directly and remembers.
-    let mut cache = SolveCache::default();
+    let mut cache = DirectionSolver::default();
     let (method, jvps) = auto_solve(&pb, &a, 1e-6, &mut cache);
     assert_eq!(method, SolveMethod::Auto(Path::SampleCholesky));
     // The failed attempt costs its budget, plus one product for the true residual of the
     // iterate it stopped at (issue 14.5).
     assert_eq!(jvps, budget + 1, "the failed CG attempt costs its budget");
-    assert_eq!(cache.auto_cg_iters(), Some(budget + 1));
+    assert_eq!(cache.cache().auto_cg_iters(), Some(budget + 1));
     let (method, jvps) = auto_solve(&pb, &a, 1e-6, &mut cache);
     assert_eq!((method, jvps), (SolveMethod::Auto(Path::SampleCholesky), 0));
     // p < n: parameter space.
     let (a, pb) = graded(60, 24, 54);
-    let (method, _) = auto_solve(&pb, &a, 1e-6, &mut SolveCache::default());
+    let (method, _) = auto_solve(&pb, &a, 1e-6, &mut DirectionSolver::default());
     assert_eq!(method, SolveMethod::Auto(Path::ParamCholesky));
 }
 

@@ -4,7 +4,8 @@
 #![allow(dead_code)]
 
 use faer::Par;
-use natgrad::linsolve::{solve_direction, Rhs, SolveCache};
+use natgrad::linsolve::DirectionSolver;
+use natgrad::linsolve::Rhs;
 use natgrad::model::{Activation, Mlp};
 use natgrad::{FitProblem, LinearSolver, LinearizedProblem, SquaredError, WeightedL2};
 use rand::{Rng, SeedableRng};
@@ -68,9 +69,13 @@ pub fn solve(
     let r = lin.output_gradient().to_vec();
     let mut d = vec![0.0; lin.problem().n_params()];
     let rhs = Rhs::Cotangent { r: &r, jt_r: None };
-    let mut cache = SolveCache::default();
+    let mut cache = DirectionSolver::default();
     let par = vector_par(d.len());
-    solve_direction(lin, rhs, &mut d, 1e-3, solver, &mut cache, par).expect("direction solve");
+    cache
+        .set_linear_solver(solver.clone())
+        .set_parallelism(par.into())
+        .solve_from(lin, rhs, 1e-3, &mut d)
+        .expect("direction solve");
     d
 }
 

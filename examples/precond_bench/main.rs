@@ -37,9 +37,8 @@
 //! returned direction (one extra, uncounted product).
 
 use faer::Par;
-use natgrad::linsolve::{
-    solve_direction, AutoSettings, CgSettings, LinearSolver, Preconditioner, Rhs, SolveCache,
-};
+use natgrad::linsolve::DirectionSolver;
+use natgrad::linsolve::{AutoSettings, CgSettings, LinearSolver, Preconditioner, Rhs};
 use natgrad::loss::Loss;
 use natgrad::metric::Metric;
 use natgrad::model::Model;
@@ -197,15 +196,18 @@ pub(crate) fn bench<Mo: Model, Lo: Loss, Me: Metric>(
         let mut b = vec![0.0; p];
         lin.vjp(&r, &mut b);
         let mut d = vec![0.0; p];
-        let mut cache = SolveCache::default();
-        let solve = |lin: &mut _, d: &mut Vec<f64>, cache: &mut SolveCache| {
+        let mut cache = DirectionSolver::default();
+        let solve = |lin: &mut _, d: &mut Vec<f64>, cache: &mut DirectionSolver| {
             let before = pb.evaluations();
             let t0 = Instant::now();
             let rhs = Rhs::Cotangent {
                 r: &r,
                 jt_r: Some(&b),
             };
-            let res = solve_direction(lin, rhs, d, lambda, &solver, cache, Par::rayon(0));
+            let res = cache
+                .set_linear_solver(solver.clone())
+                .set_parallelism(Par::rayon(0).into())
+                .solve_from(lin, rhs, lambda, d);
             (res, t0.elapsed().as_secs_f64(), pb.evaluations() - before)
         };
         let (res, total_s, first) = solve(&mut lin, &mut d, &mut cache);

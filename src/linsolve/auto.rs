@@ -44,7 +44,8 @@
 //!
 //! [`SolveCache`]: super::SolveCache
 
-use super::{run_path, CgSettings, Rhs, SolveCtx, SolveFailure, SolveInfo, SolveMethod};
+use super::{cg, cholesky, sample_space};
+use super::{CgSettings, Direction, Rhs, SolveCtx, SolveFailure, SolveInfo, SolveMethod};
 use crate::loss::Loss;
 use crate::metric::Metric;
 use crate::model::Model;
@@ -202,16 +203,15 @@ impl AutoSettings {
 pub(super) fn solve<Mo: Model, Lo: Loss, Me: Metric>(
     lin: &mut LinearizedProblem<'_, Mo, Lo, Me>,
     a: &AutoSettings,
-    rhs: Rhs<'_>,
-    x: &mut [f64],
+    mut dir: Direction<'_>,
     ctx: &mut SolveCtx<'_>,
 ) -> Result<SolveInfo, SolveFailure> {
     // On a sharded problem: the global n (so that every rank, and the single-process run,
     // choose alike), and never sample space (its unknown lives on the samples).
     let model = lin.problem().model();
-    let (n, p) = (model.n_outputs_global(), x.len());
+    let (n, p) = (model.n_outputs_global(), dir.x.len());
     let sample_ok = !model.is_sharded()
-        && match rhs {
+        && match dir.rhs {
             Rhs::Cotangent { r, .. } => lin.solve_metric(r, &mut vec![0.0; r.len()]).is_ok(),
             Rhs::Params(_) => false,
         };
@@ -227,20 +227,20 @@ pub(super) fn solve<Mo: Model, Lo: Loss, Me: Metric>(
         .map_or(a.cg_iters_prior, |i| i as usize);
     let (path, _) = a.plan(&costs, sample_ok, iters);
     let mut info = match (path.is_direct(), a.cg_budget(&costs, sample_ok, path)) {
-        (true, _) | (false, None) => run_path(lin, path, rhs, x, &a.cg, ctx)?,
+        (true, _) | (false, None) => run_path(lin, path, dir.rb(), &a.cg, ctx)?,
         (false, Some(budget)) => {
             let budgeted = CgSettings {
                 max_iters: budget,
                 accept_truncated: false,
                 ..a.cg.clone()
             };
-            match run_path(lin, path, rhs, x, &budgeted, ctx) {
+            match run_path(lin, path, dir.rb(), &budgeted, ctx) {
                 Ok(info) => info,
                 Err(_) => {
                     // CG cost at least its budget: the next plan goes direct.
                     ctx.cache.auto_cg_iters = Some(budget as u64 + 1);
                     let direct = a.plan(&costs, sample_ok, usize::MAX).0;
-                    let mut info = run_path(lin, direct, rhs, x, &a.cg, ctx)?;
+                    let mut info = run_path(lin, direct, dir, &a.cg, ctx)?;
                     info.method = SolveMethod::Auto(direct);
                     return Ok(info);
                 }
@@ -252,4 +252,21 @@ pub(super) fn solve<Mo: Model, Lo: Loss, Me: Metric>(
     }
     info.method = SolveMethod::Auto(path);
     Ok(info)
+}
+
+/// Solves by one of the four paths ([`Path`], the choice of [`solve`]); `cg` is used by the CG
+/// paths.
+fn run_path<Mo: Model, Lo: Loss, Me: Metric>(
+    lin: &mut LinearizedProblem<'_, Mo, Lo, Me>,
+    path: Path,
+    dir: Direction<'_>,
+    cg: &CgSettings,
+    ctx: &mut SolveCtx<'_>,
+) -> Result<SolveInfo, SolveFailure> {
+    match path {
+        Path::ParamCg => cg::solve_params(lin, dir, cg, ctx),
+        Path::ParamCholesky => cholesky::solve_params(lin, dir, ctx),
+        Path::SampleCg => sample_space::solve(lin, dir, Some(cg), ctx),
+        Path::SampleCholesky => sample_space::solve(lin, dir, None, ctx),
+    }
 }

@@ -2,8 +2,9 @@
 
 use super::kfac::KfacPrecond;
 use super::nystrom::{NystromPrecond, NystromSketch};
+pub(super) use super::system::System;
 use super::{
-    CgReport, CgSettings, Path, Preconditioner, PreconditionerKind, SolveCache, SolveCtx,
+    CgReport, CgSettings, Direction, Path, Preconditioner, PreconditionerKind, SolveCtx,
     SolveFailure, SolveInfo, SolveMethod,
 };
 use crate::gram::Space;
@@ -85,16 +86,41 @@ struct Sketch {
     seed: u64,
 }
 
-/// Preconditioned CG on the Gram operator of `space` (`p×p` or `n×n`): `rhs` and `x` have
-/// that operator's size. On entry `x` is the initial guess (when warm starting).
-pub(super) fn solve_cg<Mo: Model, Lo: Loss, Me: Metric>(
+/// How one CG run goes: its settings, the damping λ, and whether a truncated run's
+/// residual is measured.
+#[derive(Clone, Copy)]
+pub(super) struct CgRun<'s> {
+    pub(super) settings: &'s CgSettings,
+    pub(super) damping: f64,
+    pub(super) truncated: Truncated,
+}
+
+/// [`LinearSolver::Cg`](super::LinearSolver::Cg), the parameter-space CG path:
+/// `(G + λI) x = b`, `b` given or `Jᵀ r` (one vjp).
+pub(super) fn solve_params<Mo: Model, Lo: Loss, Me: Metric>(
     lin: &mut LinearizedProblem<'_, Mo, Lo, Me>,
-    space: Space,
-    rhs: &[f64],
-    x: &mut [f64],
+    dir: Direction<'_>,
     s: &CgSettings,
     ctx: &mut SolveCtx<'_>,
 ) -> Result<SolveInfo, SolveFailure> {
+    let b = dir.rhs.param_rhs(lin);
+    let sys = System {
+        space: Space::Params,
+        rhs: &b,
+        x: dir.x,
+    };
+    solve_cg(lin, sys, s, ctx)
+}
+
+/// Preconditioned CG on the Gram operator of `sys.space` (`p×p` or `n×n`): `rhs` and `x`
+/// have that operator's size. On entry `x` is the initial guess (when warm starting).
+pub(super) fn solve_cg<Mo: Model, Lo: Loss, Me: Metric>(
+    lin: &mut LinearizedProblem<'_, Mo, Lo, Me>,
+    mut sys: System<'_>,
+    s: &CgSettings,
+    ctx: &mut SolveCtx<'_>,
+) -> Result<SolveInfo, SolveFailure> {
+    let space = sys.space;
     if let Preconditioner::Auto {
         trial_above,
         refresh_every,
@@ -102,12 +128,11 @@ pub(super) fn solve_cg<Mo: Model, Lo: Loss, Me: Metric>(
     {
         if space == Space::Params {
             let rule = (trial_above, refresh_every as u64);
-            return super::precond_choice::solve(lin, rhs, x, s, ctx, rule);
+            return super::precond_choice::solve(lin, sys, s, ctx, rule);
         }
     }
     let (damping, par) = (ctx.damping, ctx.par);
-    let cache = &mut *ctx.cache;
-    let dim = rhs.len();
+    let dim = sys.rhs.len();
     let mut sketch_products = 0;
     if let Preconditioner::Nystrom {
         rank,
@@ -120,7 +145,7 @@ pub(super) fn solve_cg<Mo: Model, Lo: Loss, Me: Metric>(
             refresh_every,
             seed,
         };
-        sketch_products = refresh_sketch(lin, space, sketch, damping, cache, par)?;
+        sketch_products = refresh_sketch(lin, space, sketch, ctx)?;
     }
     if let Preconditioner::Kfac {
         refresh_every,
@@ -128,9 +153,10 @@ pub(super) fn solve_cg<Mo: Model, Lo: Loss, Me: Metric>(
     } = s.preconditioner
     {
         if space == Space::Params {
-            super::kfac::refresh(lin, refresh_every, decay, cache)?;
+            super::kfac::refresh(lin, refresh_every, decay, ctx.cache)?;
         }
     }
+    let cache = &*ctx.cache;
     let precond = match s.preconditioner {
         Preconditioner::Jacobi if space == Space::Params => {
             jacobi(lin, damping).unwrap_or_else(|| identity(dim))
@@ -147,8 +173,12 @@ pub(super) fn solve_cg<Mo: Model, Lo: Loss, Me: Metric>(
             identity(dim)
         }
     };
-    let how = (s, damping, Truncated::Measure);
-    let (iters, rel_residual, truncated) = run_cg(lin, space, rhs, x, how, &precond)?;
+    let how = CgRun {
+        settings: s,
+        damping,
+        truncated: Truncated::Measure,
+    };
+    let (iters, rel_residual, truncated) = run_cg(lin, sys.rb(), how, &precond)?;
     Ok(cg_info(
         space,
         rel_residual,
@@ -201,20 +231,17 @@ pub(super) enum Truncated {
     Skip,
 }
 
-/// One CG solve of `(G + λI) x = rhs` in `space` with `precond` (settings `s`, damping λ,
-/// and whether a truncated solve's residual is measured); returns the iterations, the
+/// One CG run on `sys` with `precond` as `run` says; returns the iterations, the
 /// relative residual and whether it is truncated.
 pub(super) fn run_cg<Mo: Model, Lo: Loss, Me: Metric>(
     lin: &mut LinearizedProblem<'_, Mo, Lo, Me>,
-    space: Space,
-    rhs: &[f64],
-    x: &mut [f64],
-    (s, damping, truncated): (&CgSettings, f64, Truncated),
+    sys: System<'_>,
+    run: CgRun<'_>,
     precond: &CgPrecond<'_>,
 ) -> Result<(usize, f64, bool), SolveFailure> {
     let lin_metric_name = lin.problem().metric().name();
-    let op = lin.gram_in(space, damping);
-    let result = run_faer_cg(&op, precond, rhs, x, (damping, s), truncated);
+    let op = lin.gram_in(sys.space, run.damping);
+    let result = run_faer_cg(&op, precond, sys.rhs, sys.x, run);
     if op.metric_failed() {
         return Err(SolveFailure::Direct(crate::Error::Unsupported(format!(
             "the {} metric cannot apply M⁻¹, which the sample-space operator needs",
@@ -243,9 +270,13 @@ fn run_faer_cg<O: LinOp<f64>>(
     precond: &CgPrecond<'_>,
     rhs: &[f64],
     x: &mut [f64],
-    (damping, s): (f64, &CgSettings),
-    truncated: Truncated,
+    run: CgRun<'_>,
 ) -> Result<(usize, f64, bool), SolveFailure> {
+    let CgRun {
+        settings: s,
+        damping,
+        truncated,
+    } = run;
     // Always `MaybeNonZero`: faer 0.24.4's CG leaves its residual uninitialised when told
     // the guess is `Zero` (it never copies `b` into `r`). A cold start is a zero guess,
     // whose product `G·0` the Gram operator short-circuits, so this costs nothing.
@@ -392,10 +423,9 @@ fn refresh_sketch<Mo: Model, Lo: Loss, Me: Metric>(
     lin: &mut LinearizedProblem<'_, Mo, Lo, Me>,
     space: Space,
     sketch: Sketch,
-    damping: f64,
-    cache: &mut SolveCache,
-    par: Par,
+    ctx: &mut SolveCtx<'_>,
 ) -> Result<u64, SolveFailure> {
+    let (damping, par, cache) = (ctx.damping, ctx.par, &mut *ctx.cache);
     let Sketch {
         rank,
         refresh_every,
@@ -424,7 +454,8 @@ fn refresh_sketch<Mo: Model, Lo: Loss, Me: Metric>(
     }
     let op = lin.gram_in(space, sketch_damping);
     let seed = seed.wrapping_add(cache.solves);
-    let sketch = NystromSketch::build(&op, rank, seed, shift_per_damping, cache.solves, par)?;
+    let sketch =
+        NystromSketch::build(&op, rank, seed, shift_per_damping, par)?.with_built_at(cache.solves);
     let products = sketch.products();
     cache.nystrom = Some(sketch);
     Ok(products)

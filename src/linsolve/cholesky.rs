@@ -1,6 +1,6 @@
 //! The dense direct path: form `J`, then `G + λI`, and factor it (faer's `llt`).
 
-use super::{Path, SolveFailure, SolveInfo, SolveMethod};
+use super::{Direction, Path, SolveCtx, SolveFailure, SolveInfo, SolveMethod};
 use crate::error::Error;
 use crate::gram::{dense_jacobian, JacobianSource};
 use crate::loss::Loss;
@@ -11,6 +11,19 @@ use faer::linalg::solvers::Llt;
 use faer::linalg::solvers::Solve;
 use faer::{ColMut, Mat, Par, Side};
 
+/// [`LinearSolver::Cholesky`](super::LinearSolver::Cholesky), the parameter-space direct
+/// path: `(G + λI) x = b`, `b` given or `Jᵀ r` (one vjp).
+pub(super) fn solve_params<Mo: Model, Lo: Loss, Me: Metric>(
+    lin: &mut LinearizedProblem<'_, Mo, Lo, Me>,
+    dir: Direction<'_>,
+    ctx: &mut SolveCtx<'_>,
+) -> Result<SolveInfo, SolveFailure> {
+    let b = dir.rhs.param_rhs(lin);
+    solve_cholesky(lin, &b, dir.x, ctx.damping, ctx.par)
+}
+
+/// Forms `J` and `G + λI` densely (summed over the shards), factors it and solves for
+/// `x` (length `p`).
 pub(super) fn solve_cholesky<Mo: Model, Lo: Loss, Me: Metric>(
     lin: &mut LinearizedProblem<'_, Mo, Lo, Me>,
     rhs: &[f64],

@@ -29,7 +29,7 @@
 //! (A hand-written loop only where faer has no routine: the π factor, the clipping and
 //! the column scaling of `U`.)
 
-use super::{SolveCache, SolveFailure, SolveInfo, SolveMethod};
+use super::{Direction, SolveCache, SolveCtx, SolveFailure, SolveInfo, SolveMethod};
 use crate::error::Error;
 use crate::loss::Loss;
 use crate::metric::Metric;
@@ -394,22 +394,22 @@ impl LinOp<f64> for KfacPrecond {
 
 impl Precond<f64> for KfacPrecond {}
 
-/// [`LinearSolver::Kfac`](super::LinearSolver::Kfac): `x = P⁻¹ b`, no CG. The residual is
-/// not computed (that would cost a Gram product): `rel_residual` is NaN.
-pub(super) fn solve_direction<Mo: Model, Lo: Loss, Me: Metric>(
+/// [`LinearSolver::Kfac`](super::LinearSolver::Kfac) with `(refresh_every, decay)`:
+/// `x = P⁻¹ b` (`b` given or `Jᵀ r`, one vjp), no CG. The residual is not computed (that
+/// would cost a Gram product): `rel_residual` is NaN.
+pub(super) fn solve<Mo: Model, Lo: Loss, Me: Metric>(
     lin: &mut LinearizedProblem<'_, Mo, Lo, Me>,
-    b: &[f64],
-    x: &mut [f64],
-    damping: f64,
+    dir: Direction<'_>,
     (refresh_every, decay): (usize, f64),
-    cache: &mut SolveCache,
-    par: Par,
+    ctx: &mut SolveCtx<'_>,
 ) -> Result<SolveInfo, SolveFailure> {
+    let b = dir.rhs.param_rhs(lin);
+    let (x, damping, par, cache) = (dir.x, ctx.damping, ctx.par, &mut *ctx.cache);
     refresh(lin, refresh_every, decay, cache)?;
     let state = cache.kfac.as_ref().ok_or_else(|| SolveFailure::Kfac {
         reason: "no factors after a refresh".into(),
     })?;
-    state.preconditioner(damping, par)?.apply_vec(b, x);
+    state.preconditioner(damping, par)?.apply_vec(&b, x);
     Ok(SolveInfo::direct(SolveMethod::Kfac, f64::NAN))
 }
 

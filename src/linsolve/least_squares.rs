@@ -29,7 +29,7 @@
 //! `λ > p·ε·μ_max` nothing is dropped, so that a right-hand side outside the range of `G`
 //! gives `(G + λI)⁻¹ b` too.
 
-use super::{cholesky, SolveFailure, SolveInfo, SolveMethod};
+use super::{cholesky, Direction, Rhs, SolveCtx, SolveFailure, SolveInfo, SolveMethod};
 use crate::error::Error;
 use crate::linalg::{gemv, norm};
 use crate::loss::Loss;
@@ -40,6 +40,23 @@ use faer::{Mat, Par, Side};
 
 /// The largest Jacobian (`n·p` entries) the least-squares path forms: 2²⁶ values, 512 MiB.
 pub const MAX_JACOBIAN_ENTRIES: usize = 1 << 26;
+
+/// [`LinearSolver::LeastSquares`](super::LinearSolver::LeastSquares) with cut-off `rcond`:
+/// the least-squares direction for the right-hand side of `dir` (`Jᵀ r` by one vjp when
+/// only `r` is given).
+pub(super) fn solve_for<Mo: Model, Lo: Loss, Me: Metric>(
+    lin: &mut LinearizedProblem<'_, Mo, Lo, Me>,
+    dir: Direction<'_>,
+    rcond: f64,
+    ctx: &mut SolveCtx<'_>,
+) -> Result<SolveInfo, SolveFailure> {
+    let r = match dir.rhs {
+        Rhs::Cotangent { r, .. } => Some(r),
+        Rhs::Params(_) => None,
+    };
+    let b = dir.rhs.param_rhs(lin);
+    solve(lin, r, &b, dir.x, (ctx.damping, rcond, ctx.par))
+}
 
 /// Solves for the least-squares direction; `r` is the output-space right-hand side when
 /// the caller has it, `b = Jᵀ r` (or the parameter-space right-hand side) always.
@@ -111,7 +128,12 @@ fn by_svd(
             false => 0.0,
         })
         .collect();
-    filtered_apply(svd.U(), svd.V(), &filter, &c, d, par);
+    let spectral = Spectral {
+        left: svd.U(),
+        filter: &filter,
+        right: svd.V(),
+    };
+    filtered_apply(spectral, &c, d, par);
     // Residual of the normal equations (AᵀA + λI) d = Aᵀc = b.
     let mut ad = vec![0.0; n];
     gemv(&mut ad, jac.as_ref(), d, par);
@@ -149,22 +171,32 @@ fn by_eigen(
             false => 0.0,
         })
         .collect();
-    filtered_apply(evd.U(), evd.U(), &filter, b, d, par);
+    let spectral = Spectral {
+        left: evd.U(),
+        filter: &filter,
+        right: evd.U(),
+    };
+    filtered_apply(spectral, b, d, par);
     let mut gd = vec![0.0; b.len()];
     gemv(&mut gd, g.as_ref(), d, par);
     Ok(info(&gd, d, b, damping))
 }
 
-/// `out = R diag(f) Lᵀ x`: the spectral filter `f` applied in the singular or eigen basis
+/// The operator `R diag(f) Lᵀ`: the spectral filter `f` in the singular or eigen basis
 /// (`L = U, R = V` for the SVD, `L = R = Q` for the eigendecomposition).
-fn filtered_apply(
-    left: faer::MatRef<'_, f64>,
-    right: faer::MatRef<'_, f64>,
-    filter: &[f64],
-    x: &[f64],
-    out: &mut [f64],
-    par: Par,
-) {
+struct Spectral<'a> {
+    left: faer::MatRef<'a, f64>,
+    filter: &'a [f64],
+    right: faer::MatRef<'a, f64>,
+}
+
+/// `out = R diag(f) Lᵀ x`.
+fn filtered_apply(spectral: Spectral<'_>, x: &[f64], out: &mut [f64], par: Par) {
+    let Spectral {
+        left,
+        filter,
+        right,
+    } = spectral;
     let mut coeffs = vec![0.0; filter.len()];
     gemv(&mut coeffs, left.transpose(), x, par);
     coeffs.iter_mut().zip(filter).for_each(|(c, f)| *c *= f);

@@ -75,7 +75,7 @@ impl NystromSketch {
     /// Sketches `A₀` (the operator `op`, whose damping must be the part of the operator
     /// that is *not* the `μ I` shift) with `rank` Gram products from a Gaussian test matrix
     /// drawn from `seed`. `rank` is clamped to the operator's dimension; `μ = λ ·
-    /// shift_per_damping` for damping `λ`; `built_at` is recorded for the refresh logic.
+    /// shift_per_damping` for damping `λ`.
     /// Fails (with the reason) on a non-finite sketch, a metric without inverse, or a
     /// failed factorisation.
     pub fn build<L: Linearization, Me: Metric>(
@@ -83,7 +83,6 @@ impl NystromSketch {
         rank: usize,
         seed: u64,
         shift_per_damping: f64,
-        built_at: u64,
         par: Par,
     ) -> Result<Self, SolveFailure> {
         let dim = op.dim();
@@ -154,7 +153,7 @@ impl NystromSketch {
             basis,
             eigenvalues,
             shift_per_damping,
-            built_at,
+            built_at: 0,
             products,
         })
     }
@@ -192,6 +191,13 @@ impl NystromSketch {
     /// Value of the cache's solve counter when the sketch was taken.
     pub fn built_at(&self) -> u64 {
         self.built_at
+    }
+
+    /// The same sketch, recorded as taken at solve `solves` (the refresh logic of the
+    /// direction solver's cache).
+    pub(crate) fn with_built_at(mut self, solves: u64) -> Self {
+        self.built_at = solves;
+        self
     }
 
     /// Gram products the sketch cost.

@@ -67,7 +67,7 @@
 //! loses, and the incumbent then runs to `max_iters`. A truncated result is an error unless the
 //! settings accept truncated solves, as for any CG solve.
 
-use super::cg::{identity, jacobi, run_cg, CgPrecond, Truncated};
+use super::cg::{identity, jacobi, run_cg, CgPrecond, CgRun, System, Truncated};
 use super::{CgReport, CgSettings, SolveCtx, SolveFailure, SolveInfo};
 use crate::gram::Space;
 use crate::loss::Loss;
@@ -93,8 +93,7 @@ type Outcome = (usize, f64, bool);
 /// `(trial_above, refresh_every)`.
 pub(super) fn solve<Mo: Model, Lo: Loss, Me: Metric>(
     lin: &mut LinearizedProblem<'_, Mo, Lo, Me>,
-    rhs: &[f64],
-    x: &mut [f64],
+    sys: System<'_>,
     s: &CgSettings,
     ctx: &mut SolveCtx<'_>,
     (trial_above, refresh_every): (usize, u64),
@@ -110,7 +109,7 @@ pub(super) fn solve<Mo: Model, Lo: Loss, Me: Metric>(
         true => jacobi(lin, damping),
         false => None,
     };
-    let dim = rhs.len();
+    let dim = sys.rhs.len();
     let (incumbent, challenger) = match (wants_jacobi, jac) {
         (true, Some(j)) => (j, due.then(|| identity(dim))),
         (false, j) => (identity(dim), j),
@@ -123,17 +122,14 @@ pub(super) fn solve<Mo: Model, Lo: Loss, Me: Metric>(
         ..s.clone()
     };
     let ((iters, rel_residual, truncated), kept) = match &challenger {
-        Some(ch) => race(
-            lin,
-            rhs,
-            x,
-            (&lenient, damping),
-            [&incumbent, ch],
-            trial_above,
-        )?,
+        Some(ch) => race(lin, sys, (&lenient, damping), [&incumbent, ch], trial_above)?,
         None => {
-            let how = (&lenient, damping, Truncated::Measure);
-            let out = run_cg(lin, Space::Params, rhs, x, how, &incumbent)?;
+            let how = CgRun {
+                settings: &lenient,
+                damping,
+                truncated: Truncated::Measure,
+            };
+            let out = run_cg(lin, sys, how, &incumbent)?;
             (out, &incumbent)
         }
     };
@@ -181,8 +177,8 @@ enum Runner {
     Final(Outcome, Vec<f64>),
 }
 
-/// A trial: the incumbent (`runners[0]`) and the challenger (`runners[1]`) solve in turn
-/// from the initial guess in `x`, run `k` capped at [`cap`]`(k)`, until one reaches the
+/// A trial: the incumbent (`runners[0]`) and the challenger (`runners[1]`) solve `sys` in
+/// turn from its initial guess `x`, run `k` capped at [`cap`]`(k)`, until one reaches the
 /// tolerance within its cap; it wins, its solution is written into `x`, and its outcome and
 /// preconditioner are returned. A run capped at `max_iters` is its runner's last (and once
 /// one runner has had its last, the other runs to `max_iters` next); when neither
@@ -191,12 +187,12 @@ enum Runner {
 /// repeats the uncapped solve's first iterations exactly); a challenger that fails loses.
 fn race<'p, 'q, Mo: Model, Lo: Loss, Me: Metric>(
     lin: &mut LinearizedProblem<'_, Mo, Lo, Me>,
-    rhs: &[f64],
-    x: &mut [f64],
+    sys: System<'_>,
     (s, damping): (&CgSettings, f64),
     runners: [&'p CgPrecond<'q>; 2],
     trial_above: usize,
 ) -> Result<(Outcome, &'p CgPrecond<'q>), SolveFailure> {
+    let System { space, rhs, x } = sys;
     let x0 = x.to_vec();
     let mut state = [Runner::Racing, Runner::Racing];
     for round in 0u32.. {
@@ -218,8 +214,17 @@ fn race<'p, 'q, Mo: Model, Lo: Loss, Me: Metric>(
             false => Truncated::Skip,
         };
         let mut xr = x0.clone();
-        let how = (&capped, damping, mode);
-        match run_cg(lin, Space::Params, rhs, &mut xr, how, runners[who]) {
+        let how = CgRun {
+            settings: &capped,
+            damping,
+            truncated: mode,
+        };
+        let run = System {
+            space,
+            rhs,
+            x: &mut xr,
+        };
+        match run_cg(lin, run, how, runners[who]) {
             Err(e) if who == 0 => return Err(e),
             Err(_) => state[who] = Runner::Failed,
             // Converged; or, at `trial_above ≥ max_iters`, the incumbent's one solve

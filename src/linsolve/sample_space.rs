@@ -2,7 +2,10 @@
 //! `(JJᵀ + λM⁻¹) s = M⁻¹ r`, an `n×n` SPD system, by matrix-free CG or by a dense
 //! Cholesky factorisation of the kernel. See the [module docs](super) for the algebra.
 
-use super::{cg, cholesky, CgSettings, Path, SolveCtx, SolveFailure, SolveInfo, SolveMethod};
+use super::cg::System;
+use super::{cg, cholesky, CgSettings, Direction, Path, Rhs, SolveCtx};
+use super::{SolveFailure, SolveInfo, SolveMethod};
+use crate::error::Error;
 use crate::gram::Space;
 use crate::linalg::{gemv, norm};
 use crate::loss::Loss;
@@ -13,13 +16,49 @@ use faer::linalg::matmul::matmul;
 use faer::linalg::solvers::Solve;
 use faer::{Accum, ColMut, Mat, Par};
 
-/// Solves for `d = (JᵀMJ + λI)⁻¹ Jᵀ r` in sample space; `d` has length `p`.
+/// The refusal of the sample-space solvers on a sharded problem
+/// ([`Model::is_sharded`]).
+pub(crate) fn sharded_sample_space() -> Error {
+    Error::Unsupported(
+        "sample-space solvers (`LinearSolver::SampleCg`, `SampleCholesky`) on a \
+         sample-sharded problem: their unknown lives on the samples, which are split across \
+         ranks; use `LinearSolver::Cg`, `LinearSolver::Cholesky` or `LinearSolver::Auto` \
+         (parameter space)"
+            .into(),
+    )
+}
+
+/// [`LinearSolver::SampleCg`](super::LinearSolver::SampleCg) with the CG settings `cg`,
+/// or [`LinearSolver::SampleCholesky`](super::LinearSolver::SampleCholesky) for `None`:
+/// `d = (JᵀMJ + λI)⁻¹ Jᵀ r` in sample space. Needs the right-hand side as a cotangent
+/// `r`; refused on a sharded problem.
 pub(super) fn solve<Mo: Model, Lo: Loss, Me: Metric>(
+    lin: &mut LinearizedProblem<'_, Mo, Lo, Me>,
+    dir: Direction<'_>,
+    cg: Option<&CgSettings>,
+    ctx: &mut SolveCtx<'_>,
+) -> Result<SolveInfo, SolveFailure> {
+    if lin.problem().model().is_sharded() {
+        return Err(SolveFailure::Direct(sharded_sample_space()));
+    }
+    let Rhs::Cotangent { r, .. } = dir.rhs else {
+        return Err(SolveFailure::Direct(Error::Unsupported(
+            "sample-space solvers need the right-hand side as an output-space \
+             cotangent (`Rhs::Cotangent`); use a parameter-space solver for \
+             `Rhs::Params`"
+                .into(),
+        )));
+    };
+    solve_cotangent(lin, r, dir.x, cg, ctx)
+}
+
+/// Solves for `d = (JᵀMJ + λI)⁻¹ Jᵀ r` in sample space, by CG with `settings` or, for
+/// `None`, by Cholesky; `d` has length `p`.
+fn solve_cotangent<Mo: Model, Lo: Loss, Me: Metric>(
     lin: &mut LinearizedProblem<'_, Mo, Lo, Me>,
     r: &[f64],
     d: &mut [f64],
-    direct: bool,
-    settings: &CgSettings,
+    settings: Option<&CgSettings>,
     ctx: &mut SolveCtx<'_>,
 ) -> Result<SolveInfo, SolveFailure> {
     let (damping, par) = (ctx.damping, ctx.par);
@@ -27,14 +66,19 @@ pub(super) fn solve<Mo: Model, Lo: Loss, Me: Metric>(
     let mut rhs = vec![0.0; n];
     lin.solve_metric(r, &mut rhs)
         .map_err(SolveFailure::Direct)?;
-    if direct {
+    let Some(settings) = settings else {
         return solve_direct(lin, &rhs, d, damping, par);
-    }
+    };
     let mut s = match (&ctx.cache.sample_guess, settings.warm_start) {
         (Some(g), true) if g.len() == n => g.clone(),
         _ => vec![0.0; n],
     };
-    let info = cg::solve_cg(lin, Space::Samples, &rhs, &mut s, settings, ctx)?;
+    let sys = System {
+        space: Space::Samples,
+        rhs: &rhs,
+        x: &mut s,
+    };
+    let info = cg::solve_cg(lin, sys, settings, ctx)?;
     lin.vjp(&s, d);
     ctx.cache.sample_guess = Some(s);
     Ok(info)

@@ -4,7 +4,7 @@
 use super::step::{add, combine, fault, finite, scaled, Failure};
 use super::NaturalGradient;
 use crate::line_search::StepSearch;
-use crate::linsolve::{solve_direction, Rhs, SolveFailure, SolveInfo};
+use crate::linsolve::{Rhs, SolveFailure, SolveInfo, WarmStart};
 use crate::loss::Loss;
 use crate::metric::Metric;
 use crate::model::Model;
@@ -107,10 +107,7 @@ impl<S: StepSearch> NaturalGradient<S> {
                 combine(Some((beta, &jt_h)), alpha, g)
             }
         };
-        let mut warm = self.memory.warm_gradient.take();
-        let x = self.solve(lin, &r, &b, &mut warm, log);
-        self.memory.warm_gradient = warm;
-        x
+        self.solve(WarmStart::Direction, lin, &r, &b, log)
     }
 
     /// Nesterov's extrapolation `s = β G_k⁻¹ J_kᵀ h`, `h = M (y_k − y_{k−1})`, by one solve
@@ -128,10 +125,7 @@ impl<S: StepSearch> NaturalGradient<S> {
         if b.iter().all(|&v| v == 0.0) {
             return Ok(b);
         }
-        let mut warm = self.memory.warm_extrapolation.take();
-        let x = self.solve(lin, &r, &b, &mut warm, log);
-        self.memory.warm_extrapolation = warm;
-        x
+        self.solve(WarmStart::Extrapolation, lin, &r, &b, log)
     }
 
     /// The gradient step `−α G(z)⁻¹ g(z)` at `z = θ + s` (the Nesterov rules).
@@ -165,32 +159,23 @@ impl<S: StepSearch> NaturalGradient<S> {
             .map_err(at_z)
     }
 
-    /// `(G + λI) x = b` with `b = J_kᵀ r`, warm-started from `warm` (updated to `x`).
+    /// `(G + λI) x = b` with `b = J_kᵀ r`, by the direction solver, warm-started from the
+    /// last solution of the system `which`.
     fn solve<Mo: Model, Lo: Loss, Me: Metric>(
         &mut self,
+        which: WarmStart,
         lin: &mut LinearizedProblem<'_, Mo, Lo, Me>,
         r: &[f64],
         b: &[f64],
-        warm: &mut Option<Vec<f64>>,
         log: &mut SolveLog,
     ) -> Result<Vec<f64>, Failure> {
         // A product the model got wrong (e.g. the vjp of the momentum term) comes first.
         fault(lin)?;
         finite("the output-space right-hand side r of the solve", r)?;
         finite("the right-hand side Jᵀr of the solve", b)?;
-        let mut x = match warm.take() {
-            Some(w) if w.len() == b.len() => w,
-            _ => vec![0.0; b.len()],
-        };
-        let result = solve_direction(
-            lin,
-            Rhs::Cotangent { r, jt_r: Some(b) },
-            &mut x,
-            self.lambda(),
-            &self.linear_solver,
-            &mut self.solve_cache,
-            self.parallelism.par(),
-        );
+        let rhs = Rhs::Cotangent { r, jt_r: Some(b) };
+        let lambda = self.lambda();
+        let result = self.direction_solver.solve_system(which, lin, rhs, lambda);
         // A product the model got wrong is the cause of whatever the solve reports.
         fault(lin)?;
         let info = result.map_err(|f| {
@@ -215,7 +200,7 @@ impl<S: StepSearch> NaturalGradient<S> {
             }
         })?;
         log.record(info);
-        *warm = Some(x.clone());
-        Ok(x)
+        let x = self.direction_solver.cache().warm_start(which);
+        Ok(x.unwrap_or_default().to_vec())
     }
 }

@@ -6,6 +6,7 @@ pub mod models;
 pub mod taylor_ref;
 
 use faer::Mat;
+use natgrad::linsolve::DirectionSolver;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -144,7 +145,7 @@ pub fn dense_solve(a: &Mat<f64>, b: &[f64]) -> Vec<f64> {
 pub mod runs;
 pub mod twin;
 
-/// One direction solve on a fresh `SolveCache`, sequential: the direction and its info.
+/// One direction solve by a fresh `DirectionSolver`, sequential: the direction and its info.
 pub fn solve_fresh<Mo, Lo, Me>(
     lin: &mut natgrad::problem::LinearizedProblem<'_, Mo, Lo, Me>,
     rhs: natgrad::linsolve::Rhs<'_>,
@@ -157,15 +158,7 @@ where
     Me: natgrad::Metric,
 {
     let mut d = vec![0.0; lin.problem().n_params()];
-    let info = natgrad::linsolve::solve_direction(
-        lin,
-        rhs,
-        &mut d,
-        lambda,
-        solver,
-        &mut natgrad::linsolve::SolveCache::default(),
-        faer::Par::Seq,
-    )?;
+    let info = DirectionSolver::new(solver.clone()).solve_from(lin, rhs, lambda, &mut d)?;
     Ok((d, info))
 }
 

@@ -8,6 +8,7 @@ use super::{dense_solve, mat, rng};
 use argmin::core::observers::Observe;
 use argmin::core::{State, KV};
 use faer::{Mat, MatMut};
+use natgrad::linsolve::DirectionSolver;
 use natgrad::model::{ClosureLinearization, Model};
 use natgrad::step_rule::transport;
 use natgrad::{CgSettings, FitProblem, LinearSolver, Loss, Metric, NgState, StepControl, StepRule};
@@ -368,7 +369,14 @@ pub fn check_mixed_gram_and_transport<Mo: Model, Lo: Loss, Me: Metric>(
     let e = super::rel_diff(&product, expected.0);
     assert!(e <= 1e-12, "mixed Gram product: {e:e}");
     for linear in [LinearSolver::Cholesky, tight_cg()] {
-        let t = transport(&mut cur, &mut prev, v, lambda, &linear, faer::Par::Seq).unwrap();
+        let t = transport(
+            &mut cur,
+            &mut prev,
+            v,
+            lambda,
+            &mut DirectionSolver::new(linear.clone()),
+        )
+        .unwrap();
         let e = super::rel_diff(&t, expected.1);
         assert!(e <= 1e-10, "transport {linear:?}: {e:e}");
     }
