@@ -482,7 +482,6 @@ fn sketch_times(problem: &common::Bench, theta: &[f64], rank: usize, reps: usize
     let mut lp = problem.linearize(theta).expect("linearise");
     timed("NystromSketch::build", &mut || {
         let op = lp.gram(0.0);
-        natgrad::linsolve::NystromSketch::build(&op, rank, 1, 1.0, 0, Par::rayon(0))
-            .expect("sketch");
+        natgrad::linsolve::NystromSketch::build(&op, rank, 1, 1.0, Par::rayon(0)).expect("sketch");
     });
 }

@@ -186,7 +186,7 @@ fn full_rank_sketch_through_the_fused_block_reproduces_the_dense_gram() {
             (0..n).map(|i| j[(i, a)] * w[i] * j[(i, b)]).sum()
         });
         let op = lin.gram(0.0);
-        let sk = NystromSketch::build(&op, p, 3, 1.0, 0, Par::Seq).unwrap();
+        let sk = NystromSketch::build(&op, p, 3, 1.0, Par::Seq).unwrap();
         assert_eq!(op.products(), p as u64);
         let (u, lam) = (sk.basis(), sk.eigenvalues());
         let approx = Mat::<f64>::from_fn(p, p, |a, b| {

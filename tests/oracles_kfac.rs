@@ -11,7 +11,8 @@ use faer::dyn_stack::{MemBuffer, MemStack};
 use faer::matrix_free::LinOp;
 use faer::Mat;
 use faer::Par;
-use natgrad::linsolve::{solve_direction, LinearSolver, Rhs, SolveCache, SolveFailure};
+use natgrad::linsolve::DirectionSolver;
+use natgrad::linsolve::{LinearSolver, Rhs, SolveFailure};
 use natgrad::metric::{Metric, OutputPoint, WeightedL2};
 use natgrad::model::{KfacFactors, Linearization, Model};
 use natgrad::{FitProblem, SquaredError};
@@ -121,7 +122,7 @@ fn kfac_with(
     b: &[f64],
     damping: f64,
     (refresh_every, decay): (usize, f64),
-    cache: &mut SolveCache,
+    cache: &mut DirectionSolver,
 ) -> Result<Vec<f64>, natgrad::linsolve::SolveFailure> {
     let theta = vec![0.5; pb.n_params()];
     let mut lin = pb.linearize(&theta).unwrap();
@@ -130,14 +131,11 @@ fn kfac_with(
         refresh_every,
         decay,
     };
-    solve_direction(
+    cache.set_linear_solver(solver.clone()).solve_from(
         &mut lin,
         Rhs::Params(b),
-        &mut x,
         damping,
-        &solver,
-        cache,
-        Par::Seq,
+        &mut x,
     )?;
     Ok(x)
 }
@@ -148,7 +146,7 @@ fn kfac_direction(
     b: &[f64],
     damping: f64,
 ) -> Result<Vec<f64>, natgrad::linsolve::SolveFailure> {
-    kfac_with(pb, b, damping, (1, 0.0), &mut SolveCache::default())
+    kfac_with(pb, b, damping, (1, 0.0), &mut DirectionSolver::default())
 }
 
 /// `P⁻¹ b` for one diagonal layer by hand: the block `V` (`r × c`, column-major) of `b`
@@ -199,13 +197,13 @@ fn factors_are_refreshed_every_k_solves_and_each_refresh_costs_q_vjps() {
     // as vjps (q = 2 outputs per sample here), a solve with fresh factors nothing.
     let pb = problem_nq(7, 6, 2, vec![layer(1, &[2.0, 4.0], &[1.0, 2.0, 3.0])]);
     let b = vec![1.0; 7];
-    let mut cache = SolveCache::default();
+    let mut cache = DirectionSolver::default();
     let mut refreshes = Vec::new();
     for _ in 0..7 {
         let before = pb.evaluations().vjp;
         kfac_with(&pb, &b, 0.25, (3, 0.0), &mut cache).unwrap();
         let vjps = pb.evaluations().vjp - before;
-        let count = cache.kfac().unwrap().refreshes();
+        let count = cache.cache().kfac().unwrap().refreshes();
         let fresh = refreshes.last() != Some(&count);
         assert_eq!(vjps, if fresh { 2 } else { 0 }, "solve {}", refreshes.len());
         refreshes.push(count);
@@ -222,7 +220,7 @@ fn factors_of_another_size_are_neither_reused_nor_averaged() {
     let (a5, b5) = (vec![1.0, 3.0], vec![5.0, 1.0]);
     let seven = problem(7, vec![layer(1, &a7, &b7)]);
     let five = problem(5, vec![layer(1, &a5, &b5)]);
-    let mut cache = SolveCache::default();
+    let mut cache = DirectionSolver::default();
     let b: Vec<f64> = (0..7).map(|k| 1.0 + k as f64).collect();
     let damping = 0.25;
     let got = kfac_with(&seven, &b, damping, (100, 0.5), &mut cache).unwrap();
@@ -233,7 +231,7 @@ fn factors_of_another_size_are_neither_reused_nor_averaged() {
     let want = by_hand(&b[..5], 1, &a5, &b5, pi5, damping);
     assert!(rel_diff(&got, &want) <= 1e-14, "{got:?} vs {want:?}");
     assert_eq!(
-        cache.kfac().unwrap().refreshes(),
+        cache.cache().kfac().unwrap().refreshes(),
         1,
         "a new size starts the count again"
     );
@@ -254,14 +252,14 @@ fn factors_of_another_layer_shape_are_not_averaged() {
     );
     let first = problem(8, vec![layer(1, &a1, &b1), layer(7, &a2, &b2)]);
     let second = problem(8, vec![layer(1, &a3, &b3), layer(4, &a4, &b4)]);
-    let mut cache = SolveCache::default();
+    let mut cache = DirectionSolver::default();
     let b: Vec<f64> = (0..8).map(|k| 1.0 + k as f64).collect();
     kfac_with(&first, &b, 0.25, (1, 0.5), &mut cache).unwrap();
     let got = kfac_with(&second, &b, 0.25, (1, 0.5), &mut cache).unwrap();
     let want = by_hand(&b, 1, &a3, &b3, 1.0, 0.25); // π = √(3/3)
     let want = by_hand(&want, 4, &a4, &b4, (2.0f64 / 3.0).sqrt(), 0.25);
     assert!(rel_diff(&got, &want) <= 1e-14, "{got:?} vs {want:?}");
-    assert_eq!(cache.kfac().unwrap().refreshes(), 2);
+    assert_eq!(cache.cache().kfac().unwrap().refreshes(), 2);
 }
 
 #[test]
@@ -272,11 +270,12 @@ fn preconditioner_is_a_square_operator_equal_to_its_transpose() {
     let (a1, b1) = (vec![2.0, 4.0], vec![1.0, 3.0]);
     let (a2, b2) = (vec![1.0, 5.0, 3.0], vec![2.0]);
     let pb = problem(8, vec![layer(0, &a1, &b1), layer(4, &a2, &b2)]);
-    let mut cache = SolveCache::default();
+    let mut cache = DirectionSolver::default();
     let damping = 0.25;
     let b: Vec<f64> = (0..8).map(|k| 1.0 + k as f64).collect();
     kfac_with(&pb, &b, damping, (1, 0.0), &mut cache).unwrap();
     let pre = cache
+        .cache()
         .kfac()
         .unwrap()
         .preconditioner(damping, Par::Seq)
@@ -368,15 +367,12 @@ fn metric_weights_must_be_finite_non_negative_and_not_all_zero() {
             refresh_every: 1,
             decay: 0.0,
         };
-        let mut cache = SolveCache::default();
-        let res = solve_direction(
+        let mut cache = DirectionSolver::default();
+        let res = cache.set_linear_solver(solver.clone()).solve_from(
             &mut lin,
             Rhs::Params(&b),
-            &mut x,
             0.25,
-            &solver,
-            &mut cache,
-            Par::Seq,
+            &mut x,
         );
         match (want, res) {
             (None, Ok(_)) => {
