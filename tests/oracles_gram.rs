@@ -304,12 +304,19 @@ fn a_diagonal_metric_uses_the_models_fused_product_and_a_dense_one_does_not() {
     assert_eq!(pb.model().fused_calls.load(Relaxed), 0);
 }
 
-/// A diagonal user metric without an inverse (`Metric::solve` left to its default).
-struct NoInverse;
+/// A diagonal user metric `diag(W)` without an inverse (`Metric::solve` left to its
+/// default); with `nan` its products are NaN instead.
+struct UserMetric {
+    nan: bool,
+}
 
-impl Metric for NoInverse {
+impl Metric for UserMetric {
     fn name(&self) -> &'static str {
-        "NoInverse"
+        if self.nan {
+            "NanMetric"
+        } else {
+            "NoInverse"
+        }
     }
     fn dim(&self) -> Option<usize> {
         Some(3)
@@ -318,11 +325,11 @@ impl Metric for NoInverse {
         out.iter_mut()
             .zip(v)
             .zip(W)
-            .for_each(|((o, v), w)| *o = w * v);
+            .for_each(|((o, v), w)| *o = if self.nan { f64::NAN } else { w * v });
     }
     fn diagonal(&self, _at: &OutputPoint<'_>, out: &mut [f64]) -> bool {
         out.copy_from_slice(&W);
-        true
+        !self.nan
     }
     fn select_samples(&self, _samples: &[usize], _q: usize, _m: usize) -> natgrad::Result<Self> {
         unimplemented!("not used")
@@ -336,7 +343,7 @@ fn a_sample_space_product_needing_a_missing_inverse_says_so() {
     let pb = FitProblem::new(
         model(),
         SquaredError::l2(vec![1.0, 0.0, 2.0]).unwrap(),
-        NoInverse,
+        UserMetric { nan: false },
     )
     .unwrap();
     let mut lin = pb.linearize(&THETA).unwrap();
@@ -375,30 +382,9 @@ fn dense_gram_is_the_damped_gram_matrix_and_names_a_faulty_metric() {
             );
         }
     }
-    match dense_gram(j.as_ref(), &NanMetric, &at, 0.5, Par::Seq) {
+    match dense_gram(j.as_ref(), &UserMetric { nan: true }, &at, 0.5, Par::Seq) {
         Err(natgrad::Error::NonFiniteMetric { metric, .. }) => assert_eq!(metric, "NanMetric"),
         other => panic!("{other:?}"),
-    }
-}
-
-/// A user metric whose products are NaN.
-struct NanMetric;
-
-impl Metric for NanMetric {
-    fn name(&self) -> &'static str {
-        "NanMetric"
-    }
-    fn dim(&self) -> Option<usize> {
-        Some(3)
-    }
-    fn apply(&self, _at: &OutputPoint<'_>, _v: &[f64], out: &mut [f64]) {
-        out.fill(f64::NAN);
-    }
-    fn diagonal(&self, _at: &OutputPoint<'_>, _out: &mut [f64]) -> bool {
-        false
-    }
-    fn select_samples(&self, _samples: &[usize], _q: usize, _m: usize) -> natgrad::Result<Self> {
-        unimplemented!("not used")
     }
 }
 
