@@ -6,28 +6,19 @@
 //! cargo-mutants on `src/solver/solve.rs` (nothing read these keys after a successful
 //! solve, nor the warm start).
 
-use argmin::core::observers::{Observe, ObserverMode};
+mod common;
+
+use argmin::core::observers::ObserverMode;
 use argmin::core::{Executor, State, KV};
+use common::runs::KvLog;
 use faer::mat;
 use natgrad::loss::FnLoss;
 use natgrad::metric::{Metric, OutputPoint};
 use natgrad::model::LinearModel;
 use natgrad::{
-    CgSettings, FitProblem, LinearSolver, NaturalGradient, NgState, Preconditioner, StepRule,
-    Tolerances, WeightedL2,
+    CgSettings, FitProblem, LinearSolver, NaturalGradient, Preconditioner, StepRule, Tolerances,
+    WeightedL2,
 };
-use std::sync::{Arc, Mutex};
-
-/// Every iteration's KV.
-#[derive(Clone, Default)]
-struct Kvs(Arc<Mutex<Vec<KV>>>);
-
-impl Observe<NgState> for Kvs {
-    fn observe_iter(&mut self, _: &NgState, kv: &KV) -> Result<(), argmin::core::Error> {
-        self.0.lock().unwrap().push(kv.clone());
-        Ok(())
-    }
-}
 
 fn uint(kv: &KV, key: &str) -> Option<u64> {
     kv.get(key)
@@ -68,13 +59,13 @@ fn run<Me: Metric + 'static>(
     ng: NaturalGradient,
     steps: u64,
 ) -> (Vec<KV>, String) {
-    let kvs = Kvs::default();
+    let kvs = KvLog::default();
     let res = Executor::new(problem, ng.with_tolerances(Tolerances::NONE).unwrap())
         .configure(|s| s.param(vec![0.0, 0.0]).max_iters(steps))
         .add_observer(kvs.clone(), ObserverMode::Always)
         .run()
         .unwrap();
-    let kvs = kvs.0.lock().unwrap().clone();
+    let kvs = kvs.get();
     (kvs, format!("{:?}", res.state().get_termination_reason()))
 }
 

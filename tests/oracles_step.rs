@@ -1,16 +1,18 @@
 //! The step of `src/solver/step.rs` where cargo-mutants found it unguarded (issue 20):
 //! each expected value is worked by hand on a one- or two-parameter linear model.
 
-use argmin::core::observers::{Observe, ObserverMode};
-use argmin::core::{Executor, State, KV};
+mod common;
+
+use argmin::core::observers::ObserverMode;
+use argmin::core::{Executor, State};
+use common::runs::KvLog;
 use faer::mat;
 use natgrad::loss::FnLoss;
 use natgrad::model::LinearModel;
 use natgrad::{
-    CgSettings, FitProblem, LinearSolver, NaturalGradient, NgState, Preconditioner, SquaredError,
-    StepRule, Tolerances, WeightedL2,
+    CgSettings, FitProblem, LinearSolver, NaturalGradient, Preconditioner, SquaredError, StepRule,
+    Tolerances, WeightedL2,
 };
-use std::sync::{Arc, Mutex};
 
 fn reason<S: State>(state: &S) -> String {
     format!("{:?}", state.get_termination_reason())
@@ -131,13 +133,13 @@ fn a_rejected_step_reports_a_momentum_restart_only_when_there_was_momentum() {
             .unwrap()
             .with_tolerances(Tolerances::NONE)
             .unwrap();
-        let kvs = Kvs::default();
+        let kvs = KvLog::default();
         Executor::new(problem, ng)
             .configure(|s| s.param(vec![1.0]).max_iters(2))
             .add_observer(kvs.clone(), ObserverMode::Always)
             .run()
             .unwrap();
-        let kvs = kvs.0.lock().unwrap().clone();
+        let kvs = kvs.get();
         kvs.iter()
             .map(|kv| kv.get("momentum_restart").map(|v| v.get_bool().unwrap()))
             .collect::<Vec<_>>()
@@ -146,17 +148,6 @@ fn a_rejected_step_reports_a_momentum_restart_only_when_there_was_momentum() {
     assert_eq!(restarts(heavy_ball, 1.0), [None, Some(true)]);
     assert_eq!(restarts(StepRule::Plain, 1.0), [None, Some(false)]);
     assert_eq!(restarts(heavy_ball, 0.1)[0], Some(false));
-}
-
-/// Every iteration's KV.
-#[derive(Clone, Default)]
-struct Kvs(Arc<Mutex<Vec<KV>>>);
-
-impl Observe<NgState> for Kvs {
-    fn observe_iter(&mut self, _: &NgState, kv: &KV) -> Result<(), argmin::core::Error> {
-        self.0.lock().unwrap().push(kv.clone());
-        Ok(())
-    }
 }
 
 /// A step made ahead (on the linearisation that formed the gradient) whose direction solve

@@ -1,9 +1,10 @@
 //! Running a natgrad solver and recording every iterate.
 
-use argmin::core::observers::ObserverMode;
-use argmin::core::{Executor, State, TerminationReason};
+use argmin::core::observers::{Observe, ObserverMode};
+use argmin::core::{Executor, State, TerminationReason, KV};
 use natgrad::observe::Iterates;
-use natgrad::{FitProblem, Loss, Metric, Model, NaturalGradient};
+use natgrad::{FitProblem, Loss, Metric, Model, NaturalGradient, NgState};
+use std::sync::{Arc, Mutex};
 
 /// Runs `solver` for `iters` steps from `theta0`; returns the iterates θ_1..θ_N (fewer if
 /// the run stops early), the final θ and the termination reason.
@@ -92,4 +93,22 @@ pub fn exit_reason<S: State>(state: &S) -> String {
 /// The text of a finished run's termination reason, whatever it is.
 pub fn reason_text<S: State>(state: &S) -> String {
     state.get_termination_reason().unwrap().text().to_string()
+}
+
+/// Every iteration's KV, in order (an observer: `add_observer(log.clone(), ObserverMode::Always)`).
+#[derive(Clone, Default)]
+pub struct KvLog(pub Arc<Mutex<Vec<KV>>>);
+
+impl KvLog {
+    /// The KVs observed so far.
+    pub fn get(&self) -> Vec<KV> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+impl Observe<NgState> for KvLog {
+    fn observe_iter(&mut self, _: &NgState, kv: &KV) -> Result<(), argmin::core::Error> {
+        self.0.lock().unwrap().push(kv.clone());
+        Ok(())
+    }
 }
