@@ -301,8 +301,8 @@ fn getters_return_the_settings_given() {
     assert_eq!(one_by_one.tolerances(), tol);
 }
 
-/// A mini-batch may hold every sample (`b = m`) but not more (`b = m + 1` is refused when
-/// the run starts, naming both sizes). With `b = m` on the linear model `y = Aθ`, `u = Aθ*`
+/// A mini-batch may hold fewer samples than the data or every sample (`b = m`) but not
+/// more (`b = m + 1` is refused when the run starts, naming both sizes). With `b = m` on the linear model `y = Aθ`, `u = Aθ*`
 /// (`θ* = (1, 2)`), one Gauss–Newton step (α = 1, λ = 0) lands on `θ*`.
 #[test]
 fn mini_batch_of_every_sample_runs_and_one_more_is_refused() {
@@ -325,6 +325,7 @@ fn mini_batch_of_every_sample_runs_and_one_more_is_refused() {
             .configure(|s| s.param(vec![0.0, 0.0]).max_iters(1))
             .run()
     };
+    run(2).expect("a batch of fewer samples runs");
     let all = run(4).expect("a batch of every sample runs");
     let theta = all.state().get_param().unwrap();
     assert!(
