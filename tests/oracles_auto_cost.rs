@@ -115,6 +115,21 @@ fn plan_takes_the_cheapest_possible_path_by_hand() {
 }
 
 #[test]
+fn plan_keeps_the_parameter_space_and_cg_on_exact_ties() {
+    let s = AutoSettings::default();
+    // n = p = 4, diagonal: one CG iteration costs 4·16 + 4 + 40 = 108 in either space; the
+    // module docs put the sample space only where n < p, so a tie stays in parameter space.
+    let (path, cost) = s.plan(&model(4, 4, true), true, 1);
+    assert_eq!(path, Path::ParamCg);
+    close(cost, 108.0);
+    // n = p = 1: both direct paths cost 2 + 1 + 2 + 1/3 (J, MJ or M⁻¹, the GEMM, Cholesky),
+    // far below 1 000 CG iterations (15 000): the first direct path found stays.
+    let (path, cost) = s.plan(&model(1, 1, true), true, 1000);
+    assert_eq!(path, Path::ParamCholesky);
+    close(cost, 5.0 + 1.0 / 3.0);
+}
+
+#[test]
 fn cg_budget_is_the_break_even_iteration_count() {
     // n = 100, p = 50, diagonal metric. Direct: J 2·100·50·50 = 500 000; parameter space
     // 500 000 + 5 000 + 2·100·2 500 + 125 000/3 = 1 046 666.67; sample space 500 000 +

@@ -372,3 +372,36 @@ fn natural_gradient_runs_identically_in_sample_space() {
         assert!(e <= 1e-10, "{solver:?}: {e:e}");
     }
 }
+
+#[test]
+fn auto_goes_direct_when_cg_misses_its_budget_even_if_truncated_cg_is_accepted() {
+    // The user's CG settings accept a truncated solve, but Auto's budgeted attempt must not:
+    // past the break-even budget the direct path is exact and cheaper (module docs of
+    // `linsolve::auto`). Ill conditioned (λ = 1e-6): CG cannot converge within the budget.
+    let (a, pb) = graded(24, 60, 53);
+    let settings = AutoSettings {
+        cg: CgSettings {
+            accept_truncated: true,
+            ..CgSettings::default()
+        },
+        ..AutoSettings::default()
+    };
+    let (n, p) = (pb.n_outputs(), pb.n_params());
+    let mut lin = pb.linearize(&vec(&mut rng(9), p)).unwrap();
+    let rr = vec(&mut rng(10), n);
+    let mut d = vec![0.0; p];
+    let info = DirectionSolver::new(LinearSolver::Auto(settings))
+        .solve_from(
+            &mut lin,
+            Rhs::Cotangent { r: &rr, jt_r: None },
+            1e-6,
+            &mut d,
+        )
+        .unwrap();
+    assert_eq!(info.method, SolveMethod::Auto(Path::SampleCholesky));
+    let m = Mat::from_fn(n, n, |i, j| if i == j { 1.0 / n as f64 } else { 0.0 });
+    let jt = Mat::from_fn(p, n, |i, j| a[(j, i)]);
+    let want = common::dense_solve(&gram_twin(&a, &m, 1e-6), &matvec(&jt, &rr));
+    let e = rel_diff(&d, &want);
+    assert!(e <= 1e-8, "{e:e}");
+}
