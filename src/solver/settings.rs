@@ -62,7 +62,9 @@ impl<S> NaturalGradient<S> {
         self.with_step_search(search)
     }
 
-    /// Step size α > 0.
+    /// Step size α > 0 (default 1: with damping λ → 0 a plain step is the Gauss–Newton
+    /// step, docs/math.md §3). Under a line search or step control, α scales the direction
+    /// before the search. Fails for a non-positive or non-finite α.
     pub fn with_step_size(mut self, alpha: f64) -> ArgminResult<Self> {
         if !(alpha > 0.0 && alpha.is_finite()) {
             return Err(invalid(format!(
