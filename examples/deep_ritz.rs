@@ -74,7 +74,7 @@ fn solve(
         }
         Ok((num / den).sqrt())
     };
-    let mut theta = model.net().init(0);
+    let mut theta = model.net().init_params(0);
     let solver = NaturalGradient::new()
         .with_linear_solver(LinearSolver::Cholesky)?
         .with_damping(1e-8)?

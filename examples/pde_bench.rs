@@ -122,7 +122,7 @@ fn main() {
     let case = poisson_2d(30, 120, &[64], 1.0).expect("valid case");
     let pinn = specialised(&case);
     let general = case.problem.model().clone();
-    let theta = general.net().init(0);
+    let theta = general.net().init_params(0);
     // Interleaved: each repetition times both models back to back, the order alternating,
     // so that a change of the machine's load hits both alike; the ratio is the median of
     // the per-repetition ratios.

@@ -153,7 +153,7 @@ fn apply(s: NaturalGradient, item: &str) -> AnyResult<NaturalGradient> {
 
 /// `tr(G₀)/p` and the extreme squared singular values of `J` at θ₀.
 fn scale(name: &str, case: &PinnCase, seed: u64) -> AnyResult<()> {
-    let theta = case.problem.model().net().init(seed);
+    let theta = case.problem.model().net().init_params(seed);
     let mut lin = case.problem.model().linearize(&theta)?;
     let j = lin.dense_jacobian().ok_or("no dense Jacobian")?;
     let fro = j.norm_l2();
@@ -175,7 +175,7 @@ fn nesterov_iterate(case: &PinnCase, lambda: f64, seed: u64, k: u64) -> AnyResul
         .with_damping(lambda)?
         .with_step_control(StepControl::armijo())?
         .with_step_rule(StepRule::Nesterov { beta: 0.3 })?;
-    let theta0 = case.problem.model().net().init(seed);
+    let theta0 = case.problem.model().net().init_params(seed);
     let res = Executor::new(case.problem.clone(), s)
         .configure(|st| st.param(theta0).max_iters(k))
         .run()?;
@@ -269,7 +269,7 @@ fn main() -> AnyResult<()> {
         best: f64::INFINITY,
         best_at: (0, 0.0),
     };
-    let theta0 = case.problem.model().net().init(seed);
+    let theta0 = case.problem.model().net().init_params(seed);
     let res = Executor::new(case.problem.clone(), solver)
         .configure(|st| st.param(theta0).max_iters(steps))
         .add_observer(curve, ObserverMode::Always)

@@ -462,12 +462,12 @@ fn visit_all<V: Visit>(v: &mut V, only: Option<&str>) {
                 .unwrap()
                 .problem
         };
-        let theta = make().model().net().init(7);
+        let theta = make().model().net().init_params(7);
         v.visit("pinn", &make, &theta);
     }
     if want("poisson") {
         let make = || poisson_2d(16, 64, &[64, 64], 10.0).unwrap().problem;
-        let theta = make().model().net().init(7);
+        let theta = make().model().net().init_params(7);
         v.visit("poisson", &make, &theta);
     }
 }

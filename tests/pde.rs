@@ -350,11 +350,14 @@ fn a_nan_residual_names_its_term_and_point() {
         ],
     )
     .unwrap();
-    let e = model.linearize(&net.init(0)).unwrap_err().to_string();
+    let e = model
+        .linearize(&net.init_params(0))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("term `data` at point 2"), "{e}");
     // The forward pass (line searches) keeps the NaN for the caller to reject.
     let mut y = vec![0.0; 8];
-    model.forward(&net.init(0), &mut y).unwrap();
+    model.forward(&net.init_params(0), &mut y).unwrap();
     assert!(y[6].is_nan() && y[..6].iter().all(|v| v.is_finite()));
 }
 
@@ -389,7 +392,7 @@ fn a_nan_residual_mid_run_ends_the_run_cleanly_naming_term_and_point() {
         )],
     )
     .unwrap();
-    let theta0 = net.init(0);
+    let theta0 = net.init_params(0);
     // The initial θ is in the residual's domain (|u| < 1.5 for a small Glorot network).
     let u0 = model.evaluate(&theta0, x.as_ref()).unwrap();
     assert!((0..6).all(|i| u0[(0, i)] < 1.5));

@@ -221,7 +221,7 @@ fn quartic_model(widths: Vec<usize>) -> RitzModel {
 #[test]
 fn energy_natural_gradient_reaches_the_exact_minimiser() {
     let model = quartic_model(vec![1, 20, 1]);
-    let theta0 = model.net().init(0);
+    let theta0 = model.net().init_params(0);
     let problem = model.clone().into_problem().unwrap();
     let solver = NaturalGradient::new()
         .with_linear_solver(LinearSolver::Cholesky)
@@ -269,7 +269,7 @@ fn an_indefinite_energy_hessian_ends_the_run_cleanly() {
         Concave,
     );
     let model = RitzModel::new(TaylorMlp::new(vec![1, 8, 1]).unwrap(), vec![term]).unwrap();
-    let theta0 = model.net().init(0);
+    let theta0 = model.net().init_params(0);
     let res = Executor::new(model.into_problem().unwrap(), NaturalGradient::new())
         .configure(|s| s.param(theta0.clone()).max_iters(5))
         .run()

@@ -239,7 +239,7 @@ fn a_rejected_momentum_step_restarts_the_momentum() {
     // larger λ — which scales every term alike — and every later step would be rejected
     // too. With the restart the next step is plain natural gradient from θ_k.
     let case = natgrad::problems::pinn::advection_diffusion(0.02, 100, &[32, 32], 1.0).unwrap();
-    let theta0 = case.problem.model().net().init(0);
+    let theta0 = case.problem.model().net().init_params(0);
     let e0 = case.errors(&theta0).unwrap().rel_l2;
     let solver = NaturalGradient::new()
         .with_step_rule(StepRule::HeavyBall { beta: 0.3 })

@@ -248,7 +248,7 @@ fn channel_sets_reject_bad_coordinates_and_cost_follows_the_request() {
     assert_eq!(heat.partial_channel(0), None);
     assert_eq!(ChannelSet::laplacian(3).len(), 5);
     let net = TaylorMlp::new(vec![2, 4, 1]).unwrap();
-    let theta = net.init(0);
+    let theta = net.init_params(0);
     let x = points(1, 3, 2);
     assert!(net
         .forward_channels(&theta, x.as_ref(), &ChannelSet::value(2), Par::Seq)

@@ -347,7 +347,7 @@ pub fn run(
             let iters = if *natural { ng_iters } else { fo_iters };
             bar.set_message(format!("{} / {label}", cfg.name));
             let case = Arc::new((cfg.build)()?);
-            let theta0 = case.problem.model().net().init(0);
+            let theta0 = case.problem.model().net().init_params(0);
             // RMS = relative L² · ‖u‖₂ / √k on the k grid points.
             let u_norm = case.exact.iter().map(|u| u * u).sum::<f64>().sqrt();
             let rms_per_rel = u_norm / (case.exact.len() as f64).sqrt();

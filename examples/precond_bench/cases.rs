@@ -15,7 +15,7 @@ pub(crate) fn run_case(case: &str, o: &Opts) -> Result<(), String> {
             // −ε v'' + v' = 1 on (0, 1), 254 collocation points + 2 boundary points, a
             // 1-64-64-1 tanh network: p = 4353 > n = 256.
             let c = advection_diffusion(0.1, 254, &[64, 64], 10.0).map_err(|e| e.to_string())?;
-            let theta = c.problem.model().net().init(7);
+            let theta = c.problem.model().net().init_params(7);
             bench(case, &c.problem, &theta, 1e-3, o);
             Ok(())
         }
@@ -23,7 +23,7 @@ pub(crate) fn run_case(case: &str, o: &Opts) -> Result<(), String> {
             // −Δu = f on the unit square, 16×16 interior points + 64 boundary points, a
             // 2-64-64-1 tanh network: p = 4417 > n = 320.
             let c = poisson_2d(16, 64, &[64, 64], 10.0).map_err(|e| e.to_string())?;
-            let theta = c.problem.model().net().init(7);
+            let theta = c.problem.model().net().init_params(7);
             bench(case, &c.problem, &theta, 1e-3, o);
             Ok(())
         }

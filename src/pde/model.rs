@@ -9,7 +9,7 @@
 use super::residual::{value_and_gradient, value_only, Channels};
 use super::term::Term;
 use crate::error::{check_len, Error, Result};
-use crate::model::taylor::{ChannelFunctional, ChannelSet, TaylorMlp, TaylorPass};
+use crate::model::taylor::{ChannelFunctional, TaylorMlp, TaylorPass};
 use crate::model::{Linearization, Model};
 use faer::{Mat, MatRef, Par};
 use num_dual::Dual64;
@@ -68,10 +68,7 @@ impl PdeModel {
 
     /// The network's outputs `u_θ` at arbitrary points `x` (`d × k`): a `q × k` matrix.
     pub fn evaluate(&self, theta: &[f64], x: MatRef<'_, f64>) -> Result<Mat<f64>> {
-        let set = ChannelSet::value(self.net.input_dim());
-        let pass = self.net.forward_channels(theta, x, &set, self.par)?;
-        let q = self.net.output_dim();
-        Ok(Mat::from_fn(q, x.ncols(), |o, i| pass.channel(o, 0, i)))
+        self.net.values(theta, x, self.par)
     }
 
     /// Channels `q × C` of point `i` of a pass, `c·q + o`.

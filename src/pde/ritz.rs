@@ -13,7 +13,7 @@ use super::residual::Channels;
 use crate::error::{check_len, Error, Result};
 use crate::loss::Loss;
 use crate::metric::LossHessian;
-use crate::model::taylor::{ChannelSet, TaylorMlp, TaylorPass};
+use crate::model::taylor::{TaylorMlp, TaylorPass};
 use crate::model::{Linearization, Model};
 use crate::problem::FitProblem;
 use faer::{Mat, MatRef, Par, Side};
@@ -205,11 +205,7 @@ impl RitzModel {
 
     /// The network's outputs `u_θ` at arbitrary points `x` (`d × k`): a `q × k` matrix.
     pub fn evaluate(&self, theta: &[f64], x: MatRef<'_, f64>) -> Result<Mat<f64>> {
-        let set = ChannelSet::value(self.net.input_dim());
-        let pass = self.net.forward_channels(theta, x, &set, self.par)?;
-        Ok(Mat::from_fn(self.net.output_dim(), x.ncols(), |o, i| {
-            pass.channel(o, 0, i)
-        }))
+        self.net.values(theta, x, self.par)
     }
 
     /// One Taylor pass per term, the channels written point-major into `out`.

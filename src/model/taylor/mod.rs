@@ -49,18 +49,20 @@ pub struct TaylorMlp {
 }
 
 impl TaylorMlp {
-    /// Widths `[d, h₁, …, h_L, q]`: input dimension, hidden widths (tanh), outputs.
+    /// Widths `[d, h₁, …, h_L, q]`: input dimension, hidden widths (tanh), outputs, as a
+    /// slice, array or `Vec` (`TaylorMlp::new([2, 32, 1])`, like [`crate::model::Mlp::new`]).
     /// Errors on fewer than two widths or a zero width.
-    pub fn new(widths: Vec<usize>) -> Result<Self> {
+    pub fn new(widths: impl Into<Vec<usize>>) -> Result<Self> {
         Self::with_activation(widths, Arc::new(Smooth::Tanh))
     }
 
     /// Like [`TaylorMlp::new`] with any activation with three derivatives: a [`Smooth`]
     /// one or the user's own [`TaylorActivation`].
     pub fn with_activation(
-        widths: Vec<usize>,
+        widths: impl Into<Vec<usize>>,
         activation: Arc<dyn TaylorActivation>,
     ) -> Result<Self> {
+        let widths = widths.into();
         if widths.len() < 2 || widths.contains(&0) {
             return Err(Error::InvalidSetting(format!(
                 "TaylorMlp: widths must be [d, hidden.., q] with positive entries, got {widths:?}"
@@ -152,8 +154,10 @@ impl TaylorMlp {
         )
     }
 
-    /// Glorot-uniform weights and zero biases from a seed (deterministic).
-    pub fn init(&self, seed: u64) -> Vec<f64> {
+    /// Glorot-uniform weights and zero biases from a seed (deterministic): `p` entries in
+    /// the parameter layout of the [module docs](self). Named like
+    /// [`crate::model::Mlp::init_params`].
+    pub fn init_params(&self, seed: u64) -> Vec<f64> {
         use rand::{Rng, SeedableRng};
         let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(seed);
         let mut theta = vec![0.0; self.n_params()];
@@ -165,6 +169,41 @@ impl TaylorMlp {
             }
         }
         theta
+    }
+
+    /// The network's values `v(θ; x)` at the points `x`, stored point-major as in
+    /// [`crate::model::Mlp::evaluate`] (`x[i·d + k]` = coordinate `k` of point `i`, which is
+    /// the `d × m` column-major layout of [`TaylorMlp::forward`]): `m = x.len() / d` points,
+    /// `m·q` values point-major (`[i·q + o]` = output `o` at point `i`). One value-only
+    /// forward pass on the calling thread — for predictions and error measurements after
+    /// training, without choosing channels or a [`Par`].
+    ///
+    /// # Errors
+    /// [`Error::Empty`] for no points; [`Error::DimensionMismatch`] when θ does not have `p`
+    /// entries or `x.len()` is not a multiple of `d`; [`Error::NonFinite`] for a non-finite
+    /// coordinate or output.
+    pub fn evaluate(&self, theta: &[f64], x: &[f64]) -> Result<Vec<f64>> {
+        let d = self.input_dim();
+        crate::error::check_nonempty("TaylorMlp::evaluate: the point coordinates", x.len())?;
+        crate::error::check_len(
+            "TaylorMlp::evaluate: point coordinates vs a multiple of the input dimension",
+            x.len().div_ceil(d) * d,
+            x.len(),
+        )?;
+        check_finite("TaylorMlp::evaluate: points", x)?;
+        let points = MatRef::from_column_major_slice(x, d, x.len() / d);
+        // `q × m` column-major is the point-major order of the docs.
+        let values = self.values(theta, points, Par::Seq)?;
+        Ok(values.col_iter().flat_map(|c| c.iter().copied()).collect())
+    }
+
+    /// The values `q × m` at the points `x` (`d × m`): a value-only Taylor pass. Shared by
+    /// [`TaylorMlp::evaluate`] and the PDE models' `evaluate`.
+    pub(crate) fn values(&self, theta: &[f64], x: MatRef<'_, f64>, par: Par) -> Result<Mat<f64>> {
+        let pass = self.forward_channels(theta, x, &ChannelSet::value(self.input_dim()), par)?;
+        Ok(Mat::from_fn(self.output_dim(), x.ncols(), |o, i| {
+            pass.channel(o, 0, i)
+        }))
     }
 
     /// Runs the Taylor-mode forward pass at θ on the points `x` (`d × m`, one column per
