@@ -126,6 +126,7 @@ pub use crate::linsolve::Parallelism;
 /// | `start_loss` | float | `ℓ(θ_k)`, the loss where the step starts, on this step's samples (loss units); the state's cost is `ℓ(θ_{k+1})` on all samples, its gradient `g(θ_{k+1})` on all samples |
 /// | `grad_norm` | float | `‖g_k‖₂`, `g_k = J_kᵀ∇_yℓ` (loss units per unit of θ) |
 /// | `damping` | float | λ used by this step's solves (loss units per unit of θ²) |
+/// | `damping_relative` | float | μ, the damping setting that λ is relative to (dimensionless; only with [`DampingScale::GramTrace`]: `damping` = μ·s_k) |
 /// | `momentum` | string | the step rule, [`StepRule::name`] |
 /// | `beta` | float | its coefficient β (dimensionless; 0 for `plain`, `gd`) |
 /// | `batch_size` | uint | sample points of the mini-batch (only with mini-batches) |

@@ -10,8 +10,8 @@ use common::runs::KvLog;
 use faer::mat;
 use natgrad::model::LinearModel;
 use natgrad::{
-    converged_by, FitProblem, LinearSolver, NaturalGradient, SquaredError, StepControl, StepRule,
-    Tolerances, WeightedL2,
+    converged_by, DampingScale, DenseMetric, FitProblem, LinearSolver, NaturalGradient,
+    SquaredError, StepControl, StepRule, Tolerances, WeightedL2,
 };
 
 /// `y = θ` (one parameter), `ℓ = ½(y − 1)²`, `M = 1`: `J = 1`, `G = 1`, `g = θ − 1`.
@@ -155,4 +155,167 @@ fn stopping_tests_fire_only_on_steps_whose_damping_does_not_dominate() {
             assert_eq!(iters, 4, "{name}");
         }
     }
+}
+
+/// A step that Levenberg–Marquardt rejected leaves θ where it was, so the next step starts
+/// from the gradient already formed there ([`NaturalGradient`]'s KV: "the state's … gradient
+/// `g(θ_{k+1})` on all samples"; `start`: "formed at the end of the previous step on all
+/// samples, else one vjp"): no new gradient. `y = θ`, `ℓ = ½θ²`, α = 3, θ₀ = 1, λ₀ = 0.4:
+/// step 1 goes to `1 − 3/1.4 ≈ −1.14` (loss 0.65 > ½, rejected; λ at least doubles), step 2
+/// with `λ > ½` goes to `|1 − 3/(1 + λ)| < 1` (accepted). Gradients formed: at θ₀ in `init`
+/// and at θ₂ after the accepted step: `gradient_count = 2`.
+#[test]
+fn a_step_after_a_rejection_reuses_the_gradient_at_its_iterate() {
+    let w = WeightedL2::new(vec![1.0]).unwrap();
+    let problem = FitProblem::new(
+        LinearModel::dense(mat![[1.0]]).unwrap(),
+        SquaredError::new(vec![0.0], w.clone()).unwrap(),
+        w,
+    )
+    .unwrap();
+    let ng = NaturalGradient::new()
+        .with_step_size(3.0)
+        .and_then(|s| s.with_damping(0.4))
+        .and_then(|s| s.with_adaptive_damping(1e-9, 1e9))
+        .and_then(|s| s.with_linear_solver(LinearSolver::Cholesky))
+        .and_then(|s| s.with_tolerances(Tolerances::NONE))
+        .unwrap();
+    let log = KvLog::default();
+    let res = Executor::new(problem, ng)
+        .configure(|s| s.param(vec![1.0]).max_iters(2).counting(true))
+        .add_observer(log.clone(), ObserverMode::Always)
+        .run()
+        .unwrap();
+    let kvs = log.get();
+    assert!(
+        kvs[0].get("momentum_restart").is_some(),
+        "step 1 rejected: {kvs:?}"
+    );
+    assert!(
+        kvs[1].get("momentum_restart").is_none(),
+        "step 2 accepted: {kvs:?}"
+    );
+    let theta = res.state().get_param().unwrap()[0];
+    assert!(theta.abs() < 1.0 && theta != 1.0, "θ₂ = {theta}");
+    assert_eq!(res.state().get_func_counts()["gradient_count"], 2);
+}
+
+/// Relative damping (`DampingScale::GramTrace`, docs/math.md §3): `λ_k = μ·tr(G_k)/p`. On
+/// `y = 2θ` (one parameter, `M = 1`) `G = 4`, so with μ = 10⁻³ the KV reports `damping`
+/// = 4·10⁻³ and `damping_relative` = μ = 10⁻³, and the step is `δ = −(4 + 4μ)⁻¹·g`; with
+/// the absolute scale `damping` = μ and no `damping_relative`. Every key a run reports is
+/// documented in `NaturalGradient`'s KV table (`tests/observe.rs` checks the keys of runs
+/// without relative damping).
+#[test]
+fn relative_damping_reports_its_setting_and_the_damping_it_used() {
+    let run = |scale: DampingScale| {
+        let w = WeightedL2::new(vec![1.0]).unwrap();
+        let problem = FitProblem::new(
+            LinearModel::dense(mat![[2.0]]).unwrap(),
+            SquaredError::new(vec![1.0], w.clone()).unwrap(),
+            w,
+        )
+        .unwrap();
+        let ng = NaturalGradient::new()
+            .with_damping(1e-3)
+            .and_then(|s| s.with_linear_solver(LinearSolver::Cholesky))
+            .and_then(|s| s.with_tolerances(Tolerances::NONE))
+            .unwrap()
+            .with_damping_scale(scale);
+        let log = KvLog::default();
+        let res = Executor::new(problem, ng)
+            .configure(|s| s.param(vec![0.0]).max_iters(1))
+            .add_observer(log.clone(), ObserverMode::Always)
+            .run()
+            .unwrap();
+        (log.get().remove(0), res.state().get_param().unwrap()[0])
+    };
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-14 * b.abs();
+    // g = Jᵀ(y − u) = 2·(0 − 1) = −2
+    let (kv, theta) = run(DampingScale::GramTrace);
+    assert!(close(float(&kv, "damping"), 4e-3), "{kv:?}");
+    assert_eq!(float(&kv, "damping_relative"), 1e-3);
+    assert!(close(theta, 2.0 / (4.0 + 4e-3)), "θ₁ = {theta}");
+    let (kv, theta) = run(DampingScale::Absolute);
+    assert_eq!(float(&kv, "damping"), 1e-3);
+    assert!(kv.get("damping_relative").is_none(), "{kv:?}");
+    assert!(close(theta, 2.0 / (4.0 + 1e-3)), "θ₁ = {theta}");
+    let doc = include_str!("../src/solver.rs");
+    for (key, _) in kv.keys() {
+        assert!(
+            doc.contains(&format!("/// | `{key}` |")),
+            "KV key `{key}` undocumented"
+        );
+    }
+    let (kv, _) = run(DampingScale::GramTrace);
+    for (key, _) in kv.keys() {
+        assert!(
+            doc.contains(&format!("/// | `{key}` |")),
+            "KV key `{key}` undocumented"
+        );
+    }
+}
+
+/// `y = (θ, 0)`, `ℓ = ½‖y − (1, 1)‖²` in `M = I` given as a dense metric (no diagonal, so no
+/// column cosine: the gradient test reads the plain solve, crate::stopping).
+fn corner() -> FitProblem<LinearModel, SquaredError<DenseMetric>, DenseMetric> {
+    let m = DenseMetric::new(mat![[1.0, 0.0], [0.0, 1.0]]).unwrap();
+    FitProblem::new(
+        LinearModel::dense(mat![[1.0], [0.0]]).unwrap(),
+        SquaredError::new(vec![1.0, 1.0], m.clone()).unwrap(),
+        m,
+    )
+    .unwrap()
+}
+
+/// The gradient test of crate::stopping, `c_k = √(g_kᵀ(G_k + λI)⁻¹g_k / (2|L_k|)) ≤ gtol`,
+/// "read off the plain natural-gradient solve (`gᵀ(G + λI)⁻¹g = −gᵀδ/α`) … on steps that
+/// are such a solve (the plain rule, and the first step of the momentum rules)". On
+/// [`corner`] from θ₀ = 0 with α = ½ (`G = 1`, λ = 10⁻⁸ negligible): `θ_k = 1 − 2^{−k}`,
+/// residual `(−2^{−k}, −1)`, `g_k = −2^{−k}`, so `c_k = √(g_k² / (g_k² + 1))`: `c₀ = 0.707`,
+/// `c₁ = 0.447`, `c₂ = 0.243` (the cosine between the residual and the range `(1, 0)`).
+/// - Plain, gtol = 0.75: fires at step 1; gtol = 0.5: at step 2, not before.
+/// - Heavy ball (β = ½), gtol = 0.65: only its first step is a plain solve (`c₀ = 0.707`
+///   does not fire); later steps are never tested by the gradient test (their
+///   `−gᵀδ/α = g²/G − gβδ_{k−1}/α` is no `gᵀG⁻¹g`: 0.5 at step 2, whose "cosine" 0.632
+///   would fire), so the run reaches `max_iters`.
+#[test]
+fn gradient_test_reads_the_plain_solve_only() {
+    let run = |rule: StepRule, gtol: f64| {
+        let ng = NaturalGradient::new()
+            .with_step_size(0.5)
+            .and_then(|s| s.with_linear_solver(LinearSolver::Cholesky))
+            .and_then(|s| s.with_step_rule(rule))
+            .and_then(|s| {
+                s.with_tolerances(Tolerances {
+                    cost: 0.0,
+                    step: 0.0,
+                    grad: gtol,
+                })
+            })
+            .unwrap();
+        let res = Executor::new(corner(), ng)
+            .configure(|s| s.param(vec![0.0]).max_iters(4))
+            .run()
+            .unwrap();
+        let state = res.state();
+        (
+            state.get_termination_reason().unwrap().clone(),
+            state.get_iter(),
+        )
+    };
+    let (reason, iters) = run(StepRule::Plain, 0.75);
+    assert_eq!(
+        (converged_by(&reason), iters),
+        (Some("gradient"), 1),
+        "{reason:?}"
+    );
+    let (reason, iters) = run(StepRule::Plain, 0.5);
+    assert_eq!(
+        (converged_by(&reason), iters),
+        (Some("gradient"), 2),
+        "{reason:?}"
+    );
+    let (reason, iters) = run(StepRule::HeavyBall { beta: 0.5 }, 0.65);
+    assert_eq!((reason, iters), (TerminationReason::MaxItersReached, 4));
 }
