@@ -770,3 +770,120 @@ fn jacobi_needs_a_positive_finite_diagonal_and_the_parameter_space() {
     .unwrap();
     assert_eq!(info.cg.unwrap().preconditioner, PreconditionerKind::None);
 }
+
+/// `M = I`, but not declared diagonal (so every Gram product applies it), returning NaN
+/// from its `from`-th `apply` on: a user metric that fails in the middle of a solve.
+#[derive(Debug)]
+struct FailingMetric {
+    from: usize,
+    calls: std::sync::atomic::AtomicUsize,
+}
+
+impl Metric for FailingMetric {
+    fn name(&self) -> &'static str {
+        "FailingMetric"
+    }
+    fn dim(&self) -> Option<usize> {
+        None
+    }
+    fn apply(&self, _: &OutputPoint<'_>, v: &[f64], out: &mut [f64]) {
+        let call = 1 + self
+            .calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        for (o, v) in out.iter_mut().zip(v) {
+            *o = if call >= self.from { f64::NAN } else { *v };
+        }
+    }
+    fn diagonal(&self, _: &OutputPoint<'_>, _: &mut [f64]) -> bool {
+        false
+    }
+    fn select_samples(&self, _: &[usize], _: usize, _: usize) -> natgrad::Result<Self> {
+        Ok(FailingMetric {
+            from: self.from,
+            calls: Default::default(),
+        })
+    }
+}
+
+/// The scale a breakdown reports counts only the products that were finite
+/// (`SolveFailure::OperatorNotPositiveDefinite`: "the largest `‖A v‖ / ‖v‖` over its
+/// products"; a NaN product has no norm ratio). [`stiff`]'s `G = diag(1, 100)` with a metric
+/// that returns NaN from its second product on: CG's first product `Gb̂` has the ratio
+/// `‖(1, 10)‖/‖(1, 1/10)‖ = 10`; the second is NaN, which CG takes as a breakdown at
+/// iteration 1; the scale reported is 10.
+#[test]
+fn a_breakdown_on_a_non_finite_product_reports_the_scale_of_the_finite_ones() {
+    let j = Mat::from_fn(2, 2, |i, k| match (i, k) {
+        (0, 0) => 1.0,
+        (1, 1) => 10.0,
+        _ => 0.0,
+    });
+    let pb = FitProblem::new(
+        LinearModel::dense(j).unwrap(),
+        SquaredError::l2(vec![0.0; 2]).unwrap(),
+        FailingMetric {
+            from: 2,
+            calls: Default::default(),
+        },
+    )
+    .unwrap();
+    let mut lin = pb.linearize(&[0.0, 0.0]).unwrap();
+    let mut d = vec![0.0; 2];
+    let res = DirectionSolver::new(cg(Preconditioner::None, 50)).solve_from(
+        &mut lin,
+        Rhs::Params(&[1.0, 0.1]),
+        0.0,
+        &mut d,
+    );
+    match res {
+        Err(SolveFailure::OperatorNotPositiveDefinite {
+            iteration: 1,
+            damping,
+            scale,
+        }) => {
+            assert_eq!(damping, 0.0);
+            assert!((scale - 10.0).abs() <= 1e-14, "{scale}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A right-hand side that is not finite is refused before any solve, naming its first bad
+/// entry (`SolveFailure::NonFinite`: `what = "right-hand side"`, the first bad index),
+/// whether it is given as `b` or as the cotangent `r` (`b = Jᵀr`), and for every solver.
+#[test]
+fn a_non_finite_right_hand_side_is_refused_naming_its_first_bad_entry() {
+    let (pb, _) = stiff();
+    let mut lin = pb.linearize(&[0.0, 0.0]).unwrap();
+    let want = |index| SolveFailure::NonFinite {
+        what: "right-hand side",
+        index,
+    };
+    for solver in [
+        cg(Preconditioner::None, 50),
+        LinearSolver::Cholesky,
+        LinearSolver::SampleCholesky,
+    ] {
+        let mut d = vec![0.0; 2];
+        let mut ds = DirectionSolver::new(solver);
+        for (rhs, index) in [
+            (Rhs::Params(&[1.0, f64::NAN]), 1),
+            (Rhs::Params(&[f64::INFINITY, f64::NAN]), 0),
+            (
+                Rhs::Cotangent {
+                    r: &[0.5, f64::NEG_INFINITY],
+                    jt_r: None,
+                },
+                1,
+            ),
+        ] {
+            if matches!(rhs, Rhs::Params(_))
+                && matches!(ds.linear_solver(), LinearSolver::SampleCholesky)
+            {
+                continue;
+            }
+            let res = ds.solve_from(&mut lin, rhs, 0.5, &mut d);
+            assert_eq!(res.unwrap_err(), want(index), "{:?}", ds.linear_solver());
+        }
+    }
+}
