@@ -10,8 +10,8 @@ use common::runs::KvLog;
 use faer::mat;
 use natgrad::model::LinearModel;
 use natgrad::{
-    converged_by, DampingScale, DenseMetric, FitProblem, LinearSolver, NaturalGradient,
-    SquaredError, StepControl, StepRule, Tolerances, WeightedL2,
+    converged_by, CgSettings, DampingScale, DenseMetric, FitProblem, LinearSolver, NaturalGradient,
+    Preconditioner, SquaredError, StepControl, StepRule, Tolerances, WeightedL2,
 };
 
 /// `y = θ` (one parameter), `ℓ = ½(y − 1)²`, `M = 1`: `J = 1`, `G = 1`, `g = θ − 1`.
@@ -254,6 +254,50 @@ fn relative_damping_reports_its_setting_and_the_damping_it_used() {
             "KV key `{key}` undocumented"
         );
     }
+}
+
+/// argmin's counters hold the run's evaluations only (`record_counts`: what the solver did
+/// since it was called), also when the problem was evaluated before the run (here three
+/// losses at θ₀ through `FitProblem::loss_at`). When `L(θ₀)` is already at argmin's target
+/// cost, argmin stops before the first iteration, so `init` makes no step ahead
+/// (`step::Ahead`: "not when argmin is about to stop"): it forms the loss at θ₀ and the
+/// gradient there, nothing else — `cost_count = 2` (the loss, the linearisation),
+/// `gradient_count = vjp_count = 1`, `jvp_count = 0` (a CG solve made ahead would count its
+/// Gram products).
+#[test]
+fn a_run_counts_its_own_evaluations_only() {
+    let cg = CgSettings {
+        preconditioner: Preconditioner::None,
+        ..CgSettings::default()
+    };
+    let ng = NaturalGradient::new()
+        .with_linear_solver(LinearSolver::Cg(cg))
+        .and_then(|s| s.with_tolerances(Tolerances::NONE))
+        .unwrap();
+    let problem = line();
+    for _ in 0..3 {
+        assert_eq!(problem.loss_at(&[0.0]).unwrap(), 0.5);
+    }
+    let res = Executor::new(problem, ng)
+        .configure(|s| {
+            s.param(vec![0.0])
+                .max_iters(5)
+                .target_cost(0.5)
+                .counting(true)
+        })
+        .run()
+        .unwrap();
+    let state = res.state();
+    assert_eq!(state.get_iter(), 0);
+    let counts = state.get_func_counts();
+    assert_eq!(counts["cost_count"], 2, "{counts:?}");
+    assert_eq!(counts["gradient_count"], 1, "{counts:?}");
+    assert_eq!(counts["vjp_count"], 1, "{counts:?}");
+    assert_eq!(
+        counts.get("jvp_count").copied().unwrap_or(0),
+        0,
+        "{counts:?}"
+    );
 }
 
 /// `y = (θ, 0)`, `ℓ = ½‖y − (1, 1)‖²` in `M = I` given as a dense metric (no diagonal, so no
