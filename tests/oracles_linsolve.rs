@@ -529,3 +529,34 @@ fn least_squares_drops_singular_values_at_or_below_the_cut_off() {
         solve_fresh(&mut lin, Rhs::Params(&b), 0.0, &solver).unwrap_or_else(|e| panic!("{e}"));
     assert!(rel_diff(&d, &[1.0, 0.0]) <= 1e-15, "noise floor: d = {d:?}");
 }
+
+/// The eigen path's noise floor `p·ε·μ_max` (module docs of `linsolve::least_squares`): with
+/// `rcond = 0` and `λ` *above* it nothing is dropped; at `λ` exactly on it the eigenvalues at
+/// or below the floor are. `J = diag(2²⁵, ½)`: `μ = (2⁵⁰, ¼)`, floor `2·2⁻⁵²·2⁵⁰ = ½` (exact in
+/// binary). At `λ = ½`, `b = (2⁵⁰ + ½, ¾)`: `μ₂ = ¼` is below the floor, so `d = (1, 0)`;
+/// just above (`λ = ½ + 2⁻⁵²`, the next double) it is kept, `d₂ = ¾/(¼ + λ) ≈ 1`.
+#[test]
+fn least_squares_eigen_path_keeps_all_only_when_damping_is_above_the_noise_floor() {
+    let pb = diagonal_problem(2f64.powi(25), 0.5);
+    let mut lin = pb.linearize(&[0.0, 0.0]).unwrap();
+    let solver = LinearSolver::LeastSquares { rcond: 0.0 };
+    let b = [2f64.powi(50) + 0.5, 0.75];
+    let (d, _) =
+        solve_fresh(&mut lin, Rhs::Params(&b), 0.5, &solver).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        rel_diff(&d, &[1.0, 0.0]) <= 1e-15,
+        "λ on the floor: d = {d:?}"
+    );
+    let above = 0.5 + f64::EPSILON / 2.0;
+    assert!(above > 0.5);
+    let (d, _) =
+        solve_fresh(&mut lin, Rhs::Params(&b), above, &solver).unwrap_or_else(|e| panic!("{e}"));
+    let want = [
+        (2f64.powi(50) + 0.5) / (2f64.powi(50) + above),
+        0.75 / (0.25 + above),
+    ];
+    assert!(
+        rel_diff(&d, &want) <= 1e-15,
+        "λ above the floor: d = {d:?}, want {want:?}"
+    );
+}
