@@ -43,6 +43,7 @@ mod settings;
 mod solve;
 mod step;
 mod termination;
+mod warm_up;
 
 use crate::batch::MiniBatch;
 use crate::line_search::StepSearch;
@@ -51,7 +52,7 @@ use crate::loss::Loss;
 use crate::metric::Metric;
 use crate::model::Model;
 use crate::problem::{Evaluations, FitProblem};
-use crate::step_control::{DampingScale, LevenbergMarquardt, StepControl};
+use crate::step_control::{DampingScale, LevenbergMarquardt, StepControl, WarmUp};
 use crate::step_rule::StepRule;
 use crate::stopping::{Tolerances, CONVERGED};
 use argmin::core::{
@@ -140,6 +141,7 @@ pub use crate::linsolve::Parallelism;
 /// | `step_norm` | float | `‖θ_{k+1} − θ_k‖₂ = t‖δ_k‖₂` (units of θ) |
 /// | `lm_rho` | float | Levenberg–Marquardt gain ratio actual/predicted decrease (dimensionless; with adaptive damping) |
 /// | `damping_follows` | float | `t_max/t`, the factor by which λ followed the line search ([`NaturalGradient::with_line_search_damping`]; only when it did) |
+/// | `watchdog` | string | after the last step of a warm-up ([`NaturalGradient::with_warm_up`]): `kept` (the run goes on from there) or `back_to_start` (from `θ₀`) |
 /// | `momentum_restart` | bool | a rejected LM step cleared the momentum memory (rejected steps only) |
 /// | `reason` | string | why the run ends (a failing step only; the same text as the termination reason) |
 #[derive(Debug, Clone, PartialEq)]
@@ -161,6 +163,8 @@ pub struct NaturalGradient<S = StepControl> {
     /// `t_max` of [`NaturalGradient::with_line_search_damping`].
     line_search_damping: Option<f64>,
     max_step_norm: Option<f64>,
+    /// The watchdog warm-up before the configured steps ([`NaturalGradient::with_warm_up`]).
+    warm_up: Option<WarmUp>,
     batch: Option<MiniBatch>,
     seed: u64,
     memory: Memory,
@@ -192,6 +196,7 @@ impl NaturalGradient {
             adaptive_damping: None,
             line_search_damping: None,
             max_step_norm: None,
+            warm_up: None,
             batch: None,
             seed: 0,
             memory: Memory::default(),
@@ -256,17 +261,18 @@ impl<Mo: Model, Lo: Loss, Me: Metric, S: StepSearch> Solver<FitProblem<Mo, Lo, M
         self.check_setup(p)?;
         self.memory = Memory::default();
         self.direction_solver.reset();
-        self.damping = match self.adaptive_damping {
-            Some(lm) => self.initial_damping.clamp(lm.min, lm.max),
-            None => self.initial_damping,
-        };
+        self.damping = self.start_damping();
         let before = p.evaluations();
         let cost = p.loss_at(theta).map_err(|e| e.into_argmin(NAME))?;
         if !cost.is_finite() {
             return Err(p.non_finite_loss(theta, "the initial θ").into_argmin(NAME));
         }
+        self.begin_warm_up(theta, cost);
         let ahead = Horizon::of(&state, true).continues(cost);
         let gradient = self.first_gradient(p, theta, ahead);
+        if let Ok(g) = &gradient {
+            self.warm_up_gradient(g);
+        }
         record_counts(problem, p.evaluations() - before)?;
         let state = match gradient {
             Ok(g) => state.gradient(g),
@@ -295,6 +301,7 @@ impl<Mo: Model, Lo: Loss, Me: Metric, S: StepSearch> Solver<FitProblem<Mo, Lo, M
         let (outcome, batch_evaluations) = self.step(p, &theta, horizon);
         record_counts(problem, p.evaluations() - before + batch_evaluations)?;
         let step = outcome.map_err(|e| e.into_argmin(NAME))?;
+        let step = self.after_warm_up_step(step);
         Ok(self.write_state(state, theta, step))
     }
 

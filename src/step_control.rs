@@ -73,6 +73,51 @@ impl StepControl {
     }
 }
 
+/// A watchdog warm-up (R. M. Chamberlain, M. J. D. Powell, C. Lemaréchal, H. C. Pedersen,
+/// *The watchdog technique for forcing convergence in algorithms for constrained
+/// optimization*, Math. Programming Study 16, 1982): the first `steps` steps of a run are
+/// plain natural-gradient steps `θ ← θ − (G + λ_w I)⁻¹ g` with `λ_w = damping`, α = 1
+/// and `t = 1` — no momentum, no line search, no Levenberg–Marquardt update, so the loss
+/// may go up on the way. After them the watchdog compares: if the loss is below the
+/// initial `L(θ₀)` the run goes on from there, otherwise it goes back to `θ₀` (KV
+/// `watchdog`: `kept` or `back_to_start`). Either way the configured settings then take
+/// over as at the start of a run (λ from [`with_damping`], no momentum memory); the
+/// warm-up steps count against argmin's `max_iters`.
+///
+/// Why: a monotone step control cannot take a step that raises the loss, and on some
+/// PINNs the fastest path does (advection–diffusion ε = 0.1, m = 1 000: the first full
+/// step with λ = 1e-6 raises the loss from 0.50 to 2 983, the next nine bring it to
+/// 1.9e-3, while Armijo keeps the run on the saturated start for 45–55 steps).
+/// A non-monotone Armijo test (Grippo–Lampariello–Lucidi's maximum of the last M losses,
+/// Zhang–Hager's average) cannot: its reference at the first step is `L(θ₀)` itself, and
+/// no argmin line search accepts an increase either. The watchdog bounds the risk: at
+/// worst `steps` steps are lost (docs/pinn.md, *One recipe for PINNs*).
+///
+/// [`with_damping`]: crate::NaturalGradient::with_damping
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct WarmUp {
+    /// Steps of the warm-up (≥ 1).
+    pub steps: u64,
+    /// Its damping `λ_w` (finite, ≥ 0; in the units of [`DampingScale`]).
+    pub damping: f64,
+}
+
+impl WarmUp {
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        if self.steps == 0 {
+            return Err("a warm-up needs at least one step, got 0".into());
+        }
+        if !(self.damping.is_finite() && self.damping >= 0.0) {
+            return Err(format!(
+                "the warm-up damping must be finite and ≥ 0, got {}",
+                self.damping
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// The outcome of a step control (crate-internal: a public type in a private module, so
 /// that the sealed [`crate::line_search::StepSearch`] can return it without naming it in
 /// the public API).

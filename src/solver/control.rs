@@ -15,6 +15,7 @@ use crate::model::Model;
 use crate::problem::FitProblem;
 use crate::step_control::{
     failed_at_max_reason, predicted_decrease, stalled_reason, Accepted, LevenbergMarquardt,
+    StepControl,
 };
 use crate::step_rule::StepRule;
 use crate::stopping::{StepRecord, Tolerances};
@@ -50,7 +51,10 @@ impl<S: StepSearch> NaturalGradient<S> {
             gradient: &start.g,
             delta: &m.delta,
         };
-        let accepted = self.step_control.search(at.on, &search_from)?;
+        let accepted = match self.warming() {
+            true => StepControl::Fixed.search(at.on, &search_from)?,
+            false => self.step_control.search(at.on, &search_from)?,
+        };
         let t = accepted.t;
         let step_norm = t * norm(&m.delta);
         kv.insert("step_scale", t.into());
@@ -62,7 +66,7 @@ impl<S: StepSearch> NaturalGradient<S> {
             predicted: predicted_decrease(t, dot(&start.g, &m.delta), m.jd_m_sq),
         };
         if self.tolerances != Tolerances::NONE && !start.zero_gradient {
-            let damping = match self.momentum {
+            let damping = match self.step_rule_now() {
                 StepRule::GradientDescent => 0.0,
                 _ => self.lambda(),
             };
@@ -78,7 +82,7 @@ impl<S: StepSearch> NaturalGradient<S> {
                 column_cosine: start.column_cosine,
             });
         }
-        if let Some(lm) = self.adaptive_damping {
+        if let Some(lm) = self.levenberg_marquardt_now() {
             let used = self.damping;
             if let Some(ended) = self.levenberg_marquardt(lm, &decrease, kv) {
                 return Ok(ControlFlow::Break(ended));

@@ -7,6 +7,7 @@
 use super::prepare::{Measured, Prepared};
 use super::step::{scaled, Failure, Step, StepAt};
 use super::termination::Horizon;
+use super::warm_up::WarmUpRun;
 use super::NaturalGradient;
 use crate::line_search::StepSearch;
 use crate::loss::Loss;
@@ -38,6 +39,8 @@ pub(super) struct Memory {
     pub(super) gradient_failure: Option<String>,
     /// The next step, made ahead on the linearisation that formed that gradient.
     pub(super) ahead: Option<Ahead>,
+    /// The watchdog warm-up under way (`with_warm_up`).
+    pub(super) warm_up: Option<WarmUpRun>,
 }
 
 /// A parameter vector and the full gradient `g = Jᵀ∇_yℓ` there.
@@ -100,7 +103,7 @@ impl<S: StepSearch> NaturalGradient<S> {
         kv: &mut KV,
     ) -> Result<Step, Failure> {
         let t = accepted.t;
-        let uses_jvp = self.momentum.uses_jvp_of_step();
+        let uses_jvp = self.step_rule_now().uses_jvp_of_step();
         self.memory.previous = Some(Previous {
             theta: at.theta.to_vec(),
             delta: scaled(t, &m.delta),
@@ -173,7 +176,9 @@ impl<S: StepSearch> NaturalGradient<S> {
         self.memory.ahead = match outcome {
             Ok(prepared) => Some(Ok(prepared)),
             Err(Failure::Numerical(reason)) => Some(Err(reason)),
-            Err(Failure::Solve(reason)) if self.adaptive_damping.is_none() => Some(Err(reason)),
+            Err(Failure::Solve(reason)) if self.levenberg_marquardt_now().is_none() => {
+                Some(Err(reason))
+            }
             // An input error ends the run, and under Levenberg–Marquardt a failed solve
             // is a rejection: the next step meets either again.
             Err(Failure::Input(_) | Failure::Solve(_)) => None,

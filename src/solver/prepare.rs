@@ -89,7 +89,7 @@ impl<S: StepSearch> NaturalGradient<S> {
         gradient: Option<Vec<f64>>,
         kv: &mut KV,
     ) -> Result<Start, Failure> {
-        let rule = self.momentum;
+        let rule = self.step_rule_now();
         let loss = lin.loss();
         let g = match (gradient, &self.memory.gradient) {
             (Some(g), _) => g,
@@ -132,7 +132,7 @@ impl<S: StepSearch> NaturalGradient<S> {
         g: &[f64],
         kv: &mut KV,
     ) -> Result<Vec<f64>, Failure> {
-        let (rule, alpha) = (self.momentum, self.step_size);
+        let (rule, alpha) = (self.step_rule_now(), self.step_size_now());
         let mut log = SolveLog::new(kv);
         let log = &mut log;
         let prev_outputs = at.previous_outputs.as_deref();
@@ -186,13 +186,14 @@ impl<S: StepSearch> NaturalGradient<S> {
         start: &Start,
         mut delta: Vec<f64>,
     ) -> Result<Measured, Failure> {
-        let rule = self.momentum;
+        let rule = self.step_rule_now();
         // gᵀ(G + λI)⁻¹g of a plain solve δ = −α(G + λI)⁻¹g, for the gradient test.
         let plain_solve = !matches!(rule, StepRule::GradientDescent)
             && (matches!(rule, StepRule::Plain) || at.previous.is_none());
-        let g_ginv_g = plain_solve.then(|| -dot(&start.g, &delta) / self.step_size);
+        let g_ginv_g = plain_solve.then(|| -dot(&start.g, &delta) / self.step_size_now());
         cap_step_norm(&mut delta, self.max_step_norm);
-        let curvature = self.adaptive_damping.is_some() || self.tolerances != Tolerances::NONE;
+        let curvature =
+            self.levenberg_marquardt_now().is_some() || self.tolerances != Tolerances::NONE;
         let jd = (rule.uses_jvp_of_step() || curvature).then(|| {
             let mut jd = vec![0.0; lin.outputs().len()];
             lin.jvp(&delta, &mut jd);
@@ -257,11 +258,9 @@ impl<S: StepSearch> NaturalGradient<S> {
         at: &StepAt<'s, Mo, Lo, Me>,
     ) -> Result<Option<Cow<'s, PreviousOutputs>>, Failure> {
         match at.previous {
-            Some(prev) if self.momentum.uses_previous_outputs() => Ok(Some(self.previous_on(
-                at.on,
-                prev,
-                at.samples.as_deref(),
-            )?)),
+            Some(prev) if self.step_rule_now().uses_previous_outputs() => Ok(Some(
+                self.previous_on(at.on, prev, at.samples.as_deref())?,
+            )),
             _ => Ok(None),
         }
     }
@@ -282,7 +281,7 @@ impl<S: StepSearch> NaturalGradient<S> {
         let mut lin = on
             .linearize(&prev.theta)
             .map_err(|e| at_previous(e.into()))?;
-        let jvp_delta = self.momentum.uses_jvp_of_step().then(|| {
+        let jvp_delta = self.step_rule_now().uses_jvp_of_step().then(|| {
             let mut jd = vec![0.0; lin.outputs().len()];
             lin.jvp(&prev.delta, &mut jd);
             jd

@@ -11,7 +11,7 @@ use crate::loss::Loss;
 use crate::metric::Metric;
 use crate::model::Model;
 use crate::problem::FitProblem;
-use crate::step_control::{DampingScale, LevenbergMarquardt, StepControl};
+use crate::step_control::{DampingScale, LevenbergMarquardt, StepControl, WarmUp};
 use crate::step_rule::StepRule;
 use crate::stopping::{check_tolerance, Tolerances};
 
@@ -29,6 +29,7 @@ impl<S> NaturalGradient<S> {
             adaptive_damping: self.adaptive_damping,
             line_search_damping: self.line_search_damping,
             max_step_norm: self.max_step_norm,
+            warm_up: self.warm_up,
             batch: self.batch,
             seed: self.seed,
             memory: self.memory,
@@ -187,6 +188,18 @@ impl<S> NaturalGradient<S> {
         Ok(self)
     }
 
+    /// A watchdog warm-up before the configured steps ([`WarmUp`]): the first
+    /// `warm_up.steps` steps are plain, full (α = 1, `t = 1`) and unguarded with damping
+    /// `warm_up.damping`; then the run goes on from there if the loss is below `L(θ₀)`,
+    /// otherwise from `θ₀` (KV `watchdog`), with the configured settings as at the start
+    /// of a run. Errors: `InvalidParameter` for 0 steps or a damping that is negative or
+    /// not finite.
+    pub fn with_warm_up(mut self, warm_up: WarmUp) -> ArgminResult<Self> {
+        warm_up.validate().map_err(invalid)?;
+        self.warm_up = Some(warm_up);
+        Ok(self)
+    }
+
     /// What the damping is relative to (default [`DampingScale::Absolute`]): with
     /// [`DampingScale::GramTrace`] the value of [`with_damping`](Self::with_damping) (and
     /// the bounds of [`with_adaptive_damping`](Self::with_adaptive_damping)) is a
@@ -258,6 +271,11 @@ impl<S> NaturalGradient<S> {
     /// The step rule.
     pub fn step_rule(&self) -> StepRule {
         self.momentum
+    }
+
+    /// The watchdog warm-up, if any ([`with_warm_up`](Self::with_warm_up)).
+    pub fn warm_up(&self) -> Option<WarmUp> {
+        self.warm_up
     }
 
     /// The tolerances of the stopping tests.

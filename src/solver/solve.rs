@@ -97,7 +97,7 @@ impl<S: StepSearch> NaturalGradient<S> {
         g: &[f64],
         log: &mut SolveLog,
     ) -> Result<Vec<f64>, Failure> {
-        let alpha = self.step_size;
+        let alpha = self.step_size_now();
         let r = combine(momentum, alpha, lin.output_gradient());
         let b = match momentum {
             None => combine(None, alpha, g),
@@ -136,7 +136,7 @@ impl<S: StepSearch> NaturalGradient<S> {
         s: &[f64],
         log: &mut SolveLog,
     ) -> Result<Vec<f64>, Failure> {
-        let rule = self.momentum;
+        let rule = self.step_rule_now();
         let at_z = |f: Failure| {
             f.at(&format!(
                 "the extrapolation point z = θ_k + s of {} (β = {:e}; a smaller β keeps z \

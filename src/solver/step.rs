@@ -174,7 +174,8 @@ impl<S: StepSearch> NaturalGradient<S> {
         (self.settle(outcome, had_memory, kv), batch_evaluations)
     }
 
-    /// What a step's outcome means for the run: under Levenberg–Marquardt a failed
+    /// What a step's outcome means for the run: during a warm-up a numerical failure
+    /// takes the run back to `θ₀` (the watchdog); under Levenberg–Marquardt a failed
     /// direction solve is a rejected step with a larger λ; a rejected step restarts the
     /// momentum (`had_memory`: the step had one); a numerical failure ends the run with its
     /// reason, also in the KV.
@@ -184,8 +185,13 @@ impl<S: StepSearch> NaturalGradient<S> {
         had_memory: bool,
         mut kv: KV,
     ) -> crate::Result<Step> {
+        if let Err(Failure::Solve(reason) | Failure::Numerical(reason)) = &outcome {
+            if let Some(back) = self.warm_up_failed(reason, &mut kv) {
+                return Ok(back);
+            }
+        }
         let outcome = match outcome {
-            Err(Failure::Solve(reason)) => match self.adaptive_damping {
+            Err(Failure::Solve(reason)) => match self.levenberg_marquardt_now() {
                 Some(lm) => Ok(self.failed_solve(lm, reason, &mut kv)),
                 None => Err(Failure::Numerical(reason)),
             },
@@ -199,7 +205,10 @@ impl<S: StepSearch> NaturalGradient<S> {
                 // direction never becomes one. Without the memory the next step is a
                 // plain natural-gradient step from θ_k, a descent direction.
                 let restarted = had_memory
-                    && !matches!(self.momentum, StepRule::Plain | StepRule::GradientDescent);
+                    && !matches!(
+                        self.step_rule_now(),
+                        StepRule::Plain | StepRule::GradientDescent
+                    );
                 kv.insert("momentum_restart", restarted.into());
                 Ok(Step::Rejected(kv))
             }
