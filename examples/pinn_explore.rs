@@ -6,6 +6,7 @@
 //! ```text
 //! cargo run --release --example pinn_explore -- CONFIG SETTING STEPS EVERY [SEED]
 //! cargo run --release --example pinn_explore -- ad002 lam=1e-10,lmt=1e-12,follow=0.000244140625,armijo,hb=0.3 300 3 0
+//! cargo run --release --example pinn_explore -- ad01k warmup=10@1e-6,lam=1e-10,lmh=1e-12,follow=0.000244140625,armijo,hb=0.3 250 5 0
 //! cargo run --release --example pinn_explore -- nonlinear2d nestdiag=1e-8 0 0 0
 //! cargo run --release --example pinn_explore -- heat1d scale 0 0 0
 //! ```
@@ -16,11 +17,12 @@
 //! The linear solver is Cholesky in the smaller space, as in the default recipe.
 //! `SETTING` is a comma-separated list applied in order to `NaturalGradient::new()`:
 //! `lam=λ` (damping), `lmt=min` / `lmh=min` / `lmn=min` (Levenberg–Marquardt in
-//! `[min, 1e2]` with the threshold rule (the recipe's), its narrow-band variant
-//! `DampingRule::ThresholdNarrow`, or Nielsen's rule), `trace`
+//! `[min, 1e2]` with the threshold rule, its narrow-band variant
+//! `DampingRule::ThresholdNarrow` (the recipe's), or Nielsen's rule), `trace`
 //! (`DampingScale::GramTrace`), `armijo`, `grid=j` (log grid to 2⁻ʲ), `alpha=α`, `cap=c`
 //! (step-norm cap), `follow=t_max` (λ follows the line search below `t_max`,
-//! `with_line_search_damping`), `hb=β`, `nest=β`, `ls=rcond` (least squares). Every
+//! `with_line_search_damping`), `warmup=K@λ` (a watchdog warm-up of K plain full steps
+//! at damping λ, `with_warm_up`), `hb=β`, `nest=β`, `ls=rcond` (least squares). Every
 //! `EVERY` steps it prints the relative L² error on the fine grid, the best so far
 //! (step, seconds without the error evaluations), the loss and the KVs `damping`,
 //! `line_search`, `lm_rho`, `step_norm`, `step_scale`, `damping_follows`.
@@ -37,6 +39,7 @@ use argmin::core::{Error, Executor, State, KV};
 use natgrad::problems::pinn::{
     advection_diffusion, heat_1d, neumann_2d, nonlinear_2d, poisson_2d, PinnCase,
 };
+use natgrad::step_control::WarmUp;
 use natgrad::{
     DampingRule, DampingScale, LevenbergMarquardt, LinearSolver, Linearization, Model,
     NaturalGradient, NgState, StepControl, StepRule,
@@ -143,6 +146,13 @@ fn apply(s: NaturalGradient, item: &str) -> AnyResult<NaturalGradient> {
         })?,
         "alpha" => s.with_step_size(x()?)?,
         "cap" => s.with_max_step_norm(x()?)?,
+        "warmup" => {
+            let (k, lam) = value.split_once('@').ok_or("warmup=K@λ")?;
+            s.with_warm_up(WarmUp {
+                steps: k.parse()?,
+                damping: lam.parse()?,
+            })?
+        }
         "follow" => s.with_line_search_damping(x()?)?,
         "hb" => s.with_step_rule(StepRule::HeavyBall { beta: x()? })?,
         "nest" => s.with_step_rule(StepRule::Nesterov { beta: x()? })?,

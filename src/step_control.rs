@@ -276,13 +276,14 @@ pub enum DampingRule {
     Threshold,
     /// The threshold rule with the upper threshold at ½ instead of ¾: `λ ← 3/2·λ` if
     /// `ρ < 1/4` or the step is rejected, `λ ← 2/3·λ` if `ρ > 1/2`, unchanged in between.
-    /// Opt-in, for experiments on heavy-ball steps under a line search: in the final phase
-    /// of the PINN runs the gain ratio of the accepted momentum step sits at 0.5–0.75 for
-    /// hundreds of steps, which [`Threshold`](Self::Threshold) reads as "leave λ alone",
-    /// so λ stays above what the run can use. Measured (docs/pinn.md, *One recipe for
-    /// PINNs*): Poisson 2D 9.6e-8 → 1.9e-8 and advection–diffusion ε = 0.1, m = 1 000
-    /// 1.5e-7 → 1.8e-8 (seed 0), but ε = 0.1, m = 100 5.0e-8 → 1.7e-7 and m = 1 000 seed 1
-    /// 5.5e-7 → 1.1e-6, so the PINN recipe keeps [`Threshold`](Self::Threshold).
+    /// For heavy-ball steps under a line search: in the final phase of the PINN runs the
+    /// gain ratio of the accepted momentum step sits at 0.5–0.75 for hundreds of steps,
+    /// which [`Threshold`](Self::Threshold) reads as "leave λ alone", so λ stays above
+    /// what the run can use. The PINN recipe's rule
+    /// (`problems::pinn::default_solver`, after its watchdog warm-up): Poisson 2D
+    /// 9.6e-8 → 1.9e-8 (seed 0); without the warm-up it had made advection–diffusion
+    /// ε = 0.1, m = 100 worse (5.0e-8 → 1.7e-7), with it 3.4e-8 (docs/pinn.md, *One
+    /// recipe for PINNs*).
     ThresholdNarrow,
 }
 

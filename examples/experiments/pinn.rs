@@ -14,7 +14,7 @@ use crate::Budget;
 use indicatif::{ProgressBar, ProgressStyle};
 use natgrad::problems::pinn::{
     advection_diffusion, default_solver, heat_1d, neumann_2d, nonlinear_2d, poisson_2d, PinnCase,
-    RECIPE_BETA, RECIPE_DAMPING, RECIPE_DAMPING_RANGE, RECIPE_FOLLOW_T_MAX,
+    RECIPE_BETA, RECIPE_DAMPING, RECIPE_DAMPING_RANGE, RECIPE_FOLLOW_T_MAX, RECIPE_WARM_UP,
 };
 use natgrad::StepControl;
 use natgrad::StepRule;
@@ -273,8 +273,11 @@ fn optimisers(cfg: &Config, n: usize, p: usize) -> Vec<(&'static str, String, Op
         (
             "NGD default recipe",
             format!(
-                "pinn::default_solver: heavy ball β = {RECIPE_BETA}, LM damping λ ∈ [{:e}, {:e}] \
-                 from {RECIPE_DAMPING:e} following Armijo below t = 2^{}, {}",
+                "pinn::default_solver: watchdog warm-up ({} plain full steps, λ = {:e}), then \
+                 heavy ball β = {RECIPE_BETA}, LM damping (narrow threshold rule) λ ∈ \
+                 [{:e}, {:e}] from {RECIPE_DAMPING:e} following Armijo below t = 2^{}, {}",
+                RECIPE_WARM_UP.steps,
+                RECIPE_WARM_UP.damping,
                 RECIPE_DAMPING_RANGE.0,
                 RECIPE_DAMPING_RANGE.1,
                 RECIPE_FOLLOW_T_MAX.log2(),

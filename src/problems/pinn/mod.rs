@@ -9,6 +9,7 @@ mod recipe;
 pub use cases::{heat_1d, heat_exact, neumann_2d, neumann_exact, nonlinear_2d};
 pub use recipe::{
     default_solver, RECIPE_BETA, RECIPE_DAMPING, RECIPE_DAMPING_RANGE, RECIPE_FOLLOW_T_MAX,
+    RECIPE_WARM_UP,
 };
 
 use crate::error::Result;
