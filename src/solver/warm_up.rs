@@ -1,7 +1,7 @@
 //! The watchdog warm-up ([`WarmUp`], `with_warm_up`; docs/math.md §3, step control): the
-//! settings a warm-up step uses,
-//! and the watchdog's verdict after the last one. Hand-written: argmin has no watchdog
-//! and no line search that accepts a loss increase (see [`WarmUp`] for why one is needed).
+//! settings a warm-up step uses, and the watchdog's verdict after the last one.
+//! Hand-written: argmin has no watchdog and no line search that accepts a loss increase
+//! (see [`WarmUp`] for why one is needed).
 
 use super::memory::{GradientAt, Memory};
 use super::step::Step;
