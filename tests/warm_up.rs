@@ -17,10 +17,13 @@ use natgrad::{
     StepRule,
 };
 
+/// A scalar function `f64 → f64`.
+type Scalar = fn(f64) -> f64;
+
 /// The scalar fit `f(θ) = 0` (the model `y = f(θ)`, `J = f'(θ)`, target 0).
 fn fit(
-    f: fn(f64) -> f64,
-    df: fn(f64) -> f64,
+    f: Scalar,
+    df: Scalar,
 ) -> FitProblem<impl Model + 'static, SquaredError<Euclidean>, Euclidean> {
     let model = ClosureModel::new(
         1,
@@ -152,7 +155,7 @@ fn the_watchdog_goes_back_to_the_start_when_the_warm_up_raised_the_loss() {
 
 /// The configured step from `θ` on the fit `f(θ) = 0`: a plain quarter Gauss–Newton step
 /// `δ = −¼ f/f'`, halved by Armijo until `L(θ + tδ) ≤ L(θ) + 10⁻⁴ t gδ`.
-fn quarter_step_by_hand(f: fn(f64) -> f64, df: fn(f64) -> f64, theta: f64) -> f64 {
+fn quarter_step_by_hand(f: Scalar, df: Scalar, theta: f64) -> f64 {
     let loss = |th: f64| 0.5 * f(th).powi(2);
     let (g, delta) = (f(theta) * df(theta), -0.25 * f(theta) / df(theta));
     let mut t = 1.0;
@@ -167,7 +170,7 @@ fn a_warm_up_step_that_fails_numerically_goes_back_to_the_start() {
     // y = ln θ from θ₀ = 3: Newton's step 3 − 3 ln 3 ≈ −0.30 leaves the domain, the loss
     // there is not finite. Without a warm-up that ends the run; in one, the watchdog takes
     // the run back to θ₀ and the configured steps follow.
-    let (f, df): (fn(f64) -> f64, fn(f64) -> f64) = (f64::ln, |t| 1.0 / t);
+    let (f, df): (Scalar, Scalar) = (f64::ln, |t| 1.0 / t);
     let steps = run_on(fit(f, df), 3, 3.0, 2);
     assert_eq!(
         steps.len(),
