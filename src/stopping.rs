@@ -121,7 +121,7 @@ pub(crate) fn column_cosine(g: &[f64], gram_diagonal: &[f64], loss: f64) -> f64 
     let scale = 2.0 * loss.abs();
     g.iter()
         .zip(gram_diagonal)
-        .filter(|(_, &d)| d > 0.0)
+        .filter(|&(_, &d)| d > 0.0)
         .map(|(gj, d)| gj.abs() / (d * scale).sqrt())
         .fold(0.0, f64::max)
 }

@@ -336,7 +336,9 @@ fn full_problem(m: usize) -> FitProblem<impl Model, SquaredError, WeightedL2> {
 fn local_parts(
     shards: &Shards,
     m: usize,
-) -> natgrad::Result<natgrad::distributed::ShardedProblem<impl Model, SquaredError, WeightedL2>> {
+) -> natgrad::Result<
+    natgrad::distributed::ShardedProblem<impl Model + use<>, SquaredError, WeightedL2>,
+> {
     let range = shards.block(m);
     let x = xs(range.clone(), m);
     let w = WeightedL2::new(vec![1.0 / m as f64; range.len()])?;
