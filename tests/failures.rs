@@ -427,7 +427,26 @@ fn failing_step_reports_what_it_knew() {
     assert!((get("grad_norm").get_float().unwrap() - grad_norm).abs() < 1e-14 * grad_norm);
     assert_eq!(get("cg_iters").get_uint(), Some(1));
     assert_eq!(get("solves").get_uint(), Some(1));
-    assert!(get("rel_residual").get_float().unwrap() > 1e-15);
+    // One CG iteration from δ = 0 on `K δ = b`, `K = AᵀA/3 + λI` (λ = 1e-8, the default),
+    // `b = −g`: δ₁ = (bᵀb / bᵀKb) b, and the reported residual is the true ‖b − Kδ₁‖/‖b‖
+    // (0.1336 here). Was `> 1e-15`, which faer's initial residual (1) also passed.
+    let lambda = 1e-8;
+    let k = |a: usize, c: usize| {
+        (0..3).map(|i| A[i][a] * A[i][c]).sum::<f64>() / 3.0 + if a == c { lambda } else { 0.0 }
+    };
+    let b = [-g[0], -g[1]];
+    let kb = [
+        k(0, 0) * b[0] + k(0, 1) * b[1],
+        k(1, 0) * b[0] + k(1, 1) * b[1],
+    ];
+    let step = (b[0] * b[0] + b[1] * b[1]) / (b[0] * kb[0] + b[1] * kb[1]);
+    let r1 = [b[0] - step * kb[0], b[1] - step * kb[1]];
+    let rel = r1[0].hypot(r1[1]) / b[0].hypot(b[1]);
+    let reported = get("rel_residual").get_float().unwrap();
+    assert!(
+        (reported - rel).abs() <= 1e-12 * rel,
+        "rel_residual {reported:e}, one CG iteration by hand {rel:e}"
+    );
     assert_eq!(get("reason").get_string().unwrap(), reason);
     assert!(reason.contains("CG did not converge"), "{reason}");
 }

@@ -406,7 +406,16 @@ fn cholesky_threshold_refuses_what_faer_factors() {
         }
         Ok((d, _)) => panic!("accepted d = {d:?}"),
     }
-    // With damping the same matrix is well conditioned and factored.
+    // With damping the same matrix is well conditioned and factored, and the direction is
+    // the solution of the damped system (G + λI) d = Aᵀr, solved here by elimination (was
+    // only `is_ok()`, which a wrong damping, e.g. 2λ on the diagonal, also passed).
+    let lambda = 1e-6;
     let rhs = Rhs::Cotangent { r: &r, jt_r: None };
-    assert!(solve_fresh(&mut lin, rhs, 1e-6, &LinearSolver::Cholesky).is_ok());
+    let (d, _) = solve_fresh(&mut lin, rhs, lambda, &LinearSolver::Cholesky)
+        .unwrap_or_else(|e| panic!("damped: {e}"));
+    let damped = Mat::from_fn(2, 2, |i, j| g[(i, j)] + if i == j { lambda } else { 0.0 });
+    let at_r = common::matvec(&a.transpose().to_owned(), &r);
+    let expected = common::dense_solve(&damped, &at_r);
+    let e = common::rel_diff(&d, &expected);
+    assert!(e <= 1e-8, "d = {d:?}, by elimination {expected:?}: {e:e}");
 }

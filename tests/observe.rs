@@ -148,6 +148,34 @@ fn iteration_table_has_a_row_per_iteration_and_the_reason() {
     );
 }
 
+/// Each column of a row holds its own KV entry, in the header's order (the run above only
+/// fixes the number of fields and the fixed step's scale, which a swap of two columns keeps).
+#[test]
+fn table_row_puts_each_kv_entry_in_its_column() {
+    let mut kv = KV::new();
+    kv.insert("grad_norm", 0.5.into())
+        .insert("damping", 1e-3.into())
+        .insert("step_norm", 0.25.into())
+        .insert("step_scale", 0.5.into())
+        .insert("cg_iters", 7u64.into())
+        .insert("linear_solver", "cg".to_string().into());
+    assert_eq!(
+        table_row(12, 2.5e-7, &kv)
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        [
+            "12",
+            "2.5000e-7",
+            "5.0000e-1",
+            "1.00e-3",
+            "2.500e-1",
+            "5e-1",
+            "7",
+            "cg"
+        ]
+    );
+}
+
 #[cfg(feature = "progress")]
 #[test]
 fn progress_bar_ticks_once_per_iteration() {

@@ -96,9 +96,15 @@ fn reaching_the_target_cost_exactly_prepares_no_next_step() {
         (state.get_cost(), state.get_func_counts().clone())
     };
     let (cost, one_step) = run(None, 1);
+    // G + λI = (1 + λ)I with the default λ = 1e-8, so CG is exact in one iteration: δ =
+    // αu/(1 + λ) from θ = 0 leaves the residual (1 − α/(1 + λ))u, and the cost is
+    // ½‖u‖²(1 − α/(1 + λ))² = 2.5 (½ + λ)²/(1 + λ)² (≈ 0.625: the step halves the residual).
+    // (Was `0 < cost < 2.5`, which a step ignoring α (cost 2.5e-16) also passed.)
+    let lambda = 1e-8;
+    let expected = 2.5 * (0.5 + lambda) * (0.5 + lambda) / ((1.0 + lambda) * (1.0 + lambda));
     assert!(
-        cost > 0.0 && cost < 2.5,
-        "the step halves the residual: {cost}"
+        (cost - expected).abs() <= 1e-14 * expected,
+        "the step halves the residual: cost {cost:e}, by hand {expected:e}"
     );
     let (at_target, counts) = run(Some(cost), 10);
     assert_eq!(at_target, cost);
