@@ -313,14 +313,14 @@ fn run_in_pool(threads: usize) -> Vec<Vec<u64>> {
                 let mut out = vec![0.0; p];
                 let t = vec(&mut r, p);
                 raw.gram_product(&w, &t, &mut vec![0.0; n], &mut out);
-                bits.push(out.iter().map(|v| v.to_bits()).collect());
+                bits.push(common::bits(&out));
             }
             let (s, mut out) = (vec(&mut r, n), vec![0.0; n]);
             raw.sample_gram_product(&s, &mut vec![0.0; p], &mut out);
-            bits.push(out.iter().map(|v| v.to_bits()).collect());
+            bits.push(common::bits(&out));
             let mut diag = vec![0.0; p];
             raw.gram_diagonal(&w, &mut diag);
-            bits.push(diag.iter().map(|v| v.to_bits()).collect());
+            bits.push(common::bits(&diag));
             let rhs = lin.output_gradient().to_vec();
             let mut d = vec![0.0; p];
             let cg = LinearSolver::Cg(CgSettings::fixed_iterations(20));
@@ -333,7 +333,7 @@ fn run_in_pool(threads: usize) -> Vec<Vec<u64>> {
                 .set_linear_solver(cg.clone())
                 .solve_from(&mut lin, rhs, 1e-3, &mut d)
                 .unwrap();
-            bits.push(d.iter().map(|v| v.to_bits()).collect());
+            bits.push(common::bits(&d));
         }
         bits
     })
@@ -341,10 +341,7 @@ fn run_in_pool(threads: usize) -> Vec<Vec<u64>> {
 
 #[test]
 fn one_and_two_threads_agree_bitwise() {
-    let (one, two) = (run_in_pool(1), run_in_pool(2));
-    for (i, (a, b)) in one.iter().zip(&two).enumerate() {
-        assert!(a == b, "result {i} differs between 1 and 2 threads");
-    }
+    common::assert_same_bits_at_one_and_two_threads("result", run_in_pool);
 }
 
 /// A linear model whose fused Gram product returns NaN while its jvp and vjp are finite.

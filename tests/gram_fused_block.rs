@@ -233,10 +233,7 @@ fn blocks_in_pool(threads: usize) -> Vec<Vec<u64>> {
 
 #[test]
 fn one_and_two_threads_give_the_same_block_bitwise() {
-    let (one, two) = (blocks_in_pool(1), blocks_in_pool(2));
-    for (i, (a, b)) in one.iter().zip(&two).enumerate() {
-        assert!(a == b, "block {i} differs between 1 and 2 threads");
-    }
+    common::assert_same_bits_at_one_and_two_threads("block", blocks_in_pool);
 }
 
 /// A linear model whose block Gram product returns NaN while its jvp and vjp are finite.

@@ -223,11 +223,7 @@ fn gram_operator_and_diagonal_match_dense_twin() {
 /// inside a rayon pool of `threads` threads. The sizes are large enough that the GEMMs
 /// (`2·64·64·600` flops) and pointwise passes (`64·600` floats) run in parallel.
 fn run_in_pool(threads: usize) -> Vec<Vec<u64>> {
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .unwrap();
-    pool.install(|| {
+    common::in_pool(threads, || {
         let mut r = rng(9);
         let m = 600;
         let x: Vec<f64> = (0..2 * m).map(|_| r.random_range(0.0..1.0)).collect();
@@ -254,25 +250,17 @@ fn run_in_pool(threads: usize) -> Vec<Vec<u64>> {
             .with_parallelism(Par::rayon(0).into())
             .solve_from(&mut lin, rhs, 1e-3, &mut d)
             .unwrap();
-        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<u64>>();
         diag.truncate(p);
-        vec![
-            bits(lin.outputs()),
-            bits(&jt),
-            bits(&jts),
-            bits(&diag),
-            bits(&d),
-        ]
+        [lin.outputs(), &jt, &jts, &diag, &d]
+            .into_iter()
+            .map(common::bits)
+            .collect()
     })
 }
 
 #[test]
 fn one_and_two_threads_agree_bitwise() {
-    let one = run_in_pool(1);
-    let two = run_in_pool(2);
-    for (a, b) in one.iter().zip(&two) {
-        assert!(a == b, "results differ between 1 and 2 threads");
-    }
+    common::assert_same_bits_at_one_and_two_threads("result", run_in_pool);
 }
 
 #[test]

@@ -155,7 +155,7 @@ fn products_in_pool(threads: usize) -> Vec<Vec<u64>> {
             let w: Vec<f64> = (0..n).map(|_| r.random_range(0.1..2.0)).collect();
             let mut out = vec![0.0; p];
             lin.gram_product(&w, &t, &mut vec![0.0; n], &mut out);
-            bits.push(out.iter().map(|v| v.to_bits()).collect());
+            bits.push(common::bits(&out));
         }
         bits
     })
@@ -163,8 +163,5 @@ fn products_in_pool(threads: usize) -> Vec<Vec<u64>> {
 
 #[test]
 fn one_and_two_threads_agree_bitwise() {
-    let (one, two) = (products_in_pool(1), products_in_pool(2));
-    for (i, (a, b)) in one.iter().zip(&two).enumerate() {
-        assert!(a == b, "product {i} differs between 1 and 2 threads");
-    }
+    common::assert_same_bits_at_one_and_two_threads("product", products_in_pool);
 }

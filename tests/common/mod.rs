@@ -170,3 +170,22 @@ pub fn in_pool<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
         .unwrap()
         .install(f)
 }
+
+/// The bits of each entry: results compared bitwise.
+pub fn bits(v: &[f64]) -> Vec<u64> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+/// The determinism check: `results(threads)` (run inside a pool of that many threads by
+/// the caller, e.g. with [`in_pool`]) must give bitwise the same list of results at 1 and at
+/// 2 threads; `what` names one result in the message. Lists of different lengths differ.
+pub fn assert_same_bits_at_one_and_two_threads(
+    what: &str,
+    results: impl Fn(usize) -> Vec<Vec<u64>>,
+) {
+    let (one, two) = (results(1), results(2));
+    assert_eq!(one.len(), two.len(), "{what}s at 1 and 2 threads");
+    for (i, (a, b)) in one.iter().zip(&two).enumerate() {
+        assert!(a == b, "{what} {i} differs between 1 and 2 threads");
+    }
+}
