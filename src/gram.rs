@@ -77,15 +77,15 @@ impl<Me: Metric + ?Sized> CheckedMetric<'_, Me> {
         if self.fault.get().is_some() {
             return;
         }
-        if let Some(index) = out.iter().position(|x| !x.is_finite()) {
-            if input.iter().all(|x| x.is_finite()) {
-                let _ = self.fault.set(Error::NonFiniteMetric {
-                    metric: self.metric.name(),
-                    method,
-                    index,
-                    value: out[index],
-                });
-            }
+        if let Some(index) = out.iter().position(|x| !x.is_finite())
+            && input.iter().all(|x| x.is_finite())
+        {
+            let _ = self.fault.set(Error::NonFiniteMetric {
+                metric: self.metric.name(),
+                method,
+                index,
+                value: out[index],
+            });
         }
     }
 }

@@ -24,13 +24,13 @@ impl Iterates {
 
 impl Observe<NgState> for Iterates {
     fn observe_iter(&mut self, state: &NgState, _kv: &KV) -> Result<(), argmin::core::Error> {
-        if !state.terminated() {
-            if let Some(theta) = state.get_param() {
-                self.0
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(theta.clone());
-            }
+        if !state.terminated()
+            && let Some(theta) = state.get_param()
+        {
+            self.0
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(theta.clone());
         }
         Ok(())
     }

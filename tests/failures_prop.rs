@@ -231,14 +231,13 @@ proptest! {
         // A fault that happened in a value the run must use is named.
         // (A NaN from `Model::forward` may only make a line search or Levenberg–Marquardt
         // reject a trial point.)
-        if let Some(f) = fault.filter(|_| fired) {
-            if f.method != Method::Forward {
+        if let Some(f) = fault.filter(|_| fired)
+            && f.method != Method::Forward {
                 prop_assert!(
                     !blamed(&text).is_empty(),
                     "{f:?} happened but the run says: {text:?} ({s:?})"
                 );
             }
-        }
     }
 
     /// Non-finite data anywhere is a typed error naming the entry.

@@ -80,10 +80,10 @@ impl Recorder {
 impl<S: State<Param = Vec<f64>, Float = f64>> Observe<S> for Recorder {
     fn observe_iter(&mut self, state: &S, _kv: &KV) -> Result<(), Error> {
         let iter = state.get_iter() + 1;
-        if iter.is_multiple_of(self.every) || state.terminated() {
-            if let Some(theta) = state.get_param() {
-                self.record(iter, theta, state.get_cost());
-            }
+        if (iter.is_multiple_of(self.every) || state.terminated())
+            && let Some(theta) = state.get_param()
+        {
+            self.record(iter, theta, state.get_cost());
         }
         Ok(())
     }

@@ -125,11 +125,10 @@ pub(super) fn solve_cg<Mo: Model, Lo: Loss, Me: Metric>(
         trial_above,
         refresh_every,
     } = s.preconditioner
+        && space == Space::Params
     {
-        if space == Space::Params {
-            let rule = (trial_above, refresh_every as u64);
-            return super::precond_choice::solve(lin, sys, s, ctx, rule);
-        }
+        let rule = (trial_above, refresh_every as u64);
+        return super::precond_choice::solve(lin, sys, s, ctx, rule);
     }
     let (damping, par) = (ctx.damping, ctx.par);
     let dim = sys.rhs.len();
@@ -151,10 +150,9 @@ pub(super) fn solve_cg<Mo: Model, Lo: Loss, Me: Metric>(
         refresh_every,
         decay,
     } = s.preconditioner
+        && space == Space::Params
     {
-        if space == Space::Params {
-            super::kfac::refresh(lin, refresh_every, decay, ctx.cache)?;
-        }
+        super::kfac::refresh(lin, refresh_every, decay, ctx.cache)?;
     }
     let cache = &*ctx.cache;
     let precond = match s.preconditioner {

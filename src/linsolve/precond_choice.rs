@@ -236,14 +236,14 @@ fn race<'p, 'q, Mo: Model, Lo: Loss, Me: Metric>(
             Ok(out) if last => state[who] = Runner::Final(out, xr),
             Ok(_) => {}
         }
-        if let [Runner::Final(a, _), other] = &state {
-            if !matches!(other, Runner::Racing) {
-                // Neither reached the tolerance within `max_iters`.
-                let who = usize::from(matches!(other, Runner::Final(b, _) if b.1 < a.1));
-                if let Runner::Final(out, xr) = std::mem::replace(&mut state[who], Runner::Failed) {
-                    x.copy_from_slice(&xr);
-                    return Ok((out, runners[who]));
-                }
+        if let [Runner::Final(a, _), other] = &state
+            && !matches!(other, Runner::Racing)
+        {
+            // Neither reached the tolerance within `max_iters`.
+            let who = usize::from(matches!(other, Runner::Final(b, _) if b.1 < a.1));
+            if let Runner::Final(out, xr) = std::mem::replace(&mut state[who], Runner::Failed) {
+                x.copy_from_slice(&xr);
+                return Ok((out, runners[who]));
             }
         }
     }

@@ -86,18 +86,18 @@ impl<L: Linearization> CheckedLinearization<L> {
         if self.fault.is_some() {
             return;
         }
-        if let Some((index, value)) = mat_finite(out) {
-            if mat_finite(input).is_none() {
-                self.record(Error::NonFinite {
-                    what: format!(
-                        "{what} (column-major index into the {} × {} block)",
-                        out.nrows(),
-                        out.ncols()
-                    ),
-                    index,
-                    value,
-                });
-            }
+        if let Some((index, value)) = mat_finite(out)
+            && mat_finite(input).is_none()
+        {
+            self.record(Error::NonFinite {
+                what: format!(
+                    "{what} (column-major index into the {} × {} block)",
+                    out.nrows(),
+                    out.ncols()
+                ),
+                index,
+                value,
+            });
         }
     }
 }

@@ -117,10 +117,10 @@ impl WorkspacePool {
 
     /// Keeps `ws` for the next linearisation (replacing nothing if one is kept already).
     pub fn put(&self, ws: Workspace) {
-        if let Ok(mut slot) = self.0.lock() {
-            if slot.is_none() {
-                *slot = Some(ws);
-            }
+        if let Ok(mut slot) = self.0.lock()
+            && slot.is_none()
+        {
+            *slot = Some(ws);
         }
     }
 }
