@@ -185,10 +185,10 @@ impl<S: StepSearch> NaturalGradient<S> {
         had_memory: bool,
         mut kv: KV,
     ) -> crate::Result<Step> {
-        if let Err(Failure::Solve(reason) | Failure::Numerical(reason)) = &outcome {
-            if let Some(back) = self.warm_up_failed(reason, &mut kv) {
-                return Ok(back);
-            }
+        if let Err(Failure::Solve(reason) | Failure::Numerical(reason)) = &outcome
+            && let Some(back) = self.warm_up_failed(reason, &mut kv)
+        {
+            return Ok(back);
         }
         let outcome = match outcome {
             Err(Failure::Solve(reason)) => match self.levenberg_marquardt_now() {
