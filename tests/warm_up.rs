@@ -7,7 +7,7 @@
 
 mod common;
 
-use argmin::core::{Executor, KV};
+use argmin::core::{Executor, State, KV};
 use common::twin::Record;
 use faer::MatMut;
 use natgrad::model::ClosureModel;
@@ -204,3 +204,24 @@ fn a_warm_up_of_zero_steps_or_a_bad_damping_is_refused() {
         })
         .is_ok());
 }
+
+/// The watchdog keeps `θ_K` with the gradient the warm-up's last step formed there: argmin's
+/// state after the warm-up holds `∇L(θ₂) = atan θ₂ / (1 + θ₂²)` by hand, and the next step
+/// reuses it (one gradient per iterate: `gradient_count = 3` for `θ₀, θ₁, θ₂`).
+#[test]
+fn the_kept_iterate_keeps_its_gradient_in_the_state() {
+    let theta0 = 0.5;
+    let t2 = newton(newton(theta0));
+    let res = Executor::new(problem(), solver(2))
+        .configure(|s| s.param(vec![theta0]).max_iters(2))
+        .run()
+        .unwrap();
+    let state = res.state();
+    assert!(close(state.get_param().unwrap()[0], t2));
+    let g = state
+        .get_gradient()
+        .expect("the gradient at θ₂ is kept in the state");
+    let by_hand = t2.atan() / (1.0 + t2 * t2);
+    assert!(close(g[0], by_hand), "∇L(θ₂) {} by hand {by_hand}", g[0]);
+}
+
