@@ -224,4 +224,3 @@ fn the_kept_iterate_keeps_its_gradient_in_the_state() {
     let by_hand = t2.atan() / (1.0 + t2 * t2);
     assert!(close(g[0], by_hand), "∇L(θ₂) {} by hand {by_hand}", g[0]);
 }
-
