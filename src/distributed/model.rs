@@ -162,10 +162,10 @@ impl<M: Model> Model for Sharded<M> {
     /// marked non-finite too (`out[0] = NaN`), so that every rank sees an infinite loss.
     fn forward(&self, theta: &[f64], out: &mut [f64]) -> Result<()> {
         let local = self.inner.forward(theta, out).map(|()| &*out);
-        if !self.agree(theta, local)? {
-            if let Some(o) = out.first_mut() {
-                *o = f64::NAN;
-            }
+        if !self.agree(theta, local)?
+            && let Some(o) = out.first_mut()
+        {
+            *o = f64::NAN;
         }
         Ok(())
     }
