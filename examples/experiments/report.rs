@@ -280,11 +280,23 @@ impl Row {
     }
 }
 
+/// One CSV field (RFC 4180): quoted, with inner quotes doubled, when it holds a comma, a
+/// quote or a line break — optimiser labels such as "NGD plain, grid" do.
+pub fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
 /// CSV lines `optimiser,run,iter,seconds,train,test` for a set of runs.
 pub fn csv_lines(optimiser: &str, runs: &[Run]) -> Vec<String> {
+    let optimiser = csv_field(optimiser);
     runs.iter()
         .enumerate()
         .flat_map(|(i, r)| {
+            let optimiser = optimiser.clone();
             r.curve.iter().map(move |p| {
                 format!(
                     "{optimiser},{i},{},{:.6e},{:.6e},{:.6e}",

@@ -2,7 +2,7 @@
 //! parameter space (the seed's toy slides).
 
 use crate::plot::write_csv;
-use crate::report::{Quartiles, Row};
+use crate::report::{csv_field, Quartiles, Row};
 use crate::Budget;
 use argmin::core::observers::{Observe, ObserverMode};
 use argmin::core::{Error, Executor, State, KV};
@@ -120,7 +120,12 @@ pub fn run(out: &Path, budget: Budget) -> Result<(Vec<Row>, Value), Box<dyn std:
             let pts = path.lock().unwrap().clone();
             for (k, th) in pts.iter().enumerate() {
                 let coords: Vec<String> = th.iter().map(|v| format!("{v:.6e}")).collect();
-                csv.push(format!("{},{name},{k},{}", toy.name, coords.join(";")));
+                csv.push(format!(
+                    "{},{},{k},{}",
+                    csv_field(toy.name),
+                    csv_field(name),
+                    coords.join(";")
+                ));
             }
             paths.push((name, pts));
         }
