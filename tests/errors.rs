@@ -269,6 +269,16 @@ fn divergence_ends_the_run_instead_of_panicking() {
         reason.contains("not finite") && reason.contains("reduce the step size"),
         "{reason}"
     );
+    // The first step, θ₁ ≈ 10³·10¹⁰⁰, overflows exp: the last good iterate θ₀ = 0 is
+    // kept, with its finite cost ½(1 − 10¹⁰⁰)².
+    let state = res.state();
+    assert_eq!(state.get_param(), Some(&vec![0.0]), "θ₀ kept");
+    let cost0 = 0.5 * (1.0 - 1e100_f64).powi(2);
+    assert!(
+        (state.get_cost() - cost0).abs() <= 1e-15 * cost0,
+        "cost {} vs L(θ₀) {cost0}",
+        state.get_cost()
+    );
 }
 
 #[test]
