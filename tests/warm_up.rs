@@ -197,17 +197,17 @@ fn a_warm_up_of_zero_steps_or_a_bad_damping_is_refused() {
             .to_string();
         assert!(err.contains("warm-up"), "{steps} {damping}: {err}");
     }
-    assert!(NaturalGradient::new()
-        .with_warm_up(WarmUp {
-            steps: 1,
-            damping: 0.0
-        })
-        .is_ok());
+    let w = WarmUp {
+        steps: 1,
+        damping: 0.0,
+    };
+    let with = NaturalGradient::new().with_warm_up(w).unwrap();
+    assert_eq!(with.warm_up(), Some(w), "the setting is kept");
+    assert_eq!(NaturalGradient::new().warm_up(), None, "off by default");
 }
 
 /// The watchdog keeps `θ_K` with the gradient the warm-up's last step formed there: argmin's
-/// state after the warm-up holds `∇L(θ₂) = atan θ₂ / (1 + θ₂²)` by hand, and the next step
-/// reuses it (one gradient per iterate: `gradient_count = 3` for `θ₀, θ₁, θ₂`).
+/// state after the warm-up holds `∇L(θ₂) = atan θ₂ / (1 + θ₂²)` by hand.
 #[test]
 fn the_kept_iterate_keeps_its_gradient_in_the_state() {
     let theta0 = 0.5;
