@@ -5,8 +5,8 @@
 
 mod common;
 
-use argmin::core::{Executor, KV};
-use common::twin::{kv_float, Record};
+use argmin::core::KV;
+use common::twin::{kv_float, recorded};
 use faer::MatMut;
 use natgrad::model::ClosureModel;
 use natgrad::{
@@ -52,16 +52,7 @@ fn solver(follow: Option<f64>) -> NaturalGradient {
 }
 
 fn steps(follow: Option<f64>, iters: u64) -> Vec<(Vec<f64>, KV)> {
-    let record = Record::default();
-    Executor::new(problem(), solver(follow))
-        .configure(|s| s.param(vec![THETA0]).max_iters(iters))
-        .add_observer(
-            record.clone(),
-            argmin::core::observers::ObserverMode::Always,
-        )
-        .run()
-        .unwrap();
-    record.get()
+    recorded(problem(), solver(follow), &[THETA0], iters)
 }
 
 /// The first step by hand: `δ = −Jr/(J² + λ₀)`, Armijo's `t` (halving from 1 until

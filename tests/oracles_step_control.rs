@@ -5,12 +5,11 @@
 
 mod common;
 
-use argmin::core::observers::ObserverMode;
-use argmin::core::{Executor, State, KV};
+use argmin::core::{Executor, State};
 use common::runs::trajectory;
 use common::twin::{
-    axpby, dot, gram, kv_float, mat_t_vec, mat_vec, rule_step, step_fraction, Design, Kind,
-    LogisticModel, Record,
+    axpby, dot, gram, kv_float, mat_t_vec, mat_vec, recorded, rule_step, step_fraction, Design,
+    Kind, LogisticModel,
 };
 use common::{dense_solve, gram_twin, matvec, rel_diff, rng, spd};
 use faer::{Mat, MatMut};
@@ -31,27 +30,6 @@ fn linear(d: &Design) -> FitProblem<LinearModel, SquaredError<WeightedL2>, Weigh
     let w = WeightedL2::new(d.w.clone()).unwrap();
     let loss = SquaredError::new(d.u.clone(), w.clone()).unwrap();
     FitProblem::new(LinearModel::dense(d.a.clone()).unwrap(), loss, w).unwrap()
-}
-
-/// Runs `solver` and records `(θ_k, KV of step k)` for every step.
-fn recorded<Mo, Lo, Me>(
-    problem: FitProblem<Mo, Lo, Me>,
-    solver: NaturalGradient,
-    theta0: &[f64],
-    iters: u64,
-) -> Vec<(Vec<f64>, KV)>
-where
-    Mo: Model + 'static,
-    Lo: Loss + 'static,
-    Me: Metric + 'static,
-{
-    let record = Record::default();
-    Executor::new(problem, solver)
-        .configure(|s| s.param(theta0.to_vec()).max_iters(iters))
-        .add_observer(record.clone(), ObserverMode::Always)
-        .run()
-        .unwrap();
-    record.get()
 }
 
 fn lm_solver(

@@ -8,7 +8,7 @@
 mod common;
 
 use argmin::core::{Executor, State, KV};
-use common::twin::Record;
+use common::twin::recorded;
 use faer::MatMut;
 use natgrad::model::ClosureModel;
 use natgrad::step_control::WarmUp;
@@ -76,16 +76,7 @@ fn run_on(
     theta0: f64,
     iters: u64,
 ) -> Vec<(Vec<f64>, KV)> {
-    let record = Record::default();
-    Executor::new(problem, solver(k))
-        .configure(|s| s.param(vec![theta0]).max_iters(iters))
-        .add_observer(
-            record.clone(),
-            argmin::core::observers::ObserverMode::Always,
-        )
-        .run()
-        .unwrap();
-    record.get()
+    recorded(problem, solver(k), &[theta0], iters)
 }
 
 fn watchdog(kv: &KV) -> Option<String> {

@@ -11,7 +11,10 @@ use faer::{Mat, MatMut};
 use natgrad::linsolve::DirectionSolver;
 use natgrad::model::{ClosureLinearization, Model};
 use natgrad::step_rule::transport;
-use natgrad::{CgSettings, FitProblem, LinearSolver, Loss, Metric, NgState, StepControl, StepRule};
+use natgrad::{
+    CgSettings, FitProblem, LinearSolver, Loss, Metric, NaturalGradient, NgState, StepControl,
+    StepRule,
+};
 use rand::Rng;
 use std::sync::{Arc, Mutex};
 
@@ -330,6 +333,31 @@ impl Observe<NgState> for Record {
         self.0.lock().unwrap().push((theta, kv.clone()));
         Ok(())
     }
+}
+
+/// Runs `solver` from `theta0` for at most `iters` steps and returns what [`Record`] saw:
+/// `(θ_k, KV of step k)` for every step.
+pub fn recorded<Mo, Lo, Me>(
+    problem: FitProblem<Mo, Lo, Me>,
+    solver: NaturalGradient,
+    theta0: &[f64],
+    iters: u64,
+) -> Vec<Step>
+where
+    Mo: Model + 'static,
+    Lo: Loss + 'static,
+    Me: Metric + 'static,
+{
+    let record = Record::default();
+    argmin::core::Executor::new(problem, solver)
+        .configure(|s| s.param(theta0.to_vec()).max_iters(iters))
+        .add_observer(
+            record.clone(),
+            argmin::core::observers::ObserverMode::Always,
+        )
+        .run()
+        .unwrap();
+    record.get()
 }
 
 /// A float the solver logged under `key`.
